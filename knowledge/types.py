@@ -1,0 +1,109 @@
+"""Value types of the literature index: documents, chunks and retrieved evidence.
+
+All three are pydantic models so they serialise into graph state and JSON output unchanged.
+Citations are rendered only from metadata that exists on the record; nothing is ever filled in.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Document(BaseModel):
+    """One literature record: an abstract, an article, a PDF or a text file.
+
+    ``source_id`` is the stable identifier a citation points at: the bare PMID for PubMed records,
+    the DOI or the given id for other records, the file path for files without one. Readers fill
+    ``text`` (with section and page ranges); documents returned inside :class:`Evidence` carry
+    metadata only (``text`` empty) so graph state stays small.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source_id: str
+    title: str | None = None
+    authors: tuple[str, ...] = ()
+    year: int | None = None
+    journal: str | None = None
+    pmid: str | None = None
+    doi: str | None = None
+    url: str | None = None
+    licence: str | None = None
+    path: str | None = None
+    text: str = Field(default="", repr=False)
+    sections: tuple[tuple[str, int, int], ...] = Field(default=(), repr=False)
+    """(label, start, end) character ranges of labelled sections inside ``text``."""
+    pages: tuple[tuple[int, int, int], ...] = Field(default=(), repr=False)
+    """(page number, start, end) character ranges inside ``text`` for paged sources (PDF)."""
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def citation(self, number: int | None = None) -> str:
+        """Render ``[n] Author et al. Title. Journal Year. PMID:...`` from the fields that exist."""
+        parts: list[str] = []
+        if self.authors:
+            first = self.authors[0]
+            parts.append(f"{first} et al." if len(self.authors) > 1 else f"{first}.")
+        if self.title:
+            title = self.title.rstrip()
+            parts.append(title if title.endswith((".", "?", "!")) else f"{title}.")
+        venue = " ".join(p for p in (self.journal, str(self.year) if self.year else None) if p)
+        if venue:
+            parts.append(f"{venue}.")
+        if self.pmid:
+            parts.append(f"PMID:{self.pmid}")
+        elif self.doi:
+            parts.append(f"doi:{self.doi}")
+        else:
+            parts.append(self.source_id)
+        text = " ".join(parts)
+        return f"[{number}] {text}" if number is not None else text
+
+    @property
+    def link(self) -> str | None:
+        """A resolvable URL for the record: PubMed for PMIDs, doi.org for DOIs, else ``url``."""
+        if self.pmid:
+            return f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/"
+        if self.doi:
+            return f"https://doi.org/{self.doi}"
+        return self.url
+
+
+class Chunk(BaseModel):
+    """A passage of a document; ``document.text[start:end] == text`` always holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str
+    source_id: str
+    index: int
+    text: str
+    start: int
+    end: int
+    section: str | None = None
+    page: int | None = None
+
+
+class Evidence(BaseModel):
+    """A retrieved chunk with its document metadata, scores and (once cited) its number."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chunk: Chunk
+    document: Document
+    score: float
+    scores: dict[str, float] = Field(default_factory=dict)
+    """Per-retriever scores or ranks, e.g. ``{"dense": 0.81, "lexical": 12.3, "rrf": 0.032}``."""
+    number: int | None = None
+
+    @property
+    def source_id(self) -> str:
+        """The cited record's identifier."""
+        return self.document.source_id
+
+    def citation(self, number: int | None = None) -> str:
+        """The numbered bibliography line for this evidence."""
+        return self.document.citation(number if number is not None else self.number)
+
+    def with_number(self, number: int) -> Evidence:
+        """A copy carrying citation number ``number``."""
+        return self.model_copy(update={"number": number})

@@ -1,0 +1,36 @@
+"""medgraph: MedGemma as a tool-calling medical reasoner with grounded, cited answers.
+
+Public names are imported lazily so that ``import medgraph`` (and the CLI's start-up) stays cheap:
+heavy dependencies such as torch load only when a model or an index is actually used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Settings": "medgraph.settings",
+    "MedgraphError": "medgraph.errors",
+    "MedGemmaChat": "medgraph.agents.chat_model",
+    "LiteratureIndex": "medgraph.knowledge.index",
+}
+
+if TYPE_CHECKING:
+    from medgraph.agents.chat_model import MedGemmaChat
+    from medgraph.errors import MedgraphError
+    from medgraph.knowledge.index import LiteratureIndex
+    from medgraph.settings import Settings
+
+__all__ = ["LiteratureIndex", "MedGemmaChat", "MedgraphError", "Settings", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medgraph' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

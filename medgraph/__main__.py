@@ -1,0 +1,5 @@
+"""``python -m medgraph`` runs the CLI."""
+
+from medgraph.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""``medgraph doctor``: what this machine can run."""
+
+from __future__ import annotations

@@ -1,0 +1,35 @@
+"""Exceptions shared by every medgraph package.
+
+Each user mistake raises a subclass of :class:`MedgraphError` whose message names the bad input and
+the fix; the CLI prints that message on one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class MedgraphError(Exception):
+    """Base class for errors caused by input or configuration, not by a bug."""
+
+
+class ConfigurationError(MedgraphError):
+    """A setting is missing, malformed, or names something that cannot be used."""
+
+
+class ModelLoadError(MedgraphError):
+    """Model weights could not be found or loaded."""
+
+
+class EngineError(MedgraphError):
+    """An inference engine failed to answer (server error, timeout, bad response)."""
+
+
+class ImageLoadError(MedgraphError):
+    """A file or payload given as an image could not be decoded safely."""
+
+
+class IngestError(MedgraphError):
+    """A literature file could not be read or indexed."""
+
+
+class IndexUnavailableError(MedgraphError):
+    """The literature index is missing, unreadable, or in use by another process."""
