@@ -1,0 +1,363 @@
+"""Local MedGemma weights through Hugging Face transformers.
+
+Multimodal checkpoints (``google/medgemma-4b-it``) load with ``AutoModelForImageTextToText`` and
+``AutoProcessor``; text-only ones (``google/medgemma-27b-text-it``) with ``AutoModelForCausalLM``
+and ``AutoTokenizer``. bf16 on CUDA, fp32 on CPU unless told otherwise; optional 4/8-bit through
+bitsandbytes. Loaded models live in a process-wide cache keyed by (model, dtype, device map,
+quantisation), so two roles naming the same checkpoint share one copy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    LogitsProcessorList,
+    TextIteratorStreamer,
+)
+
+from medgraph.agents.conversation import Conversation
+from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
+from medgraph.agents.grammar import GrammarCompiler
+from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
+
+HUB_TERMS_HINT = (
+    "MedGemma weights are gated: accept the Health AI Developer Foundations terms on the model's "
+    "Hugging Face page, run `hf auth login` (or set HF_TOKEN), or pass a local folder that holds "
+    "the checkpoint"
+)
+_END_MARKERS = ("<end_of_turn>", "<eos>")
+_DROP_MARKERS = ("<pad>", "<bos>")
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What makes two loaded models interchangeable."""
+
+    model: str
+    dtype: str
+    device_map: str
+    quantization: str
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer (and processor, for multimodal checkpoints)."""
+
+    key: ModelKey
+    model: Any
+    tokenizer: Any
+    processor: Any | None
+    load_seconds: float
+    _grammar: GrammarCompiler | None = field(default=None, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def multimodal(self) -> bool:
+        """Whether the checkpoint has a vision tower."""
+        return self.processor is not None
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs must go."""
+        return torch.device(self.model.device)
+
+    @property
+    def grammar(self) -> GrammarCompiler:
+        """The xgrammar compiler for this tokenizer, built on first use."""
+        if self._grammar is None:
+            config = self.model.config
+            text_config = getattr(config, "text_config", None) or config
+            stop_ids = [
+                i
+                for i in (
+                    self.tokenizer.eos_token_id,
+                    self.tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+                )
+                if isinstance(i, int) and i != self.tokenizer.unk_token_id
+            ]
+            self._grammar = GrammarCompiler(self.tokenizer, text_config.vocab_size, stop_ids)
+        return self._grammar
+
+
+_CACHE: dict[ModelKey, LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto`` means bf16 on CUDA and fp32 on CPU; other names map to torch dtypes."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if name not in dtypes:
+        raise ConfigurationError(f"unknown dtype {name!r}; use one of auto, {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def is_multimodal(model: str) -> bool:
+    """Whether the checkpoint at ``model`` (Hub id or folder) has a vision tower."""
+    config = _load_config(model)
+    return getattr(config, "vision_config", None) is not None
+
+
+def _load_config(model: str) -> Any:
+    try:
+        return AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as error:
+        where = "folder" if Path(model).exists() else "model id"
+        raise ModelLoadError(
+            f"cannot load {where} {model!r}: {str(error).splitlines()[0]}. {HUB_TERMS_HINT}"
+        ) from error
+
+
+def _quantization_config(quantization: str) -> Any:
+    if quantization == "none":
+        return None
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise ConfigurationError(
+            f"quantization {quantization!r} needs bitsandbytes: pip install 'medgraph[quant]'"
+        ) from error
+    if not torch.cuda.is_available():
+        raise ConfigurationError(f"quantization {quantization!r} needs a CUDA GPU; use 'none'")
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4"
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_model(
+    model: str, dtype: str = "auto", device_map: str = "auto", quantization: str = "none"
+) -> LoadedModel:
+    """Load (or fetch from the process cache) the checkpoint ``model``."""
+    key = ModelKey(model, dtype, device_map, quantization)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        config = _load_config(model)
+        kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "device_map": device_map}
+        quantization_config = _quantization_config(quantization)
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+        try:
+            if getattr(config, "vision_config", None) is not None:
+                processor = AutoProcessor.from_pretrained(model)
+                tokenizer = processor.tokenizer
+                network = AutoModelForImageTextToText.from_pretrained(model, **kwargs)
+            else:
+                processor = None
+                tokenizer = AutoTokenizer.from_pretrained(model)
+                network = AutoModelForCausalLM.from_pretrained(model, **kwargs)
+        except OSError as error:
+            raise ModelLoadError(
+                f"cannot load weights of {model!r}: {str(error).splitlines()[0]}. {HUB_TERMS_HINT}"
+            ) from error
+        network.eval()
+        tokenizer.padding_side = "left"
+        loaded = LoadedModel(
+            key, network, tokenizer, processor, time.perf_counter() - started
+        )
+        _CACHE[key] = loaded
+        return loaded
+
+
+def cached_models() -> list[ModelKey]:
+    """Keys of the models loaded in this process."""
+    with _CACHE_LOCK:
+        return list(_CACHE)
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded model (frees memory once no instance holds one)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def clean_completion(text: str) -> str:
+    """Cut a decoded completion at the end of the model turn and drop padding markers."""
+    for marker in _END_MARKERS:
+        position = text.find(marker)
+        if position != -1:
+            text = text[:position]
+    for marker in _DROP_MARKERS:
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+class TransformersEngine:
+    """Runs a MedGemma checkpoint in this process."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        device_map: str = "auto",
+        quantization: str = "none",
+        temperature: float = 0.0,
+    ) -> None:
+        """Load ``model`` (or reuse the process-wide cached copy)."""
+        self.model_id = model
+        self.loaded = load_model(model, dtype, device_map, quantization)
+        self.temperature = temperature
+
+    @property
+    def supports_images(self) -> bool:
+        """Multimodal checkpoints read images; text-only ones do not."""
+        return self.loaded.multimodal
+
+    def _prompt(self, conversation: Conversation) -> str:
+        messages = conversation.to_template_messages()
+        if not self.loaded.multimodal:
+            for message in messages:
+                message["content"] = "\n\n".join(
+                    c["text"] for c in message["content"] if c["type"] == "text"
+                )
+        owner = self.loaded.processor or self.loaded.tokenizer
+        return str(owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    def _inputs(self, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
+        prompts = [self._prompt(r.conversation) for r in requests]
+        images = [[i.image for i in r.conversation.images] for r in requests]
+        if any(images):
+            if not self.loaded.multimodal:
+                raise EngineError(
+                    f"model {self.model_id!r} is text-only and cannot read images; "
+                    "send images to a multimodal checkpoint (the image_model role)"
+                )
+            assert self.loaded.processor is not None
+            inputs = self.loaded.processor(
+                text=prompts,
+                images=images,
+                padding=True,
+                add_special_tokens=False,
+                return_tensors="pt",
+            )
+        else:
+            inputs = self.loaded.tokenizer(
+                prompts, padding=True, add_special_tokens=False, return_tensors="pt"
+            )
+        dtype = self.loaded.model.dtype
+        return {
+            k: (v.to(self.loaded.device, dtype=dtype) if k == "pixel_values" else v.to(self.loaded.device))
+            for k, v in inputs.items()
+        }
+
+    def _generation_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": self.temperature > 0,
+            "pad_token_id": self.loaded.tokenizer.pad_token_id,
+        }
+        if self.temperature > 0:
+            kwargs["temperature"] = self.temperature
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """Complete all requests; rows with images and rows without run as two padded batches."""
+        if not requests:
+            return []
+        with_images = [i for i, r in enumerate(requests) if r.conversation.images]
+        groups = [g for g in (with_images, [i for i in range(len(requests)) if i not in with_images]) if g]
+        results: list[Completion | None] = [None] * len(requests)
+        for group in groups:
+            batch = [requests[i] for i in group]
+            for index, completion in zip(group, self._generate_batch(batch), strict=True):
+                results[index] = completion
+        return [r for r in results if r is not None]
+
+    def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        inputs = self._inputs(requests)
+        budget = max(r.max_new_tokens for r in requests)
+        kwargs = self._generation_kwargs(budget)
+        if any(r.json_schema is not None for r in requests):
+            processor = self.loaded.grammar.processor([r.json_schema for r in requests], budget)
+            kwargs["logits_processor"] = LogitsProcessorList([processor])
+        prompt_length = inputs["input_ids"].shape[1]
+        with self.loaded.lock, torch.inference_mode():
+            output = self.loaded.model.generate(**inputs, **kwargs)
+        completions = []
+        pad = self.loaded.tokenizer.pad_token_id
+        for row, request in enumerate(requests):
+            new_tokens = output[row, prompt_length:]
+            text = clean_completion(
+                self.loaded.tokenizer.decode(new_tokens, skip_special_tokens=False)
+            )
+            completions.append(
+                Completion(
+                    text=truncate_at_stop(text, request.stop),
+                    prompt_tokens=int(inputs["attention_mask"][row].sum()),
+                    completion_tokens=int((new_tokens != pad).sum()),
+                )
+            )
+        return completions
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield decoded text as tokens are generated (plain answers; no grammar)."""
+        if request.json_schema is not None:
+            yield from (c.text for c in self.generate([request]))
+            return
+        inputs = self._inputs([request])
+        streamer = TextIteratorStreamer(
+            self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=False
+        )
+        kwargs = self._generation_kwargs(request.max_new_tokens)
+        error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self.loaded.lock, torch.inference_mode():
+                    self.loaded.model.generate(**inputs, **kwargs, streamer=streamer)
+            except BaseException as exc:  # surfaced to the consumer below
+                error.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        emitted = ""
+        stopped_early = False
+        for piece in streamer:
+            combined = emitted + piece
+            cuts = [combined.find(m) for m in (*_END_MARKERS, *request.stop) if m]
+            stop_at = min((c for c in cuts if c != -1), default=-1)
+            if stop_at != -1:
+                tail = _strip_markers(combined[len(emitted) : stop_at])
+                if tail:
+                    yield tail
+                stopped_early = True
+                break
+            emitted = combined
+            if piece:
+                yield _strip_markers(piece)
+        if stopped_early:
+            for _ in streamer:  # drain so the worker can finish
+                pass
+        worker.join()
+        if error:
+            raise EngineError(f"generation with {self.model_id!r} failed: {error[0]}") from error[0]
+
+
+def _strip_markers(text: str) -> str:
+    for marker in _DROP_MARKERS:
+        text = text.replace(marker, "")
+    return text
