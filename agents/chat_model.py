@@ -10,8 +10,8 @@ graph. Thinking blocks go to ``additional_kwargs["reasoning"]``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -197,7 +197,9 @@ class MedGemmaChat(BaseChatModel):
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
         """Replies constrained to ``schema`` (pydantic model or JSON schema) and parsed into it."""
         if schema is None:
-            raise ValueError("with_structured_output needs a schema (pydantic model or JSON schema)")
+            raise ValueError(
+                "with_structured_output needs a schema (pydantic model or JSON schema)"
+            )
         json_schema = structured_output_schema(schema)  # type: ignore[arg-type]
         llm = self.bind(
             response_schema=json_schema,
@@ -251,14 +253,20 @@ class MedGemmaChat(BaseChatModel):
         if plan.structured or not plan.specs or plan.tool_choice == "none":
             content, reasoning = split_thinking(text)
             return ParsedReply(
-                content=content, tool_calls=[], invalid_tool_calls=[], reasoning=reasoning, error=None
+                content=content,
+                tool_calls=[],
+                invalid_tool_calls=[],
+                reasoning=reasoning,
+                error=None,
             )
         return parse_reply(text, plan.specs, plan.tool_choice)
 
     def _repair_request(self, plan: _Plan, reply: str, error: str) -> GenerationRequest:
         turns = [Turn(t.role, list(t.parts)) for t in plan.request.conversation.turns]
         turns.append(Turn("model", [TextPart(reply)]))
-        turns.append(Turn("user", [TextPart(repair_prompt(reply, error, plan.specs, plan.tool_choice))]))
+        turns.append(
+            Turn("user", [TextPart(repair_prompt(reply, error, plan.specs, plan.tool_choice))])
+        )
         return GenerationRequest(
             conversation=Conversation(turns),
             max_new_tokens=plan.request.max_new_tokens,
@@ -269,11 +277,16 @@ class MedGemmaChat(BaseChatModel):
     def _run(self, plans: Sequence[_Plan]) -> list[tuple[ParsedReply, str, Completion]]:
         """Generate all plans in one engine call, then one batched repair round where needed."""
         completions = self.backend.generate([p.request for p in plans])
-        results = [(self._read(p, c.text), c.text, c) for p, c in zip(plans, completions, strict=True)]
+        results = [
+            (self._read(p, c.text), c.text, c) for p, c in zip(plans, completions, strict=True)
+        ]
         broken = [i for i, (parsed, _, _) in enumerate(results) if parsed.error and self.repair]
         if broken:
             retries = self.backend.generate(
-                [self._repair_request(plans[i], results[i][1], results[i][0].error or "") for i in broken]
+                [
+                    self._repair_request(plans[i], results[i][1], results[i][0].error or "")
+                    for i in broken
+                ]
             )
             for index, completion in zip(broken, retries, strict=True):
                 first = results[index][2]
@@ -282,7 +295,11 @@ class MedGemmaChat(BaseChatModel):
                     first.prompt_tokens + completion.prompt_tokens,
                     first.completion_tokens + completion.completion_tokens,
                 )
-                results[index] = (self._read(plans[index], completion.text), completion.text, merged)
+                results[index] = (
+                    self._read(plans[index], completion.text),
+                    completion.text,
+                    merged,
+                )
         return results
 
     def _message(self, parsed: ParsedReply, raw: str, completion: Completion) -> AIMessage:
@@ -322,7 +339,9 @@ class MedGemmaChat(BaseChatModel):
     ) -> ChatResult:
         plan = self._plan(messages, stop, kwargs)
         parsed, raw, completion = self._run([plan])[0]
-        return ChatResult(generations=[ChatGeneration(message=self._message(parsed, raw, completion))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._message(parsed, raw, completion))]
+        )
 
     def _stream(
         self,

@@ -75,7 +75,11 @@ class Conversation:
         return Conversation(turns)
 
     def to_template_messages(self) -> list[dict[str, Any]]:
-        """The Hugging Face chat-template form: ``[{"role", "content": [{"type": ...}]}]``."""
+        """The Hugging Face chat-template form: ``[{"role", "content": [{"type": ...}]}]``.
+
+        An image with DICOM metadata is followed by its one-line description (modality, body
+        part, view); nothing else from the file ever reaches the prompt.
+        """
         messages: list[dict[str, Any]] = []
         for turn in self.turns:
             content: list[dict[str, Any]] = []
@@ -84,6 +88,9 @@ class Conversation:
                     content.append({"type": "text", "text": part.text})
                 else:
                     content.append({"type": "image"})
+                    description = part.image.describe()
+                    if description:
+                        content.append({"type": "text", "text": f"(Image: {description}.)"})
             role = "assistant" if turn.role == "model" else "user"
             messages.append({"role": role, "content": content})
         return messages
@@ -133,9 +140,7 @@ def to_conversation(
                 parts.append(TextPart(render_tool_calls(message.tool_calls)))
             _append(turns, "model", parts or [TextPart("")])
         elif isinstance(message, ToolMessage):
-            text = render_tool_result(
-                message.name or "tool", message.content, message.tool_call_id
-            )
+            text = render_tool_result(message.name or "tool", message.content, message.tool_call_id)
             _append(turns, "user", [TextPart(text)])
         elif isinstance(message, ChatMessage):
             role: Role = "model" if message.role in ("assistant", "model", "ai") else "user"

@@ -27,15 +27,16 @@ _CLOSERS = set('"}]')
 def closing_bias(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     """Per-token preference used in closing mode.
 
-    A quote comes first (inside a string it is the only way out; outside one it opens the key or
-    value the grammar demands), then brackets and braces, then ``,``, then the shortest tokens.
+    A lone quote comes first (inside a string it is the only way out; outside one it opens the key
+    or value the grammar demands), then brackets and braces, then ``,``, then the shortest tokens.
     """
     bias = torch.full((vocab_size,), -1.0e4)
     for token_id in range(min(vocab_size, len(tokenizer))):
         text = tokenizer.decode([token_id])
         stripped = text.strip()
         if stripped.startswith('"') and set(stripped) <= _CLOSERS:
-            bias[token_id] = 2.0e3 + 10.0 * len(stripped)
+            # Shortest first: where a string opens, '"}' would put a brace inside it.
+            bias[token_id] = 2.0e3 - 10.0 * len(stripped)
         elif stripped and set(stripped) <= _CLOSERS:
             bias[token_id] = 1.0e3 + 10.0 * len(stripped)
         elif stripped == ",":
@@ -72,11 +73,11 @@ class GrammarCompiler:
         return compiled
 
     def processor(
-        self, schemas: Sequence[dict[str, Any] | None], max_new_tokens: int
+        self, schemas: Sequence[dict[str, Any] | None], budgets: Sequence[int]
     ) -> GrammarLogitsProcessor:
-        """A fresh logits processor for one ``generate`` call over rows with ``schemas``."""
+        """A fresh logits processor for one ``generate`` call: a schema and token budget per row."""
         grammars = [self.compile(s) if s is not None else None for s in schemas]
-        return GrammarLogitsProcessor(grammars, self.info.vocab_size, max_new_tokens, self.bias)
+        return GrammarLogitsProcessor(grammars, self.info.vocab_size, budgets, self.bias)
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
@@ -86,16 +87,18 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self,
         grammars: Sequence[xgr.CompiledGrammar | None],
         vocab_size: int,
-        max_new_tokens: int,
+        budgets: Sequence[int],
         bias: torch.Tensor,
         reserve: int | None = None,
     ) -> None:
-        """One matcher per row; closing mode starts ``reserve`` tokens before the budget ends."""
+        """One matcher per row; each row's closing mode starts ``reserve`` tokens before its budget
+        ends (default: half the budget, at most 64 tokens)."""
         self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
         self.vocab_size = vocab_size
-        self.max_new_tokens = max_new_tokens
-        self.reserve = reserve if reserve is not None else min(64, max_new_tokens // 3)
+        self.closing_from = [
+            b - (reserve if reserve is not None else min(64, b // 2)) for b in budgets
+        ]
         self.bias = bias
         self.steps = 0
 
@@ -106,22 +109,19 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 if matcher is not None and not matcher.is_terminated():
                     matcher.accept_token(int(input_ids[row, -1]))
         self.steps += 1
-        rows = [
-            i for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()
-        ]
+        rows = [i for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
         if not rows:
             return scores
         device = scores.device
         work = scores.float().cpu() if device.type not in ("cpu", "cuda") else scores.float()
         width = min(work.shape[-1], self.vocab_size)
-        closing = self.steps > self.max_new_tokens - self.reserve
         for row in rows:
             matcher = self.matchers[row]
             assert matcher is not None
             matcher.fill_next_token_bitmask(self.bitmask, row)
             view = work[row : row + 1, :width].clone()
             xgr.apply_token_bitmask_inplace(view, self.bitmask[row : row + 1].to(view.device))
-            if closing:
+            if self.steps > self.closing_from[row]:
                 allowed = torch.isfinite(view)
                 view[allowed] = self.bias[:width].to(view.device)[allowed[0]]
             work[row : row + 1, :width] = view

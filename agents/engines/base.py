@@ -1,4 +1,4 @@
-"""The engine interface: what :class:`~medgraph.agents.chat_model.MedGemmaChat` asks of a backend."""
+"""The engine interface: what ``MedGemmaChat`` asks of an inference backend."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ repair round then do the work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -44,7 +44,9 @@ class OpenAIEngine:
         self.model_id = model
         self.base_url = base_url
         self.temperature = temperature
+        self.timeout = timeout
         self.schema_supported = True
+        """False once the server refused ``response_format``; later requests go without it."""
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",
@@ -89,24 +91,45 @@ class OpenAIEngine:
         try:
             return self._client.chat.completions.create(**kwargs)
         except openai.BadRequestError as error:
-            if "response_format" in kwargs:
-                # The server does not do guided decoding; parse and repair instead.
-                self.schema_supported = False
+            if "response_format" not in kwargs:
+                raise self._engine_error(error) from error
+            # The server may not do guided decoding: ask again without the schema; the
+            # parser and its repair round then do the work.
+            self.schema_supported = False
+            try:
                 return self._request(request, stream)
-            raise EngineError(f"{self.base_url} rejected the request: {error}") from error
-        except openai.APITimeoutError as error:
-            raise EngineError(
-                f"{self.base_url} did not answer within the timeout; "
+            except EngineError as retry_error:
+                if isinstance(retry_error.__cause__, openai.BadRequestError):
+                    # Refused without the schema too: the schema was not what it objected to.
+                    self.schema_supported = True
+                raise
+        except openai.APIError as error:
+            raise self._engine_error(error) from error
+
+    def _engine_error(self, error: openai.APIError, during: str = "") -> EngineError:
+        """An :class:`EngineError` naming the server, what went wrong and what to check."""
+        where = f"{self.base_url}{during}"
+        if isinstance(error, openai.APITimeoutError):
+            return EngineError(
+                f"{where} did not answer within the timeout ({self.timeout:g} s); "
                 "raise MEDGRAPH_MODELS__REQUEST_TIMEOUT or check the server"
-            ) from error
-        except openai.APIStatusError as error:
-            raise EngineError(
-                f"{self.base_url} answered HTTP {error.status_code}: {error.message}"
-            ) from error
-        except openai.APIConnectionError as error:
-            raise EngineError(
-                f"cannot reach {self.base_url}: {error}; is the server running?"
-            ) from error
+            )
+        if isinstance(error, openai.APIConnectionError):
+            cause = error.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause else error.message
+            return EngineError(
+                f"cannot reach {where} ({reason}); is the server running and the URL right?"
+            )
+        if isinstance(error, openai.APIStatusError):
+            hint = ""
+            if error.status_code in (401, 403):
+                hint = "; check the API key (MEDGRAPH_MODELS__API_KEY)"
+            elif error.status_code == 404:
+                hint = f"; check the model name {self.model_id!r} and the base URL"
+            return EngineError(
+                f"{where} answered HTTP {error.status_code}: {_server_message(error)}{hint}"
+            )
+        return EngineError(f"{where} failed: {_server_message(error)}")
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """One chat-completions call per request (servers batch concurrent requests themselves)."""
@@ -127,10 +150,21 @@ class OpenAIEngine:
         return completions
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield the server's streamed deltas."""
-        try:
-            for event in self._request(request, stream=True):
-                if event.choices and event.choices[0].delta.content:
-                    yield event.choices[0].delta.content
-        except openai.APIError as error:
-            raise EngineError(f"stream from {self.base_url} failed: {error}") from error
+        """Yield the server's streamed deltas (the connection closes if the consumer stops)."""
+        with self._request(request, stream=True) as events:
+            try:
+                for event in events:
+                    if event.choices and event.choices[0].delta.content:
+                        yield event.choices[0].delta.content
+            except openai.APIError as error:
+                raise self._engine_error(error, during=" (while streaming)") from error
+
+
+def _server_message(error: openai.APIError) -> str:
+    """The message from the server's error body where it sent one, else the client's."""
+    body = error.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return error.message

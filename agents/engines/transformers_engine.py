@@ -125,8 +125,8 @@ def _quantization_config(quantization: str) -> Any:
     if quantization == "none":
         return None
     try:
-        from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
     except ImportError as error:
         raise ConfigurationError(
             f"quantization {quantization!r} needs bitsandbytes: pip install 'medgraph[quant]'"
@@ -170,9 +170,7 @@ def load_model(
             ) from error
         network.eval()
         tokenizer.padding_side = "left"
-        loaded = LoadedModel(
-            key, network, tokenizer, processor, time.perf_counter() - started
-        )
+        loaded = LoadedModel(key, network, tokenizer, processor, time.perf_counter() - started)
         _CACHE[key] = loaded
         return loaded
 
@@ -257,7 +255,11 @@ class TransformersEngine:
             )
         dtype = self.loaded.model.dtype
         return {
-            k: (v.to(self.loaded.device, dtype=dtype) if k == "pixel_values" else v.to(self.loaded.device))
+            k: (
+                v.to(self.loaded.device, dtype=dtype)
+                if k == "pixel_values"
+                else v.to(self.loaded.device)
+            )
             for k, v in inputs.items()
         }
 
@@ -278,7 +280,9 @@ class TransformersEngine:
         if not requests:
             return []
         with_images = [i for i, r in enumerate(requests) if r.conversation.images]
-        groups = [g for g in (with_images, [i for i in range(len(requests)) if i not in with_images]) if g]
+        groups = [
+            g for g in (with_images, [i for i in range(len(requests)) if i not in with_images]) if g
+        ]
         results: list[Completion | None] = [None] * len(requests)
         for group in groups:
             batch = [requests[i] for i in group]
@@ -291,7 +295,9 @@ class TransformersEngine:
         budget = max(r.max_new_tokens for r in requests)
         kwargs = self._generation_kwargs(budget)
         if any(r.json_schema is not None for r in requests):
-            processor = self.loaded.grammar.processor([r.json_schema for r in requests], budget)
+            processor = self.loaded.grammar.processor(
+                [r.json_schema for r in requests], [r.max_new_tokens for r in requests]
+            )
             kwargs["logits_processor"] = LogitsProcessorList([processor])
         prompt_length = inputs["input_ids"].shape[1]
         with self.loaded.lock, torch.inference_mode():
@@ -299,7 +305,7 @@ class TransformersEngine:
         completions = []
         pad = self.loaded.tokenizer.pad_token_id
         for row, request in enumerate(requests):
-            new_tokens = output[row, prompt_length:]
+            new_tokens = output[row, prompt_length : prompt_length + request.max_new_tokens]
             text = clean_completion(
                 self.loaded.tokenizer.decode(new_tokens, skip_special_tokens=False)
             )
@@ -313,7 +319,13 @@ class TransformersEngine:
         return completions
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield decoded text as tokens are generated (plain answers; no grammar)."""
+        """Yield decoded text as tokens are generated (plain answers; no grammar).
+
+        The pieces add up to exactly what :meth:`generate` returns for the same request.
+        """
+        yield from trim_stream(self._raw_stream(request))
+
+    def _raw_stream(self, request: GenerationRequest) -> Iterator[str]:
         if request.json_schema is not None:
             yield from (c.text for c in self.generate([request]))
             return
@@ -355,6 +367,24 @@ class TransformersEngine:
         worker.join()
         if error:
             raise EngineError(f"generation with {self.model_id!r} failed: {error[0]}") from error[0]
+
+
+def trim_stream(pieces: Iterator[str]) -> Iterator[str]:
+    """Drop leading and trailing whitespace of a streamed text, as ``str.strip`` would."""
+    started = False
+    pending = ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        body = piece.rstrip()
+        if body:
+            yield pending + body
+            pending = piece[len(body) :]
+        else:
+            pending += piece
 
 
 def _strip_markers(text: str) -> str:
