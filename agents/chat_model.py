@@ -10,6 +10,7 @@ graph. Thinking blocks go to ``additional_kwargs["reasoning"]``.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -22,6 +23,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
@@ -79,8 +81,12 @@ class MedGemmaChat(BaseChatModel):
     model: str = Field(default=DEFAULT_IMAGE_MODEL, alias="model_name")
     """Hub id (``google/medgemma-4b-it``), local folder, or the server's model name."""
     engine: Literal["transformers", "openai"] = "transformers"
-    base_url: str | None = None
-    api_key: SecretStr | None = None
+    base_url: str | None = Field(
+        default_factory=lambda: os.environ.get("MEDGRAPH_MODELS__BASE_URL") or None
+    )
+    api_key: SecretStr | None = Field(
+        default_factory=lambda: secret_from_env("MEDGRAPH_MODELS__API_KEY", default=None)()
+    )
     dtype: str = "auto"
     device_map: str = "auto"
     quantization: Literal["none", "4bit", "8bit"] = "none"
@@ -89,6 +95,10 @@ class MedGemmaChat(BaseChatModel):
     """0 means greedy decoding, as in Google's MedGemma notebooks."""
     thinking: bool = False
     timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=0, ge=0)
+    """Retries of a failed server request (engine "openai")."""
+    streaming: bool = False
+    """Accepted for LangChain compatibility; ``stream()`` always streams."""
     max_tool_calls: int = Field(default=4, ge=1)
     repair: bool = True
     """Give an unparseable tool reply one repair round before reporting it invalid."""
@@ -141,7 +151,7 @@ class MedGemmaChat(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="medgemma",
-            ls_model_name=self.model,
+            ls_model_name=str(kwargs.get("model", self.model)),
             ls_model_type="chat",
             ls_temperature=self.temperature,
             ls_max_tokens=self.max_new_tokens,
@@ -173,6 +183,7 @@ class MedGemmaChat(BaseChatModel):
                     api_key=self.api_key.get_secret_value() if self.api_key else None,
                     timeout=self.timeout,
                     temperature=self.temperature,
+                    max_retries=self.max_retries,
                 )
         return self._engine
 
@@ -185,7 +196,9 @@ class MedGemmaChat(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools; ``tool_choice`` is "auto", "any"/"required", "none" or a tool's name."""
         formatted = [convert_to_openai_tool(t) for t in tools]
-        choice = normalise_tool_choice(tool_choice, tool_specs(formatted))
+        # Only the names matter for the choice; schemas are checked when a call is made.
+        named = [ToolSpec(t["function"]["name"], "", {}) for t in formatted]
+        choice = normalise_tool_choice(tool_choice, named)
         return self.bind(tools=formatted, tool_choice=choice, **kwargs)
 
     def with_structured_output(

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from medgraph.cli import doctor as _doctor  # noqa: F401  (registers commands)
+from medgraph.cli import knowledge as _knowledge  # noqa: F401  (registers commands)
 from medgraph.cli.app import app
 from medgraph.errors import MedgraphError
 

@@ -1,0 +1,48 @@
+# The commands the README names. Everything installs into .venv from the project's own files.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medgraph-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Prefer a CPU build of torch where one is at hand (a local wheel that pip's find-links offers, or
+# PyTorch's CPU index on machines without an NVIDIA driver) so test installs stay small; with a GPU,
+# the plain `torch` dependency resolves to the usual CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null \
+	  || $(BIN)/pip install --quiet --no-deps --no-index torch 2>/dev/null \
+	  || { command -v nvidia-smi >/dev/null 2>&1 \
+	       || $(BIN)/pip install --quiet --timeout 15 --retries 1 torch \
+	            --index-url https://download.pytorch.org/whl/cpu 2>/dev/null; } \
+	  || true
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy medgraph agents tools knowledge graphs
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: $(STAMP)
+	$(BIN)/medgraph demo
+
+bench: $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,188 @@
+"""``medgraph ingest``, ``medgraph search`` and ``medgraph eval retrieval``.
+
+Heavy modules (chromadb, torch) load inside the commands, so ``medgraph --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from medgraph.cli.app import app, eval_app
+from medgraph.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from medgraph.knowledge.config import KnowledgeSettings
+    from medgraph.knowledge.evaluation import RetrievalMetrics
+
+EXIT_FILES_FAILED = 1
+EXIT_INTERRUPTED = 130
+_SEARCH_MODES = ("hybrid", "dense", "lexical")
+_SNIPPET = 240
+
+IndexOption = typer.Option(
+    None, "--index", help="Index folder (default: knowledge.index_dir, .medgraph/index)."
+)
+
+
+def _settings(index: Path | None) -> KnowledgeSettings:
+    """The knowledge settings from the environment / medgraph.toml, with ``--index`` applied."""
+    from medgraph.settings import Settings
+
+    knowledge = Settings().knowledge
+    if index is not None:
+        knowledge = knowledge.model_copy(update={"index_dir": index})
+    return knowledge
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigurationError(f"-k must be a positive number of results, got {k}")
+
+
+@app.command("ingest")
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders to index.", show_default=False),
+    index: Path | None = IndexOption,
+    fmt: str = typer.Option(
+        "auto", "--format", help="auto, pubmedqa, pubmed-xml, pdf, text or jsonl."
+    ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Remove indexed documents that are not among these inputs."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Read literature files into the index (incremental: unchanged chunks are not re-embedded).
+
+    Exit status: 0 when every file was read, 1 when some files failed (listed with the reason),
+    2 for usage or configuration errors.
+    """
+    from medgraph.knowledge.index import LiteratureIndex
+    from medgraph.knowledge.readers import FORMATS
+
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    settings = _settings(index)
+    try:
+        with LiteratureIndex(settings) as literature:
+            report = literature.ingest(paths, fmt=fmt, prune=prune, progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo(
+            "medgraph: ingest interrupted; the batches already stored are kept. Run the same "
+            "command again to finish.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not quiet:
+        typer.echo(report.summary(problems=False))
+    for warning in report.warnings:
+        typer.echo(f"medgraph: warning: {warning}", err=True)
+    for failure in report.failures:
+        typer.echo(f"medgraph: cannot read {failure.path}: {failure.reason}", err=True)
+    if report.failures:
+        typer.echo(
+            f"medgraph: {len(report.failures)} input(s) could not be read; the rest were indexed",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+@app.command("search")
+def search(
+    query: str = typer.Argument(..., help="What to look for.", show_default=False),
+    index: Path | None = IndexOption,
+    k: int = typer.Option(10, "-k", "--top-k", help="Number of passages."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or lexical."),
+    as_json: bool = typer.Option(False, "--json", help="Print the evidence as JSON."),
+) -> None:
+    """Search the literature index and print the best passages with their citations."""
+    from medgraph.knowledge.index import LiteratureIndex
+
+    if mode not in _SEARCH_MODES:
+        raise ConfigurationError(f"--mode {mode!r} is not one of {', '.join(_SEARCH_MODES)}")
+    _check_k(k)
+    with LiteratureIndex(_settings(index)) as literature:
+        hits = literature.search(query, k=k, mode=mode)
+    if as_json:
+        payload = [
+            {
+                "rank": rank,
+                "citation": hit.citation(rank),
+                "link": hit.document.link,
+                **hit.model_dump(mode="json", exclude={"number"}),
+            }
+            for rank, hit in enumerate(hits, start=1)
+        ]
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        typer.echo("No passages matched.")
+        return
+    for rank, hit in enumerate(hits, start=1):
+        snippet = " ".join(hit.chunk.text.split())
+        if len(snippet) > _SNIPPET:
+            snippet = snippet[: _SNIPPET - 1].rstrip() + "…"
+        where = f" ({hit.chunk.section})" if hit.chunk.section else ""
+        typer.echo(f"{hit.citation(rank)}  score {hit.score:.4f}{where}")
+        typer.echo(f"    {snippet}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    questions: Path = typer.Option(
+        ...,
+        "--questions",
+        help="JSON lines with 'question' and 'gold_ids' (list) or 'pmid'.",
+        show_default=False,
+    ),
+    index: Path | None = IndexOption,
+    k: int = typer.Option(10, "-k", "--top-k", help="Depth of hit@k and recall@k."),
+    mode: str = typer.Option("all", "--mode", help="dense, lexical, hybrid or all."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object keyed by mode."),
+) -> None:
+    """Score retrieval on labelled questions: hit@1, hit@k, recall@k, MRR@10, latency p50/p95."""
+    from medgraph.knowledge.evaluation import evaluate_retrieval, load_questions
+    from medgraph.knowledge.index import LiteratureIndex
+
+    if mode != "all" and mode not in _SEARCH_MODES:
+        raise ConfigurationError(
+            f"--mode {mode!r} is not one of {', '.join((*_SEARCH_MODES, 'all'))}"
+        )
+    _check_k(k)
+    modes = ("dense", "lexical", "hybrid") if mode == "all" else (mode,)
+    labelled = load_questions(questions)
+    with LiteratureIndex(_settings(index)) as literature:
+        results = evaluate_retrieval(literature, labelled, k=k, modes=modes)
+    if as_json:
+        typer.echo(json.dumps({name: metrics.as_dict() for name, metrics in results.items()}))
+        return
+    _print_table(results, k, questions)
+
+
+def _print_table(results: dict[str, RetrievalMetrics], k: int, source: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = next(iter(results.values()))
+    table = Table(title=f"Retrieval on {source.name} ({first.questions} questions, documents)")
+    table.add_column("mode")
+    for header in ("hit@1", f"hit@{k}", f"recall@{k}", "MRR@10", "p50 ms", "p95 ms"):
+        table.add_column(header, justify="right")
+    for name, metrics in results.items():
+        table.add_row(
+            name,
+            f"{metrics.hit_at_1:.3f}",
+            f"{metrics.hit_at_k:.3f}",
+            f"{metrics.recall_at_k:.3f}",
+            f"{metrics.mrr_at_10:.3f}",
+            f"{metrics.latency_p50_ms:.1f}",
+            f"{metrics.latency_p95_ms:.1f}",
+        )
+    Console(file=sys.stdout, width=100).print(table)
+
+
+__all__ = ["eval_retrieval", "ingest", "search"]
