@@ -9,12 +9,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.support import shared_data_dir  # noqa: E402
-from tests.tiny_gemma import build_multimodal, build_text_only  # noqa: E402
+from tests.support import shared_data_dir
+from tests.tiny_gemma import build_multimodal, build_text_only
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """MEDGRAPH_DATA if set, else ``../shared/data`` beside the repository; fails loudly if absent."""
+    """MEDGRAPH_DATA if set, else ``../shared/data`` beside the repository; fails if absent."""
     configured = os.environ.get("MEDGRAPH_DATA")
     folder = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
     if not (folder / "pubmedqa" / "corpus.jsonl").is_file():

@@ -100,7 +100,9 @@ def build_tokenizer(vocab_size: int = 600) -> GemmaTokenizer:
     tokenizer._tokenizer.train_from_iterator(_TRAINING_TEXT * 20, trainer=trainer)
     tokenizer = GemmaTokenizer(
         vocab=tokenizer._tokenizer.get_vocab(),
-        merges=[tuple(pair) for pair in json.loads(tokenizer._tokenizer.to_str())["model"]["merges"]],
+        merges=[
+            tuple(pair) for pair in json.loads(tokenizer._tokenizer.to_str())["model"]["merges"]
+        ],
         extra_special_tokens={
             "boi_token": "<start_of_image>",
             "eoi_token": "<end_of_image>",
@@ -146,7 +148,7 @@ def _finish(model: torch.nn.Module, folder: Path, tokenizer: GemmaTokenizer) -> 
 
 
 def build_multimodal(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny Gemma3ForConditionalGeneration + processor (MedGemma 4B's shape) to ``folder``."""
+    """Save a tiny Gemma3ForConditionalGeneration and processor (MedGemma 4B's shape)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     vision = SiglipVisionConfig(

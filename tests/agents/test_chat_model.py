@@ -353,7 +353,9 @@ def test_tool_history_is_replayed_as_alternating_turns() -> None:
             SystemMessage("You are a careful assistant."),
             HumanMessage("Do statins help?"),
             AIMessage(content="", tool_calls=[call]),
-            ToolMessage("Trial X: 25% fewer events.", tool_call_id="call_1", name="search_literature"),
+            ToolMessage(
+                "Trial X: 25% fewer events.", tool_call_id="call_1", name="search_literature"
+            ),
         ]
     )
     turns = engine.requests[0].conversation.turns

@@ -17,7 +17,11 @@ from medgraph.agents.protocol import ToolSpec, decision_schema
 SEARCH = ToolSpec(
     name="search",
     description="Search the literature.",
-    parameters={"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string"}},
+        "required": ["query"],
+    },
 )
 SCHEMA = decision_schema([SEARCH], "any")
 assert SCHEMA is not None

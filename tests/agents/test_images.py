@@ -19,6 +19,12 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
+from pydicom.sequence import Sequence
+
 from medgraph.agents.images import (
     DEFAULT_MAX_PIXELS,
     SAFE_DICOM_TAGS,
@@ -28,12 +34,6 @@ from medgraph.agents.images import (
     load_image,
     load_image_block,
 )
-from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
-from pydicom.pixels import pixel_array
-from pydicom.sequence import Sequence
-
 from medgraph.errors import ImageLoadError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

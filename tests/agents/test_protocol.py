@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, InjectedToolArg, tool
+from pydantic import BaseModel, Field
+
 from medgraph.agents.protocol import (
     ParsedReply,
     ToolProtocolError,
@@ -29,8 +31,6 @@ from medgraph.agents.protocol import (
     structured_output_schema,
     tool_specs,
 )
-from pydantic import BaseModel, Field
-
 from medgraph.errors import ConfigurationError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,7 +8,7 @@ from medgraph.agents import MedGemmaChat
 
 
 class TestMedGemmaChatStandard(ChatModelUnitTests):
-    """Construction, tool binding, structured output and tracing params, as LangChain defines them."""
+    """Construction, tool binding, structured output and tracing params, as LangChain has them."""
 
     @property
     def chat_model_class(self) -> type[MedGemmaChat]:
