@@ -21,9 +21,10 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -907,6 +908,12 @@ def _check_call(
             f"arguments for tool {call.name!r} must be a JSON object, got "
             f"{type(arguments).__name__}"
         )
+    non_finite = _first_non_finite(arguments)
+    if non_finite is not None:
+        return None, (
+            f"argument {non_finite!r} of tool {call.name!r} is out of range: numbers must be "
+            "finite (no NaN, Infinity or overflowing exponents)"
+        )
     try:
         validator = _validator(json.dumps(spec.parameters, sort_keys=True, default=str))
         errors = list(validator.iter_errors(arguments))
@@ -915,6 +922,24 @@ def _check_call(
     if errors:
         return None, _format_validation_errors(call.name, errors)
     return arguments, None
+
+
+def _first_non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinite number inside ``value``, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "value"
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        return next((p for k, v in items if (p := _first_non_finite(v, k)) is not None), None)
+    else:
+        return None
+    for key, item in items:
+        found = _first_non_finite(item, f"{path}.{key}" if path else key)
+        if found is not None:
+            return found
+    return None
 
 
 def _strip_end_markers(text: str) -> str:

@@ -958,3 +958,26 @@ def test_pythonic_call_with_literal_arguments_parses_back_exactly(
     parsed = parse_reply(source, [ANY_ARGS_TOOL], "auto")
     assert parsed.error is None, source
     assert [(call["name"], call["args"]) for call in parsed.tool_calls] == [("record", arguments)]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"tool_calls": [{"name": "compute_bmi", "arguments": {"weight_kg": 5E999, "height_m": 1}}]}',
+        '{"tool_calls": [{"name": "compute_bmi", "arguments": {"weight_kg": NaN, "height_m": 1}}]}',
+        "[compute_bmi(weight_kg=1e999, height_m=1.8)]",
+    ],
+)
+def test_non_finite_numbers_are_invalid_calls(reply: str) -> None:
+    spec = ToolSpec(
+        name="compute_bmi",
+        description="BMI",
+        parameters={
+            "type": "object",
+            "properties": {"weight_kg": {"type": "number"}, "height_m": {"type": "number"}},
+            "required": ["weight_kg", "height_m"],
+        },
+    )
+    parsed = parse_reply(reply, [spec], "any")
+    assert not parsed.tool_calls
+    assert parsed.invalid_tool_calls and "finite" in parsed.invalid_tool_calls[0]["error"]
