@@ -1,0 +1,63 @@
+"""medgraph.tools: the LangChain tools the MedGemma reasoner may call.
+
+``search_literature`` (over a literature index), ``analyze_image`` (over the images attached to a
+conversation, by id only) and the clinical calculators. Names are imported lazily, so
+``import medgraph.tools`` loads neither torch nor chromadb nor langchain.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "EVIDENCE_PREAMBLE": "medgraph.tools.literature",
+    "EvidenceSearcher": "medgraph.tools.literature",
+    "build_search_literature_tool": "medgraph.tools.literature",
+    "render_evidence": "medgraph.tools.literature",
+    "DEFAULT_FOCUS": "medgraph.tools.image",
+    "ImageDescriber": "medgraph.tools.image",
+    "build_analyze_image_tool": "medgraph.tools.image",
+    "looks_like_file_reference": "medgraph.tools.image",
+    "CALCULATOR_TOOLS": "medgraph.tools.calculators",
+}
+
+if TYPE_CHECKING:
+    from medgraph.tools.calculators import CALCULATOR_TOOLS
+    from medgraph.tools.image import (
+        DEFAULT_FOCUS,
+        ImageDescriber,
+        build_analyze_image_tool,
+        looks_like_file_reference,
+    )
+    from medgraph.tools.literature import (
+        EVIDENCE_PREAMBLE,
+        EvidenceSearcher,
+        build_search_literature_tool,
+        render_evidence,
+    )
+
+__all__ = [
+    "CALCULATOR_TOOLS",
+    "DEFAULT_FOCUS",
+    "EVIDENCE_PREAMBLE",
+    "EvidenceSearcher",
+    "ImageDescriber",
+    "build_analyze_image_tool",
+    "build_search_literature_tool",
+    "looks_like_file_reference",
+    "render_evidence",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medgraph.tools' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -24,7 +24,7 @@ from medgraph.agents.engines.transformers_engine import (
     load_model,
 )
 from medgraph.agents.protocol import tool_specs
-from medgraph.errors import EngineError, ModelLoadError
+from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
 
 
 @tool
@@ -364,3 +364,9 @@ def test_tool_history_is_replayed_as_alternating_turns() -> None:
     assert "search_literature" in turns[1].text and "statins" in turns[1].text
     assert "Trial X: 25% fewer events." in turns[2].text
     assert "search_literature" in turns[2].text
+
+
+def test_quantization_without_cuda_is_a_clear_error(tiny_text: str) -> None:
+    chat = MedGemmaChat(model=tiny_text, quantization="4bit")
+    with pytest.raises(ConfigurationError, match="4bit"):
+        chat.invoke("hi")

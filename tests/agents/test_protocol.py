@@ -963,14 +963,14 @@ def test_pythonic_call_with_literal_arguments_parses_back_exactly(
 @pytest.mark.parametrize(
     "reply",
     [
-        '{"tool_calls": [{"name": "compute_bmi", "arguments": {"weight_kg": 5E999, "height_m": 1}}]}',
-        '{"tool_calls": [{"name": "compute_bmi", "arguments": {"weight_kg": NaN, "height_m": 1}}]}',
-        "[compute_bmi(weight_kg=1e999, height_m=1.8)]",
+        '{"tool_calls": [{"name": "bmi", "arguments": {"weight_kg": 5E999, "height_m": 1}}]}',
+        '{"tool_calls": [{"name": "bmi", "arguments": {"weight_kg": NaN, "height_m": 1}}]}',
+        "[bmi(weight_kg=1e999, height_m=1.8)]",
     ],
 )
 def test_non_finite_numbers_are_invalid_calls(reply: str) -> None:
     spec = ToolSpec(
-        name="compute_bmi",
+        name="bmi",
         description="BMI",
         parameters={
             "type": "object",
