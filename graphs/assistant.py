@@ -1,0 +1,563 @@
+"""The assistant graph: triage, image reading and retrieval in parallel, a tool-calling reasoner,
+a cited writer and a verifier that removes unsupported sentences (DESIGN.md §2).
+
+``build_assistant_graph(settings)`` compiles it without a checkpointer (a LangGraph server adds
+its own); :class:`medgraph.assistant.Assistant` attaches the SQLite or Postgres one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.tools import BaseTool
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+
+from medgraph.agents.extractive import EXTRACTIVE_LABEL, extractive_answer
+from medgraph.agents.images import LoadedImage, load_image
+from medgraph.errors import MedgraphError
+from medgraph.graphs.config import GraphSettings
+from medgraph.graphs.prompts import IMAGE_PROMPT, JUDGE_PROMPT, REASON_SYSTEM, WRITE_SYSTEM
+from medgraph.graphs.safety import (
+    NOT_FOR_CLINICAL_USE,
+    emergency_answer,
+    fence_untrusted,
+    triage_by_rules,
+)
+from medgraph.agents.images import image_to_data_url
+from medgraph.graphs.state import (
+    Answer,
+    AssistantState,
+    BestDraft,
+    Finding,
+    Reset,
+    merge_evidence,
+)
+from medgraph.knowledge.citations import (
+    DraftSentence,
+    drop_unknown_citations,
+    render_answer,
+    resolve_citations,
+)
+from medgraph.knowledge.types import Evidence
+from medgraph.knowledge.verification import Judge, rewrite_query, verify_sentences
+from medgraph.tools.calculators import CALCULATOR_TOOLS
+from medgraph.tools.image import build_analyze_image_tool
+from medgraph.tools.literature import (
+    EvidenceSearcher,
+    build_search_literature_tool,
+    render_evidence,
+)
+
+if TYPE_CHECKING:
+    from medgraph.settings import Settings
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+NO_EVIDENCE_TEXT = (
+    "I found no passages in the literature index that address this question, so I cannot give a "
+    "cited answer."
+)
+OUT_OF_SCOPE_TEXT = (
+    "I can only help with medical and biomedical research questions, answered from the indexed "
+    "literature."
+)
+
+
+@dataclass
+class AssistantParts:
+    """What the graph's nodes run: models (None means the extractive engine), index, embedder."""
+
+    settings: GraphSettings = field(default_factory=GraphSettings)
+    text_model: BaseChatModel | None = None
+    image_model: BaseChatModel | None = None
+    index: EvidenceSearcher | None = None
+    embed: Embed | None = None
+    engine: str = "extractive"
+    extra_tools: list[BaseTool] = field(default_factory=list)
+
+    @property
+    def extractive(self) -> bool:
+        """No language model: answers are quoted evidence sentences."""
+        return self.text_model is None
+
+
+def _emit(event: str, **data: Any) -> None:
+    """A custom stream event (``stream_mode="custom"``) describing progress."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # called outside a graph run
+        return
+    writer({"event": event, **data})
+
+
+def latest_question(messages: Sequence[BaseMessage]) -> str:
+    """The text of the last human message."""
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return message.text.strip()
+    return ""
+
+
+def _earlier_questions(messages: Sequence[BaseMessage]) -> list[str]:
+    humans = [m.text for m in messages if isinstance(m, HumanMessage)]
+    return humans[:-1]
+
+
+def _evidence_block(evidence: Sequence[Evidence]) -> str:
+    return render_evidence(evidence) if evidence else "No literature passages were retrieved."
+
+
+def _findings_block(findings: Sequence[Finding]) -> str:
+    return "\n".join(
+        fence_untrusted(f"finding {f.image_id}", f.text) for f in findings if f.text.strip()
+    )
+
+
+def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
+    """The node functions, closed over ``parts``; the research graph reuses them."""
+    config = parts.settings
+
+    def triage(state: AssistantState) -> dict[str, Any]:
+        messages = state.get("messages", [])
+        question = latest_question(messages)
+        images = state.get("images", [])
+        decision = triage_by_rules(
+            question, has_images=bool(images), history=_earlier_questions(messages)
+        )
+        _emit("triage", emergency=decision.emergency, reasons=list(decision.reasons))
+        return {
+            "question": question,
+            "query": question,
+            "route": Reset(["triage"]),
+            "evidence": Reset(),
+            "findings": Reset(),
+            "best": None,
+            "retry": False,
+            "emergency": decision.emergency,
+            "emergency_kind": decision.emergency_kind,
+            "out_of_scope": decision.out_of_scope,
+            "needs_images": bool(images),
+            "needs_literature": decision.needs_literature and parts.index is not None,
+            "tool_steps": 0,
+            "verify_rounds": 0,
+            "draft": [],
+        }
+
+    def emergency(state: AssistantState) -> dict[str, Any]:
+        answer = Answer(
+            question=state.get("question", ""),
+            text=emergency_answer(state.get("emergency_kind")),
+            route=[*state.get("route", []), "emergency"],
+            engine=parts.engine,
+            notice=NOT_FOR_CLINICAL_USE,
+            kind="emergency",
+        )
+        return {"route": ["emergency"], "answer": answer, "messages": [AIMessage(answer.text)]}
+
+    def decline(state: AssistantState) -> dict[str, Any]:
+        answer = Answer(
+            question=state.get("question", ""),
+            text=OUT_OF_SCOPE_TEXT,
+            route=[*state.get("route", []), "decline"],
+            engine=parts.engine,
+            notice=NOT_FOR_CLINICAL_USE,
+            kind="out_of_scope",
+        )
+        return {"route": ["decline"], "answer": answer, "messages": [AIMessage(answer.text)]}
+
+    def describe_image(image: LoadedImage, focus: str) -> str:
+        if parts.image_model is None:
+            suffix = f" Image metadata: {image.describe()}." if image.describe() else ""
+            return "No image model is configured (extractive engine); the image was not read." + suffix
+        # Images travel as data URLs: no model ever sees a file path.
+        message = HumanMessage(
+            content=[
+                {"type": "image", "url": image_to_data_url(image)},
+                {"type": "text", "text": IMAGE_PROMPT.format(question=focus)},
+            ]
+        )
+        reply = parts.image_model.invoke([message])
+        return reply.text.strip()
+
+    def read_images(state: AssistantState) -> dict[str, Any]:
+        findings = []
+        question = state.get("question", "")
+        for ref in state.get("images", []):
+            _emit("read_image", image_id=ref.image_id)
+            text = describe_image(load_image(ref.path, name=ref.name), question)
+            model = getattr(parts.image_model, "model", None) or parts.engine
+            findings.append(Finding(image_id=ref.image_id, text=text, model=str(model)))
+        return {"findings": findings, "route": ["read_images"]}
+
+    def search(query: str) -> list[Evidence]:
+        if parts.index is None or not query.strip():
+            return []
+        _emit("retrieve", query=query)
+        hits = parts.index.search(query, k=config.retrieve_k)
+        _emit("retrieved", query=query, hits=len(hits))
+        return hits
+
+    def retrieve(state: AssistantState) -> dict[str, Any]:
+        return {"evidence": search(state.get("query") or state.get("question", "")), "route": ["retrieve"]}
+
+    def gather(state: AssistantState) -> dict[str, Any]:
+        # Ground image findings in literature too: one more search from question + findings.
+        findings = [f.text for f in state.get("findings", []) if parts.image_model is not None]
+        if findings and state.get("needs_literature") and not state.get("verify_rounds"):
+            query = state.get("question", "") + " " + " ".join(findings)
+            return {"evidence": search(query[:1000])}
+        return {}
+
+    def tools_for(state: AssistantState) -> list[BaseTool]:
+        tools: list[BaseTool] = list(CALCULATOR_TOOLS) + parts.extra_tools
+        if parts.index is not None:
+            tools.insert(0, build_search_literature_tool(parts.index, default_k=config.retrieve_k))
+        images = state.get("images", [])
+        if images:
+            loaded = {ref.image_id: load_image(ref.path, name=ref.name) for ref in images}
+            tools.append(build_analyze_image_tool(loaded, describe_image))
+        return tools
+
+    def reason(state: AssistantState) -> dict[str, Any]:
+        assert parts.text_model is not None
+        context = (
+            f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
+            f"{_findings_block(state.get('findings', []))}"
+        ).strip()
+        turn = _current_turn(state.get("messages", []))
+        model = parts.text_model.bind_tools(tools_for(state), tool_choice="auto")
+        reply = model.invoke([SystemMessage(context), *turn])
+        return {"messages": [reply], "route": ["reason"], "tool_steps": state.get("tool_steps", 0) + 1}
+
+    def call_tools(state: AssistantState) -> dict[str, Any]:
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        by_name = {t.name: t for t in tools_for(state)}
+        evidence = list(state.get("evidence", []))
+        replies: list[ToolMessage] = []
+        for call in last.tool_calls:
+            _emit("tool", name=call["name"], args=call["args"])
+            tool = by_name.get(call["name"])
+            if tool is None:
+                replies.append(
+                    ToolMessage(
+                        f"unknown tool {call['name']!r}; available: {', '.join(by_name)}",
+                        tool_call_id=call["id"] or "",
+                        name=call["name"],
+                        status="error",
+                    )
+                )
+                continue
+            reply = tool.invoke({**call, "type": "tool_call"})
+            if isinstance(reply, ToolMessage) and isinstance(reply.artifact, list) and all(
+                isinstance(e, Evidence) for e in reply.artifact
+            ):
+                merged = merge_evidence(evidence, reply.artifact)
+                numbered = {e.chunk.chunk_id: e for e in merged}
+                shown = [numbered[e.chunk.chunk_id] for e in reply.artifact]
+                evidence = merged
+                reply = ToolMessage(
+                    render_evidence(shown) if shown else str(reply.content),
+                    tool_call_id=reply.tool_call_id,
+                    name=reply.name,
+                    artifact=None,
+                )
+            replies.append(reply)
+        new = evidence[len(state.get("evidence", [])) :]
+        return {"messages": replies, "evidence": new, "route": ["tools"]}
+
+    def write(state: AssistantState) -> dict[str, Any]:
+        evidence = state.get("evidence", [])
+        question = state.get("question", "")
+        if parts.extractive:
+            sentences = extractive_answer(
+                question, evidence, max_sentences=min(4, config.max_answer_sentences), embed=parts.embed
+            )
+        else:
+            sentences = _model_write(parts, state, evidence, question)
+        _emit("write", sentences=len(sentences))
+        return {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+
+    def judge_factory() -> Judge | None:
+        if parts.text_model is None:
+            return None
+        structured = parts.text_model.with_structured_output(
+            {
+                "type": "object",
+                "properties": {"supported": {"type": "boolean"}},
+                "required": ["supported"],
+            }
+        )
+
+        def judge(pairs: Sequence[tuple[str, str]]) -> list[float]:
+            prompts = [
+                [HumanMessage(JUDGE_PROMPT.format(claim=c, passages=fence_untrusted("passage", p)))]
+                for c, p in pairs
+            ]
+            results = structured.batch(prompts)  # type: ignore[arg-type]
+            return [1.0 if isinstance(r, dict) and r.get("supported") else 0.0 for r in results]
+
+        return judge
+
+    def verify(state: AssistantState) -> dict[str, Any]:
+        evidence = state.get("evidence", [])
+        kept, report = verify_sentences(
+            state.get("draft", []),
+            evidence,
+            judge=judge_factory(),
+            embed=parts.embed,
+            threshold=config.support_threshold,
+            action=config.unsupported,
+        )
+        rounds = state.get("verify_rounds", 0)
+        report = report.model_copy(update={"rounds": rounds})
+        _emit("verify", supported_fraction=report.supported_fraction, removed=len(report.removed))
+        update: dict[str, Any] = {"route": ["verify"], "retry": False}
+        best = state.get("best")
+        if best is None or report.supported_fraction >= best.verification.supported_fraction:
+            update["best"] = BestDraft(sentences=kept, verification=report)
+        low = report.supported_fraction < config.min_supported_fraction
+        if low and rounds < config.max_verify_rounds and state.get("needs_literature"):
+            update.update(
+                retry=True,
+                verify_rounds=rounds + 1,
+                query=rewrite_query(state.get("question", ""), report.removed),
+            )
+        return update
+
+    def finalize(state: AssistantState) -> dict[str, Any]:
+        best = state.get("best") or BestDraft()
+        sentences = best.sentences
+        evidence = state.get("evidence", [])
+        route = [*state.get("route", []), "finalize"]
+        kind: Literal["answer", "no_evidence"] = "answer"
+        if sentences:
+            text = render_answer(sentences)
+            if parts.extractive:
+                text = f"{EXTRACTIVE_LABEL}\n\n{text}"
+        else:
+            text, kind = NO_EVIDENCE_TEXT, "no_evidence"
+        answer = Answer(
+            question=state.get("question", ""),
+            text=text,
+            citations=resolve_citations(sentences, evidence),
+            findings=state.get("findings", []),
+            route=route,
+            verification=best.verification,
+            engine=parts.engine,
+            notice=NOT_FOR_CLINICAL_USE,
+            kind=kind,
+        )
+        return {"answer": answer, "route": ["finalize"], "messages": [AIMessage(text)]}
+
+    return {
+        "triage": triage,
+        "emergency": emergency,
+        "decline": decline,
+        "read_images": read_images,
+        "retrieve": retrieve,
+        "gather": gather,
+        "reason": reason,
+        "tools": call_tools,
+        "write": write,
+        "verify": verify,
+        "finalize": finalize,
+    }
+
+
+def _current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
+    """Messages from the last human message on (this question and its tool exchanges)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[index], HumanMessage):
+            return list(messages[index:])
+    return list(messages)
+
+
+def _model_write(
+    parts: AssistantParts, state: AssistantState, evidence: Sequence[Evidence], question: str
+) -> list[DraftSentence]:
+    assert parts.text_model is not None
+    numbers = [e.number for e in evidence if e.number is not None]
+    schema = {
+        "type": "object",
+        "properties": {
+            "sentences": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": parts.settings.max_answer_sentences,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "text": {"type": "string", "maxLength": 400},
+                        "citations": {
+                            "type": "array",
+                            "items": {"type": "integer", "enum": numbers} if numbers else {},
+                            "maxItems": 3 if numbers else 0,
+                        },
+                    },
+                    "required": ["text", "citations"],
+                },
+            }
+        },
+        "required": ["sentences"],
+    }
+    tool_results = [
+        m.text for m in _current_turn(state.get("messages", [])) if isinstance(m, ToolMessage)
+    ]
+    context = "\n\n".join(
+        part
+        for part in (
+            WRITE_SYSTEM,
+            _evidence_block(evidence),
+            _findings_block(state.get("findings", [])),
+            "\n".join(fence_untrusted("tool result", t) for t in tool_results if t),
+        )
+        if part
+    )
+    try:
+        result = parts.text_model.with_structured_output(schema).invoke(
+            [SystemMessage(context), HumanMessage(question)]
+        )
+    except (MedgraphError, ValueError, json.JSONDecodeError):
+        return []  # an unusable reply writes nothing; finalize then says so, never invents
+    if not isinstance(result, dict):
+        return []
+    sentences = []
+    for item in result.get("sentences", []):
+        if isinstance(item, dict) and str(item.get("text", "")).strip():
+            cited = [int(n) for n in item.get("citations", []) if isinstance(n, int)]
+            sentences.append(DraftSentence(text=str(item["text"]).strip(), citations=cited))
+    return sentences
+
+
+def route_after_triage(state: AssistantState) -> Any:
+    """Emergency and out-of-scope end at once; otherwise fan out to images and/or retrieval."""
+    if state.get("emergency"):
+        return "emergency"
+    if state.get("out_of_scope"):
+        return "decline"
+    branches = []
+    if state.get("needs_images"):
+        branches.append(Send("read_images", state))
+    if state.get("needs_literature"):
+        branches.append(Send("retrieve", state))
+    return branches or "gather"
+
+
+def assemble_assistant_graph(parts: AssistantParts) -> StateGraph[AssistantState]:
+    """The uncompiled assistant graph over ``parts`` (for composition in users' own graphs)."""
+    nodes = build_nodes(parts)
+    graph: StateGraph[AssistantState] = StateGraph(AssistantState)
+    for name, function in nodes.items():
+        graph.add_node(name, function)
+    graph.add_edge(START, "triage")
+    graph.add_conditional_edges(
+        "triage", route_after_triage, ["emergency", "decline", "read_images", "retrieve", "gather"]
+    )
+    graph.add_edge("emergency", END)
+    graph.add_edge("decline", END)
+    graph.add_edge("read_images", "gather")
+    graph.add_edge("retrieve", "gather")
+
+    def after_gather(state: AssistantState) -> str:
+        return "write" if parts.extractive or state.get("verify_rounds") else "reason"
+
+    graph.add_conditional_edges("gather", after_gather, ["reason", "write"])
+
+    def after_reason(state: AssistantState) -> str:
+        last = state["messages"][-1]
+        wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
+        if wants_tools and state.get("tool_steps", 0) <= parts.settings.max_tool_steps:
+            return "tools"
+        return "write"
+
+    graph.add_conditional_edges("reason", after_reason, ["tools", "write"])
+    graph.add_edge("tools", "reason")
+    graph.add_edge("write", "verify")
+
+    def after_verify(state: AssistantState) -> str:
+        return "retrieve" if state.get("retry") else "finalize"
+
+    graph.add_conditional_edges("verify", after_verify, ["retrieve", "finalize"])
+    graph.add_edge("finalize", END)
+    return graph
+
+
+def build_graph_from_parts(parts: AssistantParts, **compile_kwargs: Any) -> CompiledStateGraph:
+    """Compile the assistant graph (``compile_kwargs`` go to ``StateGraph.compile``)."""
+    return assemble_assistant_graph(parts).compile(**compile_kwargs)
+
+
+def parts_from_settings(
+    settings: Settings,
+    *,
+    text_model: BaseChatModel | None = None,
+    image_model: BaseChatModel | None = None,
+    index: EvidenceSearcher | None = None,
+) -> AssistantParts:
+    """Models and index as ``settings`` describe them; arguments given here take precedence.
+
+    Engine ``extractive`` (``--model none``) uses no language model. When both roles name the same
+    checkpoint they share one loaded copy (the transformers engine's process-wide cache).
+    """
+    from medgraph.agents.chat_model import MedGemmaChat
+
+    models = settings.models
+    if models.engine != "extractive":
+        text_model = text_model or MedGemmaChat.from_settings(models, "text")
+        image_model = image_model or MedGemmaChat.from_settings(models, "image")
+    if index is None:
+        from medgraph.knowledge.index import LiteratureIndex
+
+        index = LiteratureIndex(settings.knowledge)
+    embedder = getattr(index, "embedder", None)
+    embed = embedder.embed_documents if embedder is not None else None
+    if text_model is None:
+        engine = "extractive"
+    else:
+        engine = f"{getattr(text_model, 'engine', 'custom')}:{getattr(text_model, 'model', '?')}"
+    return AssistantParts(
+        settings=settings.graph,
+        text_model=text_model,
+        image_model=image_model,
+        index=index,
+        embed=embed,
+        engine=engine,
+    )
+
+
+def build_assistant_graph(
+    settings: Settings | None = None,
+    *,
+    text_model: BaseChatModel | None = None,
+    image_model: BaseChatModel | None = None,
+    index: EvidenceSearcher | None = None,
+    **compile_kwargs: Any,
+) -> CompiledStateGraph:
+    """The compiled assistant graph for ``settings`` (no checkpointer unless one is passed)."""
+    from medgraph.settings import Settings
+
+    parts = parts_from_settings(
+        settings or Settings(), text_model=text_model, image_model=image_model, index=index
+    )
+    return build_graph_from_parts(parts, **compile_kwargs)
+
+
+def make_graph() -> CompiledStateGraph:
+    """Entry point for ``langgraph.json``: settings from the environment, no checkpointer."""
+    return build_assistant_graph()

@@ -1,0 +1,32 @@
+"""Settings owned by the graphs package (the ``graph`` section of ``medgraph.Settings``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class GraphSettings(BaseModel):
+    """Budgets and thresholds of the assistant and research graphs.
+
+    Environment: ``MEDGRAPH_GRAPH__MAX_TOOL_STEPS``, ``MEDGRAPH_GRAPH__UNSUPPORTED=mark``, ...
+    """
+
+    retrieve_k: int = Field(default=6, ge=1, le=50, description="Passages per retrieval.")
+    max_tool_steps: int = Field(default=4, ge=0, description="Reason -> tools rounds per question.")
+    max_verify_rounds: int = Field(
+        default=1, ge=0, description="Extra retrievals when support is low."
+    )
+    min_supported_fraction: float = Field(
+        default=0.6, ge=0, le=1, description="Below this, verify asks for one more retrieval."
+    )
+    support_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Per-sentence support score needed."
+    )
+    unsupported: Literal["remove", "mark"] = "remove"
+    max_answer_sentences: int = Field(default=6, ge=1, le=20)
+    checkpoint_url: str | None = Field(
+        default=None,
+        description="postgresql://... for a shared Postgres checkpointer; SQLite file otherwise.",
+    )

@@ -1,0 +1,135 @@
+"""Typed state of the assistant graph, and the answer it returns.
+
+State holds only serialisable values: messages, image references (ids, paths, hashes — never PIL
+objects), findings, evidence, the draft, the final answer, the route taken and step counters.
+Evidence merges by chunk id and keeps first-come citation numbers, so parallel branches and later
+retrieval rounds never renumber what an earlier step already cited.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
+
+from medgraph.knowledge.citations import Citation, DraftSentence, Verification
+from medgraph.knowledge.types import Evidence
+
+
+class ImageRef(BaseModel):
+    """An attached image: the id the model may name, and where the application put the file."""
+
+    image_id: str
+    path: str
+    sha256: str
+    name: str
+    description: str = ""
+    """Non-identifying DICOM description (modality, body part, view), or ""."""
+
+
+class Finding(BaseModel):
+    """What the image reader saw in one image."""
+
+    image_id: str
+    text: str
+    model: str
+
+
+class Answer(BaseModel):
+    """The assistant's reply: cited text, its citations and how it was produced."""
+
+    question: str
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list)
+    route: list[str] = Field(default_factory=list)
+    verification: Verification = Field(default_factory=Verification)
+    engine: str
+    notice: str
+    kind: Literal["answer", "emergency", "out_of_scope", "no_evidence"] = "answer"
+    thread_id: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The ``medgraph ask --json`` shape."""
+        return {
+            "answer": self.text,
+            "citations": [
+                {
+                    "n": c.n,
+                    "source_id": c.source_id,
+                    "title": c.title,
+                    "year": c.year,
+                    "journal": c.journal,
+                    "url": c.url,
+                    "quote": c.quote,
+                    "span": [c.start, c.end],
+                }
+                for c in self.citations
+            ],
+            "findings": [f.model_dump() for f in self.findings],
+            "route": self.route,
+            "verification": self.verification.model_dump(),
+            "engine": self.engine,
+            "kind": self.kind,
+            "notice": self.notice,
+            "thread_id": self.thread_id,
+        }
+
+
+class Reset(list):  # type: ignore[type-arg]
+    """An update that replaces an accumulated list instead of extending it (a new question)."""
+
+
+def append_or_reset(existing: list[Any], new: list[Any]) -> list[Any]:
+    """List reducer: extend, or start over when the update is a :class:`Reset`."""
+    if isinstance(new, Reset):
+        return list(new)
+    return [*(existing or []), *(new or [])]
+
+
+class BestDraft(BaseModel):
+    """The best verified draft so far (kept when a budget ends the verify rounds)."""
+
+    sentences: list[DraftSentence] = Field(default_factory=list)
+    verification: Verification = Field(default_factory=Verification)
+
+
+def merge_evidence(existing: list[Evidence], new: list[Evidence]) -> list[Evidence]:
+    """Append evidence not yet present (by chunk id), numbering it after what is there.
+
+    A :class:`Reset` update starts a fresh list (numbering from 1).
+    """
+    merged = [] if isinstance(new, Reset) else list(existing or [])
+    seen = {e.chunk.chunk_id for e in merged}
+    for item in new or []:
+        if item.chunk.chunk_id in seen:
+            continue
+        seen.add(item.chunk.chunk_id)
+        merged.append(item.with_number(len(merged) + 1))
+    return merged
+
+
+class AssistantState(TypedDict, total=False):
+    """Everything the assistant graph reads and writes."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    question: str
+    images: list[ImageRef]
+    findings: Annotated[list[Finding], append_or_reset]
+    evidence: Annotated[list[Evidence], merge_evidence]
+    route: Annotated[list[str], append_or_reset]
+    needs_images: bool
+    needs_literature: bool
+    emergency: bool
+    emergency_kind: str | None
+    out_of_scope: bool
+    query: str
+    draft: list[DraftSentence]
+    best: BestDraft | None
+    retry: bool
+    answer: Answer
+    tool_steps: int
+    verify_rounds: int
