@@ -52,6 +52,7 @@ from medgraph.knowledge.citations import (
     DraftSentence,
     drop_unknown_citations,
     render_answer,
+    renumber_by_appearance,
     resolve_citations,
 )
 from medgraph.knowledge.types import Evidence
@@ -336,14 +337,23 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             update.update(
                 retry=True,
                 verify_rounds=rounds + 1,
-                query=rewrite_query(state.get("question", ""), report.removed),
+                query=rewrite_query(
+                    state.get("question", ""),
+                    [c.sentence for c in report.sentences if not c.supported],
+                ),
             )
         return update
 
     def finalize(state: AssistantState) -> dict[str, Any]:
         best = state.get("best") or BestDraft()
-        sentences = best.sentences
-        evidence = state.get("evidence", [])
+        pool = state.get("evidence", [])
+        sentences, evidence = renumber_by_appearance(best.sentences, pool)
+        new_number = {e.chunk.chunk_id: e.number for e in evidence}
+        mapping = {e.number: new_number[e.chunk.chunk_id] for e in pool if e.chunk.chunk_id in new_number}
+        checks = [
+            c.model_copy(update={"citations": [mapping[n] for n in c.citations if n in mapping]})
+            for c in best.verification.sentences
+        ]
         route = [*state.get("route", []), "finalize"]
         kind: Literal["answer", "no_evidence"] = "answer"
         if sentences:
@@ -358,7 +368,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             citations=resolve_citations(sentences, evidence),
             findings=state.get("findings", []),
             route=route,
-            verification=best.verification,
+            verification=best.verification.model_copy(update={"sentences": checks}),
             engine=parts.engine,
             notice=NOT_FOR_CLINICAL_USE,
             kind=kind,

@@ -373,3 +373,27 @@ def resolve_citations(
             )
         )
     return citations
+
+
+def renumber_by_appearance(
+    sentences: Sequence[DraftSentence], evidence: Sequence[Evidence]
+) -> tuple[list[DraftSentence], list[Evidence]]:
+    """Renumber citations 1..n in order of first appearance in the answer.
+
+    Returns the sentences with new numbers and the cited evidence carrying those numbers (evidence
+    nobody cites is left out), so a reader meets ``[1]`` first and the reference list is in order.
+    """
+    known = evidence_by_number(evidence)
+    mapping: dict[int, int] = {}
+    for sentence in sentences:
+        for number in sentence.citations:
+            if number in known and number not in mapping:
+                mapping[number] = len(mapping) + 1
+    renumbered = [
+        sentence.model_copy(
+            update={"citations": [mapping[n] for n in sentence.citations if n in mapping]}
+        )
+        for sentence in sentences
+    ]
+    cited = [known[old].with_number(new) for old, new in mapping.items()]
+    return renumbered, cited

@@ -13,18 +13,33 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Settings": "medgraph.settings",
+    "Assistant": "medgraph.assistant",
+    "Answer": "medgraph.graphs.state",
+    "build_assistant_graph": "medgraph.graphs.assistant",
     "MedgraphError": "medgraph.errors",
     "MedGemmaChat": "medgraph.agents.chat_model",
     "LiteratureIndex": "medgraph.knowledge.index",
 }
 
 if TYPE_CHECKING:
+    from medgraph.assistant import Assistant
+    from medgraph.graphs.assistant import build_assistant_graph
+    from medgraph.graphs.state import Answer
     from medgraph.agents.chat_model import MedGemmaChat
     from medgraph.errors import MedgraphError
     from medgraph.knowledge.index import LiteratureIndex
     from medgraph.settings import Settings
 
-__all__ = ["LiteratureIndex", "MedGemmaChat", "MedgraphError", "Settings", "__version__"]
+__all__ = [
+    "Answer",
+    "Assistant",
+    "LiteratureIndex",
+    "MedGemmaChat",
+    "MedgraphError",
+    "Settings",
+    "__version__",
+    "build_assistant_graph",
+]
 
 
 def __getattr__(name: str) -> Any:

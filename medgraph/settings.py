@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from medgraph.agents.config import ModelSettings
 from medgraph.errors import ConfigurationError
+from medgraph.graphs.config import GraphSettings
 from medgraph.knowledge.config import KnowledgeSettings
 
 PresetName = Literal["offline", "single-gpu", "full", "remote"]
@@ -43,11 +44,17 @@ class Settings(BaseSettings):
 
     models: ModelSettings = Field(default_factory=ModelSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
     data: Path = Field(
         default_factory=_default_data_dir,
         description="Folder with the shared datasets (MEDGRAPH_DATA).",
     )
     home: Path = Field(default=Path(".medgraph"), description="Checkpoints and caches.")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The SQLite file that keeps conversation threads across runs."""
+        return self.home / "checkpoints.sqlite"
 
     @classmethod
     def settings_customise_sources(

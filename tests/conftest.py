@@ -9,11 +9,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import shared_data_dir
+from tests.support import REPO_ROOT, IngestedCorpus, shared_data_dir
 from tests.tiny_gemma import build_multimodal, build_text_only
 
 
@@ -33,3 +36,37 @@ def tiny_multimodal(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_text(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Folder of a tiny random Gemma3ForCausalLM checkpoint (MedGemma 27B text's shape)."""
     return str(build_text_only(tmp_path_factory.mktemp("tiny-medgemma-27b-text")))
+
+
+@pytest.fixture(scope="session")
+def pubmedqa_corpus(tmp_path_factory: pytest.TempPathFactory) -> IngestedCorpus:
+    """The 1,000 PubMedQA abstracts ingested once, by ``python -m medgraph ingest``.
+
+    The subprocess's Hugging Face cache is an empty folder and Hub access is off: this is also the
+    proof that a fresh machine indexes with no Hub access (about 2-4 minutes on 2 CPU cores).
+    """
+    root = tmp_path_factory.mktemp("pubmedqa-index")
+    index_dir = root / "index"
+    empty_cache = root / "empty-hf-home"
+    empty_cache.mkdir()
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HOME=str(empty_cache),
+        SENTENCE_TRANSFORMERS_HOME=str(empty_cache),
+    )
+    corpus = shared_data_dir() / "pubmedqa" / "corpus.jsonl"
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "medgraph", "ingest", str(corpus), "--index", str(index_dir)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(f"\n[pubmedqa fixture] full ingest took {seconds:.1f} s\n{result.stdout}")
+    return IngestedCorpus(index_dir, seconds, result.stdout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -18,3 +19,12 @@ def shared_data_dir() -> Path:
             "pubmedqa/corpus.jsonl"
         )
     return folder
+
+
+@dataclass(frozen=True)
+class IngestedCorpus:
+    """The shared PubMedQA corpus ingested once per test session."""
+
+    index_dir: Path
+    seconds: float
+    summary: str

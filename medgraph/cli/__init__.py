@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from medgraph.cli import assistant as _assistant  # noqa: F401  (registers commands)
 from medgraph.cli import doctor as _doctor  # noqa: F401  (registers commands)
 from medgraph.cli import knowledge as _knowledge  # noqa: F401  (registers commands)
 from medgraph.cli.app import app

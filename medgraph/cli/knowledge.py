@@ -97,6 +97,8 @@ def search(
     index: Path | None = IndexOption,
     k: int = typer.Option(10, "-k", "--top-k", help="Number of passages."),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or lexical."),
+    year_min: int | None = typer.Option(None, "--year-min", help="Only records from this year on."),
+    year_max: int | None = typer.Option(None, "--year-max", help="Only records up to this year."),
     as_json: bool = typer.Option(False, "--json", help="Print the evidence as JSON."),
 ) -> None:
     """Search the literature index and print the best passages with their citations."""
@@ -105,8 +107,12 @@ def search(
     if mode not in _SEARCH_MODES:
         raise ConfigurationError(f"--mode {mode!r} is not one of {', '.join(_SEARCH_MODES)}")
     _check_k(k)
+    years = {
+        key: value for key, value in (("gte", year_min), ("lte", year_max)) if value is not None
+    }
+    where = {"year": years} if years else None
     with LiteratureIndex(_settings(index)) as literature:
-        hits = literature.search(query, k=k, mode=mode)
+        hits = literature.search(query, k=k, mode=mode, where=where)
     if as_json:
         payload = [
             {

@@ -220,3 +220,20 @@ def test_terms_stem_inflections_and_normalise_numbers() -> None:
     assert "not" in content_terms("Metformin did not reduce mortality.")
     assert numbers_in("1,250 adults; 2.50 mg; 97%; five sites; HbA1c") == {"1250", "2.5", "97", "5"}
     assert numbers_in("five sites", words=False) == set()
+
+
+def test_renumber_by_appearance_orders_references() -> None:
+    from medgraph.knowledge.citations import renumber_by_appearance
+
+    def evidence(n: int) -> Evidence:
+        chunk = Chunk(chunk_id=f"c{n}", source_id=f"s{n}", index=0, text=f"Fact {n}.", start=0, end=7)
+        return Evidence(chunk=chunk, document=Document(source_id=f"s{n}"), score=1.0, number=n)
+
+    pool = [evidence(n) for n in (1, 2, 3, 4)]
+    sentences = [
+        DraftSentence(text="First.", citations=[3]),
+        DraftSentence(text="Second.", citations=[1, 3, 9]),
+    ]
+    renumbered, cited = renumber_by_appearance(sentences, pool)
+    assert [s.citations for s in renumbered] == [[1], [2, 1]]
+    assert [(e.number, e.chunk.chunk_id) for e in cited] == [(1, "c3"), (2, "c1")]

@@ -1,0 +1,185 @@
+"""``Assistant``: the grounded medical assistant behind one Python object.
+
+    >>> from medgraph import Assistant, Settings
+    >>> assistant = Assistant(Settings.preset("offline"))
+    >>> answer = assistant.ask("Does metformin reduce mortality in heart failure?")
+    >>> print(answer.text); [c.reference for c in answer.citations]
+
+Threads persist in a SQLite checkpointer (``settings.home/checkpoints.sqlite``) or Postgres
+(``MEDGRAPH_GRAPH__CHECKPOINT_URL``), so a conversation continues across runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+
+from medgraph.agents.images import load_image
+from medgraph.errors import MedgraphError
+from medgraph.graphs.assistant import build_graph_from_parts, parts_from_settings
+from medgraph.graphs.checkpoint import open_checkpointer
+from medgraph.graphs.state import Answer, ImageRef
+from medgraph.settings import Settings
+from medgraph.tools.literature import EvidenceSearcher
+
+STREAM_MODES = ("updates", "custom", "messages")
+
+
+class ThreadNotFoundError(MedgraphError):
+    """A thread id was given to continue, but no such conversation exists."""
+
+
+class EmptyQuestionError(MedgraphError):
+    """The question is empty or only whitespace."""
+
+
+def image_refs(images: Sequence[str | Path]) -> list[ImageRef]:
+    """Check each image file (it must decode) and describe it for the graph state."""
+    refs = []
+    for number, path in enumerate(images, start=1):
+        loaded = load_image(path)
+        refs.append(
+            ImageRef(
+                image_id=f"img-{number}",
+                path=str(Path(path).resolve()),
+                sha256=loaded.sha256,
+                name=loaded.name,
+                description=loaded.describe(),
+            )
+        )
+    return refs
+
+
+class Assistant:
+    """Ask grounded medical questions; every answer cites ingested literature.
+
+    Models and index come from ``settings`` unless given (tests and applications may pass any
+    LangChain chat model and any object with the index's ``search`` method).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        text_model: BaseChatModel | None = None,
+        image_model: BaseChatModel | None = None,
+        index: EvidenceSearcher | None = None,
+        checkpoint_path: Path | None = None,
+    ) -> None:
+        """Build the graph and open the checkpointer."""
+        self.settings = settings or Settings()
+        self._stack = ExitStack()
+        self.parts = parts_from_settings(
+            self.settings, text_model=text_model, image_model=image_model, index=index
+        )
+        self.checkpointer = self._stack.enter_context(
+            open_checkpointer(
+                checkpoint_path or self.settings.checkpoint_path, self.settings.graph.checkpoint_url
+            )
+        )
+        self.graph = build_graph_from_parts(self.parts, checkpointer=self.checkpointer)
+
+    def close(self) -> None:
+        """Close the checkpointer (and the index, if it has ``close``)."""
+        self._stack.close()
+        close = getattr(self.parts.index, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> str:
+        """"extractive" or "<engine>:<model>"."""
+        return self.parts.engine
+
+    def thread_exists(self, thread_id: str) -> bool:
+        """Whether a conversation with this id has been checkpointed."""
+        return self.checkpointer.get_tuple({"configurable": {"thread_id": thread_id}}) is not None
+
+    def _prepare(
+        self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
+    ) -> tuple[dict[str, Any], RunnableConfig, str]:
+        if not question or not question.strip():
+            raise EmptyQuestionError("the question is empty; ask something, e.g. 'Does aspirin ...?'")
+        if thread_id is not None and not create and not self.thread_exists(thread_id):
+            raise ThreadNotFoundError(
+                f"no conversation with thread id {thread_id!r}; omit --thread to start a new one"
+            )
+        thread = thread_id or uuid.uuid4().hex
+        state = {"messages": [HumanMessage(question.strip())], "images": image_refs(images)}
+        config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        return state, config, thread
+
+    def ask(
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        *,
+        create: bool = True,
+    ) -> Answer:
+        """Answer ``question`` (with optional image files) in thread ``thread_id``.
+
+        ``create=False`` requires the thread to exist (the CLI's ``--thread``).
+        """
+        state, config, thread = self._prepare(question, images, thread_id, create)
+        result = self.graph.invoke(state, config)
+        return result["answer"].model_copy(update={"thread_id": thread})
+
+    def stream(
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        *,
+        create: bool = True,
+        stream_mode: Sequence[str] = STREAM_MODES,
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ``(mode, data)``: node updates, custom progress events and answer tokens.
+
+        The last item is ``("answer", Answer)``.
+        """
+        state, config, thread = self._prepare(question, images, thread_id, create)
+        for mode, data in self.graph.stream(state, config, stream_mode=list(stream_mode)):
+            yield mode, data
+        answer = self.graph.get_state(config).values["answer"]
+        yield "answer", answer.model_copy(update={"thread_id": thread})
+
+    async def aask(
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        *,
+        create: bool = True,
+    ) -> Answer:
+        """Async :meth:`ask` (the graph runs its synchronous nodes in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.ask, question, images, thread_id, create=create)
+
+    async def astream(
+        self, question: str, images: Sequence[str | Path] = (), thread_id: str | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Async :meth:`stream`."""
+        import asyncio
+
+        iterator = self.stream(question, images, thread_id)
+        sentinel = object()
+        while True:
+            item = await asyncio.to_thread(next, iterator, sentinel)
+            if item is sentinel:
+                return
+            yield item  # type: ignore[misc]
