@@ -1,0 +1,53 @@
+"""medgraph.knowledge: readers, chunking, embeddings and the Chroma + BM25 literature index.
+
+Names are imported lazily, so ``import medgraph.knowledge`` loads neither torch nor chromadb; the
+embedding model and the store open the first time an index is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "Chunk": "medgraph.knowledge.types",
+    "Document": "medgraph.knowledge.types",
+    "Evidence": "medgraph.knowledge.types",
+    "KnowledgeSettings": "medgraph.knowledge.config",
+    "LiteratureIndex": "medgraph.knowledge.index",
+    "IngestReport": "medgraph.knowledge.index",
+    "IndexStats": "medgraph.knowledge.index",
+    "SearchFilter": "medgraph.knowledge.index",
+    "SentenceTransformerEmbedder": "medgraph.knowledge.embeddings",
+}
+
+if TYPE_CHECKING:
+    from medgraph.knowledge.config import KnowledgeSettings
+    from medgraph.knowledge.embeddings import SentenceTransformerEmbedder
+    from medgraph.knowledge.index import IndexStats, IngestReport, LiteratureIndex, SearchFilter
+    from medgraph.knowledge.types import Chunk, Document, Evidence
+
+__all__ = [
+    "Chunk",
+    "Document",
+    "Evidence",
+    "IndexStats",
+    "IngestReport",
+    "KnowledgeSettings",
+    "LiteratureIndex",
+    "SearchFilter",
+    "SentenceTransformerEmbedder",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medgraph.knowledge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

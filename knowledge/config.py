@@ -34,6 +34,11 @@ class KnowledgeSettings(BaseModel):
     max_chunk_tokens: int | None = Field(
         default=None, description="Chunk size in tokens; defaults to the embedding model's limit."
     )
+    embedding_device: str | None = Field(
+        default=None,
+        description="Device for the embedding model (cpu, cuda, cuda:1...); default: CUDA if "
+        "available, else CPU.",
+    )
     batch_size: int = Field(default=64, ge=1, description="Chunks embedded and committed at once.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
     reranker_model: str | None = Field(default=None, description="Optional cross-encoder.")

