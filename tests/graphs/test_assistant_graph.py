@@ -263,3 +263,49 @@ with Assistant(settings, index=KeywordIndex(corpus_documents(20))) as assistant:
     )
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [thread, "2"]
+
+
+def test_stream_reports_nodes_progress_and_the_answer(tmp_path: Path, index: KeywordIndex) -> None:
+    model = ScriptedChatModel(grounded_handler)
+    with Assistant(settings_for(tmp_path), text_model=model, index=index) as assistant:
+        events = list(assistant.stream(QUESTION["question"]))
+    modes = [mode for mode, _ in events]
+    assert {"updates", "custom", "messages"} <= set(modes)
+    nodes = [next(iter(data)) for mode, data in events if mode == "updates"]
+    assert nodes[:2] == ["triage", "retrieve"] and nodes[-1] == "finalize"
+    progress = [data["event"] for mode, data in events if mode == "custom"]
+    assert "retrieve" in progress and "verify" in progress
+    assert modes[-1] == "answer"
+    final = events[-1][1]
+    assert final.citations and final.thread_id
+
+
+def test_async_ask(tmp_path: Path, index: KeywordIndex) -> None:
+    import asyncio
+
+    model = ScriptedChatModel(grounded_handler)
+    with Assistant(settings_for(tmp_path), text_model=model, index=index) as assistant:
+        answer = asyncio.run(assistant.aask(QUESTION["question"]))
+    assert answer.kind == "answer" and answer.citations
+
+
+def test_langgraph_json_exports_a_compiled_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import sys
+
+    from tests.support import REPO_ROOT
+
+    config = json.loads((REPO_ROOT / "langgraph.json").read_text())
+    path, _, attribute = config["graphs"]["assistant"].partition(":")
+    spec = importlib.util.spec_from_file_location("exported_graph", REPO_ROOT / path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # as a LangGraph server registers it
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("MEDGRAPH_MODELS__ENGINE", "extractive")
+    monkeypatch.setenv("MEDGRAPH_KNOWLEDGE__INDEX_DIR", str(tmp_path / "index"))
+    graph = getattr(module, attribute)()
+    assert graph.checkpointer is None
+    assert {"triage", "retrieve", "reason", "tools", "write", "verify"} <= set(graph.nodes)
