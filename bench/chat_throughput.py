@@ -20,12 +20,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jsonschema  # noqa: E402
-from langchain_core.tools import tool  # noqa: E402
+import jsonschema
+from langchain_core.tools import tool
 
-from medgraph.agents import MedGemmaChat  # noqa: E402
-from medgraph.agents.protocol import tool_specs  # noqa: E402
-from tests.tiny_gemma import build_multimodal  # noqa: E402
+from medgraph.agents import MedGemmaChat
+from medgraph.agents.protocol import tool_specs
+from tests.tiny_gemma import build_multimodal
 
 
 @tool
@@ -84,9 +84,8 @@ def main() -> None:
     print(f"tiny Gemma 3 checkpoint, CPU threads={os.cpu_count()}, build+load {load:.1f} s")
     print(f"{'run':38} {'tokens/s':>10} {'ratio':>8}")
     print(f"{'invoke loop, batch 1 (baseline)':38} {loop_tps:10.1f} {1.0:8.2f}")
-    print(
-        f"{'batch() padded, batch ' + str(len(prompts)):38} {batch_tps:10.1f} {batch_tps / loop_tps:8.2f}"
-    )
+    label = f"batch() padded, batch {len(prompts)}"
+    print(f"{label:38} {batch_tps:10.1f} {batch_tps / loop_tps:8.2f}")
     print(
         f"{'batch() + xgrammar tool decisions':38} {tool_tps:10.1f} {tool_tps / batch_tps:8.2f}"
         "  (vs unconstrained batch)"

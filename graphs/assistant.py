@@ -29,7 +29,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
 from medgraph.agents.extractive import EXTRACTIVE_LABEL, extractive_answer
-from medgraph.agents.images import LoadedImage, load_image
+from medgraph.agents.images import LoadedImage, image_to_data_url, load_image
 from medgraph.errors import MedgraphError
 from medgraph.graphs.config import GraphSettings
 from medgraph.graphs.prompts import IMAGE_PROMPT, JUDGE_PROMPT, REASON_SYSTEM, WRITE_SYSTEM
@@ -39,7 +39,6 @@ from medgraph.graphs.safety import (
     fence_untrusted,
     triage_by_rules,
 )
-from medgraph.agents.images import image_to_data_url
 from medgraph.graphs.state import (
     Answer,
     AssistantState,
@@ -115,7 +114,7 @@ def latest_question(messages: Sequence[BaseMessage]) -> str:
 
 
 def _earlier_questions(messages: Sequence[BaseMessage]) -> list[str]:
-    humans = [m.text for m in messages if isinstance(m, HumanMessage)]
+    humans = [str(m.text) for m in messages if isinstance(m, HumanMessage)]
     return humans[:-1]
 
 
@@ -184,7 +183,9 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
     def describe_image(image: LoadedImage, focus: str) -> str:
         if parts.image_model is None:
             suffix = f" Image metadata: {image.describe()}." if image.describe() else ""
-            return "No image model is configured (extractive engine); the image was not read." + suffix
+            return (
+                "No image model is configured (extractive engine); the image was not read." + suffix
+            )
         # Images travel as data URLs: no model ever sees a file path.
         message = HumanMessage(
             content=[
@@ -214,7 +215,10 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         return hits
 
     def retrieve(state: AssistantState) -> dict[str, Any]:
-        return {"evidence": search(state.get("query") or state.get("question", "")), "route": ["retrieve"]}
+        return {
+            "evidence": search(state.get("query") or state.get("question", "")),
+            "route": ["retrieve"],
+        }
 
     def gather(state: AssistantState) -> dict[str, Any]:
         # Ground image findings in literature too: one more search from question + findings.
@@ -243,7 +247,11 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         turn = _current_turn(state.get("messages", []))
         model = parts.text_model.bind_tools(tools_for(state), tool_choice="auto")
         reply = model.invoke([SystemMessage(context), *turn])
-        return {"messages": [reply], "route": ["reason"], "tool_steps": state.get("tool_steps", 0) + 1}
+        return {
+            "messages": [reply],
+            "route": ["reason"],
+            "tool_steps": state.get("tool_steps", 0) + 1,
+        }
 
     def call_tools(state: AssistantState) -> dict[str, Any]:
         last = state["messages"][-1]
@@ -265,8 +273,10 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
                 )
                 continue
             reply = tool.invoke({**call, "type": "tool_call"})
-            if isinstance(reply, ToolMessage) and isinstance(reply.artifact, list) and all(
-                isinstance(e, Evidence) for e in reply.artifact
+            if (
+                isinstance(reply, ToolMessage)
+                and isinstance(reply.artifact, list)
+                and all(isinstance(e, Evidence) for e in reply.artifact)
             ):
                 merged = merge_evidence(evidence, reply.artifact)
                 numbered = {e.chunk.chunk_id: e for e in merged}
@@ -287,7 +297,10 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         question = state.get("question", "")
         if parts.extractive:
             sentences = extractive_answer(
-                question, evidence, max_sentences=min(4, config.max_answer_sentences), embed=parts.embed
+                question,
+                evidence,
+                max_sentences=min(4, config.max_answer_sentences),
+                embed=parts.embed,
             )
         else:
             sentences = _model_write(parts, state, evidence, question)
@@ -349,7 +362,9 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         pool = state.get("evidence", [])
         sentences, evidence = renumber_by_appearance(best.sentences, pool)
         new_number = {e.chunk.chunk_id: e.number for e in evidence}
-        mapping = {e.number: new_number[e.chunk.chunk_id] for e in pool if e.chunk.chunk_id in new_number}
+        mapping = {
+            e.number: new_number[e.chunk.chunk_id] for e in pool if e.chunk.chunk_id in new_number
+        }
         checks = [
             c.model_copy(update={"citations": [mapping[n] for n in c.citations if n in mapping]})
             for c in best.verification.sentences

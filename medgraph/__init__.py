@@ -22,11 +22,11 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from medgraph.agents.chat_model import MedGemmaChat
     from medgraph.assistant import Assistant
+    from medgraph.errors import MedgraphError
     from medgraph.graphs.assistant import build_assistant_graph
     from medgraph.graphs.state import Answer
-    from medgraph.agents.chat_model import MedGemmaChat
-    from medgraph.errors import MedgraphError
     from medgraph.knowledge.index import LiteratureIndex
     from medgraph.settings import Settings
 

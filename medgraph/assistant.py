@@ -101,7 +101,7 @@ class Assistant:
 
     @property
     def engine(self) -> str:
-        """"extractive" or "<engine>:<model>"."""
+        """ "extractive" or "<engine>:<model>"."""
         return self.parts.engine
 
     def thread_exists(self, thread_id: str) -> bool:
@@ -112,7 +112,9 @@ class Assistant:
         self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
     ) -> tuple[dict[str, Any], RunnableConfig, str]:
         if not question or not question.strip():
-            raise EmptyQuestionError("the question is empty; ask something, e.g. 'Does aspirin ...?'")
+            raise EmptyQuestionError(
+                "the question is empty; ask something, e.g. 'Does aspirin ...?'"
+            )
         if thread_id is not None and not create and not self.thread_exists(thread_id):
             raise ThreadNotFoundError(
                 f"no conversation with thread id {thread_id!r}; omit --thread to start a new one"
@@ -152,8 +154,7 @@ class Assistant:
         The last item is ``("answer", Answer)``.
         """
         state, config, thread = self._prepare(question, images, thread_id, create)
-        for mode, data in self.graph.stream(state, config, stream_mode=list(stream_mode)):
-            yield mode, data
+        yield from self.graph.stream(state, config, stream_mode=list(stream_mode))
         answer = self.graph.get_state(config).values["answer"]
         yield "answer", answer.model_copy(update={"thread_id": thread})
 

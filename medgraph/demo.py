@@ -67,9 +67,7 @@ def find_corpus(settings: Settings, download_to: Path, *, timeout: float = 20.0)
         ) from error
     download_to.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
-    partial.write_text(
-        "".join(json.dumps(r) + "\n" for r in convert_pqal(raw)), encoding="utf-8"
-    )
+    partial.write_text("".join(json.dumps(r) + "\n" for r in convert_pqal(raw)), encoding="utf-8")
     partial.replace(target)
     return target
 

@@ -132,8 +132,8 @@ def search(
         snippet = " ".join(hit.chunk.text.split())
         if len(snippet) > _SNIPPET:
             snippet = snippet[: _SNIPPET - 1].rstrip() + "…"
-        where = f" ({hit.chunk.section})" if hit.chunk.section else ""
-        typer.echo(f"{hit.citation(rank)}  score {hit.score:.4f}{where}")
+        section = f" ({hit.chunk.section})" if hit.chunk.section else ""
+        typer.echo(f"{hit.citation(rank)}  score {hit.score:.4f}{section}")
         typer.echo(f"    {snippet}")
 
 

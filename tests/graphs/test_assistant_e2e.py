@@ -1,4 +1,4 @@
-"""The assistant end to end on the real PubMedQA index: extractive, and tiny MedGemma checkpoints."""
+"""The assistant end to end on the real PubMedQA index: extractive and tiny MedGemma checkpoints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 from medgraph.agents.extractive import EXTRACTIVE_LABEL
 from medgraph.assistant import Assistant
-from medgraph.knowledge.index import LiteratureIndex
 from medgraph.settings import Settings
 from tests.graphs.support import dev_questions
 
@@ -45,7 +44,11 @@ def test_extractive_answers_cite_ingested_records(tmp_path: Path, pubmedqa_corpu
 
 
 def test_tiny_checkpoints_fill_both_roles_with_an_image(
-    tmp_path: Path, pubmedqa_corpus, tiny_multimodal: str, tiny_text: str, data_dir: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    pubmedqa_corpus,
+    tiny_multimodal: str,
+    tiny_text: str,
+    data_dir: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     ingested = {str(r["pmid"]) for r in _corpus_records()}
     settings = _settings(

@@ -15,8 +15,8 @@ from medgraph.graphs.safety import EMERGENCY_ANSWER, NOT_FOR_CLINICAL_USE, emerg
 from medgraph.knowledge.types import Document
 from medgraph.settings import Settings
 from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
-from tests.support import shared_data_dir
 from tests.scripted import Call, ScriptedChatModel, prompt_text
+from tests.support import shared_data_dir
 
 DOCS = corpus_documents(60)
 QUESTION = dev_questions(1)[0]
@@ -58,17 +58,28 @@ def grounded_handler(call: Call) -> AIMessage | dict[str, Any]:
     if call.tools and not any(isinstance(m, ToolMessage) for m in call.messages):
         return AIMessage(
             "",
-            tool_calls=[{"name": "search_literature", "args": {"query": QUESTION["question"]}, "id": "c1"}],
+            tool_calls=[
+                {"name": "search_literature", "args": {"query": QUESTION["question"]}, "id": "c1"}
+            ],
         )
     return AIMessage("Enough evidence gathered.")
 
 
 def test_literature_route_cites_only_retrieved_records(tmp_path: Path, index: KeywordIndex) -> None:
     model = ScriptedChatModel(grounded_handler)
-    with Assistant(settings_for(tmp_path), text_model=model, image_model=model, index=index) as assistant:
+    with Assistant(
+        settings_for(tmp_path), text_model=model, image_model=model, index=index
+    ) as assistant:
         answer = assistant.ask(QUESTION["question"])
     assert answer.route == [
-        "triage", "retrieve", "reason", "tools", "reason", "write", "verify", "finalize",
+        "triage",
+        "retrieve",
+        "reason",
+        "tools",
+        "reason",
+        "write",
+        "verify",
+        "finalize",
     ]
     assert answer.kind == "answer" and answer.citations
     assert {c.source_id for c in answer.citations} <= index.source_ids()
@@ -92,7 +103,9 @@ def test_tool_budget_ends_with_an_answer_not_an_error(tmp_path: Path, index: Key
     def always_search(call: Call) -> AIMessage | dict[str, Any]:
         if call.schema:
             return grounded_handler(call)
-        return AIMessage("", tool_calls=[{"name": "search_literature", "args": {"query": "aspirin"}, "id": "x"}])
+        return AIMessage(
+            "", tool_calls=[{"name": "search_literature", "args": {"query": "aspirin"}, "id": "x"}]
+        )
 
     model = ScriptedChatModel(always_search)
     settings = settings_for(tmp_path, max_tool_steps=2)
@@ -103,10 +116,16 @@ def test_tool_budget_ends_with_an_answer_not_an_error(tmp_path: Path, index: Key
     assert answer.route[-3:] == ["write", "verify", "finalize"]
 
 
-def test_unsupported_answer_triggers_one_more_retrieval(tmp_path: Path, index: KeywordIndex) -> None:
+def test_unsupported_answer_triggers_one_more_retrieval(
+    tmp_path: Path, index: KeywordIndex
+) -> None:
     def fabricating(call: Call) -> AIMessage | dict[str, Any]:
         if call.schema and "sentences" in call.schema.get("properties", {}):
-            return {"sentences": [{"text": "Aspirin cures 97% of pancreatic cancers.", "citations": [1]}]}
+            return {
+                "sentences": [
+                    {"text": "Aspirin cures 97% of pancreatic cancers.", "citations": [1]}
+                ]
+            }
         if call.schema:
             return {"supported": False}
         return AIMessage("done")
@@ -143,7 +162,10 @@ def test_injected_passage_stays_fenced_and_cannot_open_files(
             isinstance(m, ToolMessage) for m in call.messages
         ):
             return AIMessage(
-                "", tool_calls=[{"name": "analyze_image", "args": {"image_id": "/etc/passwd"}, "id": "i"}]
+                "",
+                tool_calls=[
+                    {"name": "analyze_image", "args": {"image_id": "/etc/passwd"}, "id": "i"}
+                ],
             )
         return AIMessage("done")
 
@@ -176,7 +198,9 @@ def test_injected_passage_stays_fenced_and_cannot_open_files(
 
 
 def test_empty_question_and_unknown_thread(tmp_path: Path, index: KeywordIndex) -> None:
-    with Assistant(settings_for(tmp_path), text_model=ScriptedChatModel(grounded_handler), index=index) as a:
+    with Assistant(
+        settings_for(tmp_path), text_model=ScriptedChatModel(grounded_handler), index=index
+    ) as a:
         with pytest.raises(EmptyQuestionError):
             a.ask("   ")
         with pytest.raises(ThreadNotFoundError, match="nope"):
@@ -226,7 +250,9 @@ def test_images_and_literature_run_in_parallel_and_findings_are_grounded(
     image_calls = [c for c in model.calls if not c.tools and not c.schema]
     sent = image_calls[0].messages[0].content
     assert isinstance(sent, list)
-    assert all(str(b.get("url", "")).startswith("data:image/") for b in sent if b.get("type") == "image")
+    assert all(
+        str(b.get("url", "")).startswith("data:image/") for b in sent if b.get("type") == "image"
+    )
 
 
 def test_checkpointed_thread_continues_in_a_new_process(tmp_path: Path) -> None:
@@ -252,14 +278,18 @@ with Assistant(settings, index=KeywordIndex(corpus_documents(20))) as assistant:
     path.write_text(script)
     first = subprocess.run(
         [sys.executable, str(path), "Do mitochondria matter in programmed cell death?"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert first.returncode == 0, first.stderr
     thread, humans = first.stdout.split()
     assert humans == "1"
     second = subprocess.run(
         [sys.executable, str(path), "And in lace plants?", thread],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [thread, "2"]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from medgraph.errors import IngestError
 from medgraph.knowledge.chunking import chunk_document, chunk_spans, split_sentences
 from medgraph.knowledge.readers import read_file
 from medgraph.knowledge.types import Chunk, Document
-
-from medgraph.errors import IngestError
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 

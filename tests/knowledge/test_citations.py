@@ -226,7 +226,9 @@ def test_renumber_by_appearance_orders_references() -> None:
     from medgraph.knowledge.citations import renumber_by_appearance
 
     def evidence(n: int) -> Evidence:
-        chunk = Chunk(chunk_id=f"c{n}", source_id=f"s{n}", index=0, text=f"Fact {n}.", start=0, end=7)
+        chunk = Chunk(
+            chunk_id=f"c{n}", source_id=f"s{n}", index=0, text=f"Fact {n}.", start=0, end=7
+        )
         return Evidence(chunk=chunk, document=Document(source_id=f"s{n}"), score=1.0, number=n)
 
     pool = [evidence(n) for n in (1, 2, 3, 4)]

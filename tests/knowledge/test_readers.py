@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from medgraph.errors import IngestError
 from medgraph.knowledge.readers import (
     FORMATS,
     ReadFailure,
@@ -16,8 +18,6 @@ from medgraph.knowledge.readers import (
     read_paths,
 )
 from medgraph.knowledge.types import Document
-
-from medgraph.errors import IngestError
 
 DATA_DIR = Path(
     os.environ.get("MEDGRAPH_DATA")

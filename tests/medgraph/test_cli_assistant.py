@@ -14,7 +14,9 @@ import pytest
 QUESTION = "Do mitochondria play a role in programmed cell death in lace plant leaves?"
 
 
-def run_cli(*args: str, cwd: Path, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "medgraph", *args],
         capture_output=True,
@@ -28,7 +30,13 @@ def run_cli(*args: str, cwd: Path, stdin: str | None = None, **env: str) -> subp
 
 def test_ask_json_shape(tmp_path: Path, pubmedqa_corpus) -> None:  # type: ignore[no-untyped-def]
     result = run_cli(
-        "ask", QUESTION, "--index", str(pubmedqa_corpus.index_dir), "--model", "none", "--json",
+        "ask",
+        QUESTION,
+        "--index",
+        str(pubmedqa_corpus.index_dir),
+        "--model",
+        "none",
+        "--json",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -52,8 +60,16 @@ def test_ask_continues_a_thread(tmp_path: Path, pubmedqa_corpus) -> None:  # typ
     first = run_cli("ask", QUESTION, "--index", index, "--model", "none", "--json", cwd=tmp_path)
     thread = json.loads(first.stdout)["thread_id"]
     second = run_cli(
-        "ask", "What about perforation formation?", "--index", index, "--model", "none",
-        "--thread", thread, "--json", cwd=tmp_path,
+        "ask",
+        "What about perforation formation?",
+        "--index",
+        index,
+        "--model",
+        "none",
+        "--thread",
+        thread,
+        "--json",
+        cwd=tmp_path,
     )
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["thread_id"] == thread
@@ -78,14 +94,29 @@ def _dicom_without_pixels(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    tmp_path: Path, pubmedqa_corpus, case: str, needle: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    pubmedqa_corpus,
+    case: str,
+    needle: str,  # type: ignore[no-untyped-def]
 ) -> None:
     index = str(pubmedqa_corpus.index_dir)
     args = {
         "empty-question": ["ask", "  ", "--index", index],
-        "missing-image": ["ask", QUESTION, "--index", index, "--image", str(tmp_path / "missing.png")],
+        "missing-image": [
+            "ask",
+            QUESTION,
+            "--index",
+            index,
+            "--image",
+            str(tmp_path / "missing.png"),
+        ],
         "dicom-without-pixels": [
-            "ask", QUESTION, "--index", index, "--image", str(_dicom_without_pixels(tmp_path)),
+            "ask",
+            QUESTION,
+            "--index",
+            index,
+            "--image",
+            str(_dicom_without_pixels(tmp_path)),
         ],
         "unknown-thread": ["ask", QUESTION, "--index", index, "--thread", "no-such-thread"],
         "unreadable-index": ["ask", QUESTION, "--index", str(tmp_path / "empty-index")],
@@ -98,12 +129,20 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_chat_keeps_memory_and_attaches_images(
-    tmp_path: Path, pubmedqa_corpus, data_dir: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    pubmedqa_corpus,
+    data_dir: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     image = data_dir / "images" / "nih-cxr14" / "00000001_000.png"
     script = f"{QUESTION}\n/image {image}\nWhat does this radiograph show?\n/quit\n"
     result = run_cli(
-        "chat", "--index", str(pubmedqa_corpus.index_dir), "--model", "none", cwd=tmp_path, stdin=script
+        "chat",
+        "--index",
+        str(pubmedqa_corpus.index_dir),
+        "--model",
+        "none",
+        cwd=tmp_path,
+        stdin=script,
     )
     assert result.returncode == 0, result.stderr
     assert "PMID:21645374" in result.stdout
@@ -111,8 +150,15 @@ def test_chat_keeps_memory_and_attaches_images(
     assert "Image img-1:" in result.stdout
     thread = result.stdout.rsplit("Thread: ", 1)[1].split()[0]
     resumed = run_cli(
-        "chat", "--index", str(pubmedqa_corpus.index_dir), "--model", "none", "--thread", thread,
-        cwd=tmp_path, stdin="/quit\n",
+        "chat",
+        "--index",
+        str(pubmedqa_corpus.index_dir),
+        "--model",
+        "none",
+        "--thread",
+        thread,
+        cwd=tmp_path,
+        stdin="/quit\n",
     )
     assert resumed.returncode == 0, resumed.stderr
 
@@ -133,8 +179,11 @@ def test_demo_indexes_and_answers_offline(tmp_path: Path, data_dir: Path) -> Non
 
 def test_demo_without_data_says_where_to_get_it(tmp_path: Path) -> None:
     result = run_cli(
-        "demo", cwd=tmp_path, MEDGRAPH_DATA=str(tmp_path / "nowhere"),
-        HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+        "demo",
+        cwd=tmp_path,
+        MEDGRAPH_DATA=str(tmp_path / "nowhere"),
+        HTTPS_PROXY="http://127.0.0.1:9",
+        https_proxy="http://127.0.0.1:9",
     )
     assert result.returncode == 2
     assert "github.com/pubmedqa/pubmedqa" in result.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
+
 from medgraph.tools.calculators import (
     CALCULATOR_TOOLS,
     bmi,
