@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from medgraph.knowledge.types import Chunk, Document
-
 from medgraph.errors import IngestError
+from medgraph.knowledge.types import Chunk, Document
 
 # Abbreviations (lower case, without the final period) after which a period never ends a sentence.
 _ABBREVIATIONS = frozenset(

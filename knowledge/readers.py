@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medgraph.knowledge.types import Document
-
 from medgraph.errors import IngestError
+from medgraph.knowledge.types import Document
 
 FORMATS = ("auto", "pubmedqa", "pubmed-xml", "pdf", "text", "jsonl")
 

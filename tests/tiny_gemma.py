@@ -129,7 +129,7 @@ def _text_config(tokenizer: GemmaTokenizer) -> Gemma3TextConfig:
         num_key_value_heads=1,
         head_dim=32,
         query_pre_attn_scalar=32,
-        max_position_embeddings=4096,
+        max_position_embeddings=32768,
         sliding_window=128,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
