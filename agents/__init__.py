@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medgraph._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from medgraph.agents.chat_model import MedGemmaChat
@@ -11,9 +12,4 @@ if TYPE_CHECKING:
 __all__ = ["MedGemmaChat"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "MedGemmaChat":
-        value = importlib.import_module("medgraph.agents.chat_model").MedGemmaChat
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'medgraph.agents' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"MedGemmaChat": "medgraph.agents.chat_model"})
