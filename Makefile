@@ -42,6 +42,7 @@ demo: $(STAMP)
 	$(BIN)/medgraph demo
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

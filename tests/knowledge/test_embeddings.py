@@ -142,8 +142,8 @@ def _tiny_cross_encoder(folder: Path) -> Path:
         num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=512,
-        num_labels=1,
     )
+    config.num_labels = 1  # one relevance score per (query, passage) pair
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
