@@ -49,7 +49,10 @@ from medgraph.graphs.state import (
 )
 from medgraph.knowledge.citations import (
     DraftSentence,
+    SentenceCheck,
+    Verification,
     drop_unknown_citations,
+    numbers_in,
     render_answer,
     renumber_by_appearance,
     resolve_citations,
@@ -330,14 +333,18 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
 
     def verify(state: AssistantState) -> dict[str, Any]:
         evidence = state.get("evidence", [])
+        computed, claims = split_computed(
+            state.get("draft", []), _calculator_output(state.get("messages", []))
+        )
         kept, report = verify_sentences(
-            state.get("draft", []),
+            claims,
             evidence,
             judge=judge_factory(),
             embed=parts.embed,
             threshold=config.support_threshold,
             action=config.unsupported,
         )
+        kept, report = [*computed, *kept], with_computed(report, computed)
         rounds = state.get("verify_rounds", 0)
         report = report.model_copy(update={"rounds": rounds})
         _emit("verify", supported_fraction=report.supported_fraction, removed=len(report.removed))
@@ -403,6 +410,66 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         "verify": verify,
         "finalize": finalize,
     }
+
+
+CALCULATOR_NAMES = frozenset(tool.name for tool in CALCULATOR_TOOLS)
+
+
+def _calculator_output(messages: Sequence[AnyMessage]) -> str:
+    """Text of this turn's successful calculator results."""
+    return "\n".join(
+        str(m.text)
+        for m in _current_turn(messages)
+        if isinstance(m, ToolMessage) and m.name in CALCULATOR_NAMES and m.status != "error"
+    )
+
+
+def _backed_by(number: str, results: set[str]) -> bool:
+    """``number`` equals a calculator result, or that result rounded to as many decimals."""
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    try:
+        wanted = float(number)
+        return any(round(float(r), decimals) == wanted for r in results)
+    except ValueError:
+        return number in results
+
+
+def split_computed(
+    sentences: Sequence[DraftSentence], calculator_output: str
+) -> tuple[list[DraftSentence], list[DraftSentence]]:
+    """Separate uncited sentences that state calculator results from literature claims.
+
+    A computed sentence cites nothing and every number in it is a calculator result (allowing
+    rounding); it is checked against the calculation, not the literature.
+    """
+    results = numbers_in(calculator_output, words=False)
+    computed, claims = [], []
+    for sentence in sentences:
+        stated = numbers_in(sentence.text, words=False)
+        if (
+            results
+            and stated
+            and not sentence.citations
+            and all(_backed_by(n, results) for n in stated)
+        ):
+            computed.append(sentence)
+        else:
+            claims.append(sentence)
+    return computed, claims
+
+
+def with_computed(report: Verification, computed: Sequence[DraftSentence]) -> Verification:
+    """``report`` with the computed sentences counted as supported by their calculation."""
+    if not computed:
+        return report
+    checks = [
+        SentenceCheck(sentence=s.text, supported=True, score=1.0, method="calculator")
+        for s in computed
+    ]
+    sentences = [*checks, *report.sentences]
+    claims = [c for c in sentences if c.method != "no-claim"]
+    fraction = sum(c.supported for c in claims) / len(claims) if claims else 1.0
+    return report.model_copy(update={"sentences": sentences, "supported_fraction": fraction})
 
 
 def _current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:

@@ -339,3 +339,53 @@ def test_langgraph_json_exports_a_compiled_graph(
     graph = getattr(module, attribute)()
     assert graph.checkpointer is None
     assert {"triage", "retrieve", "reason", "tools", "write", "verify"} <= set(graph.nodes)
+
+
+def test_out_of_scope_is_declined_without_search(tmp_path: Path, index: KeywordIndex) -> None:
+    model = ScriptedChatModel(grounded_handler)
+    with Assistant(settings_for(tmp_path), text_model=model, index=index) as assistant:
+        answer = assistant.ask("Write a poem about sports cars")
+    assert answer.kind == "out_of_scope" and answer.route == ["triage", "decline"]
+    assert model.calls == [] and index.queries == []
+
+
+def test_calculator_question_skips_retrieval_and_uses_the_tool(
+    tmp_path: Path, index: KeywordIndex
+) -> None:
+    def calculating(call: Call) -> AIMessage | dict[str, Any]:
+        if call.schema:
+            return {"sentences": [{"text": "The BMI is 22.9 kg/m2.", "citations": []}]}
+        if not any(isinstance(m, ToolMessage) for m in call.messages):
+            args = {"weight_kg": 70, "height_cm": 175}
+            return AIMessage("", tool_calls=[{"name": "bmi", "args": args, "id": "b1"}])
+        return AIMessage("done")
+
+    model = ScriptedChatModel(calculating)
+    with Assistant(settings_for(tmp_path), text_model=model, index=index) as assistant:
+        answer = assistant.ask("BMI for 70 kg and 175 cm")
+    assert "retrieve" not in answer.route and index.queries == []
+    assert answer.route[:3] == ["triage", "reason", "tools"]
+    results = [m for c in model.calls for m in c.messages if isinstance(m, ToolMessage)]
+    assert results and f"{70 / 1.75**2:.2f}" in results[0].text
+    # The uncited sentence states the calculation (rounded), so it is kept, not removed.
+    assert answer.kind == "answer" and "22.9" in answer.text
+    assert [c.method for c in answer.verification.sentences] == ["calculator"]
+
+
+def test_uncited_number_not_from_a_calculator_is_removed(
+    tmp_path: Path, index: KeywordIndex
+) -> None:
+    def inventing(call: Call) -> AIMessage | dict[str, Any]:
+        if call.schema and "sentences" in call.schema.get("properties", {}):
+            return {"sentences": [{"text": "The BMI is 31.4 kg/m2.", "citations": []}]}
+        if call.schema:
+            return {"supported": False}
+        if not any(isinstance(m, ToolMessage) for m in call.messages):
+            args = {"weight_kg": 70, "height_cm": 175}
+            return AIMessage("", tool_calls=[{"name": "bmi", "args": args, "id": "b1"}])
+        return AIMessage("done")
+
+    model = ScriptedChatModel(inventing)
+    with Assistant(settings_for(tmp_path), text_model=model, index=index) as assistant:
+        answer = assistant.ask("BMI for 70 kg and 175 cm")
+    assert "31.4" not in answer.text and answer.kind == "no_evidence"
