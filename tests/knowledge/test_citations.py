@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 
 import pytest
 
-from medgraph.knowledge.chunking import chunk_document, split_sentences
+from medgraph.knowledge.chunking import split_sentences
 from medgraph.knowledge.citations import (
     UNSUPPORTED_FLAG,
     DraftSentence,
@@ -21,33 +20,10 @@ from medgraph.knowledge.citations import (
     stem,
     supporting_span,
 )
-from medgraph.knowledge.readers import read_file
 from medgraph.knowledge.types import Chunk, Document, Evidence
+from tests.knowledge.grounding_support import evidence_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
-
-
-@pytest.fixture(scope="module")
-def corpus(data_dir: Path) -> dict[str, Document]:
-    documents = read_file(data_dir / "pubmedqa" / "corpus.jsonl")
-    return {document.source_id: document for document in documents}
-
-
-def evidence_for(documents: list[Document], max_tokens: int = 80) -> list[Evidence]:
-    """Chunks of ``documents`` as evidence numbered 1..n with metadata-only documents."""
-    evidence: list[Evidence] = []
-    for document in documents:
-        metadata = document.model_copy(update={"text": ""})
-        for chunk in chunk_document(document, count_words, max_tokens):
-            number = len(evidence) + 1
-            evidence.append(
-                Evidence(chunk=chunk, document=metadata, score=1 / number, number=number)
-            )
-    return evidence
 
 
 def hand_evidence(number: int, text: str, source_id: str = "doc") -> Evidence:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medgraph.errors import EngineError
-from medgraph.knowledge.chunking import chunk_document, split_sentences
+from medgraph.knowledge.chunking import split_sentences
 from medgraph.knowledge.citations import (
     UNSUPPORTED_FLAG,
     DraftSentence,
@@ -19,7 +18,6 @@ from medgraph.knowledge.citations import (
     render_answer,
 )
 from medgraph.knowledge.embeddings import SentenceTransformerEmbedder
-from medgraph.knowledge.readers import read_file
 from medgraph.knowledge.types import Document, Evidence
 from medgraph.knowledge.verification import (
     is_claim,
@@ -27,36 +25,14 @@ from medgraph.knowledge.verification import (
     support_score,
     verify_sentences,
 )
+from tests.knowledge.grounding_support import evidence_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
-
-
-@pytest.fixture(scope="module")
-def corpus(data_dir: Path) -> dict[str, Document]:
-    documents = read_file(data_dir / "pubmedqa" / "corpus.jsonl")
-    return {document.source_id: document for document in documents}
 
 
 @pytest.fixture(scope="module")
 def minilm() -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder()
-
-
-def evidence_for(documents: Sequence[Document], max_tokens: int = 80) -> list[Evidence]:
-    """Chunks of ``documents`` as evidence numbered 1..n with metadata-only documents."""
-    evidence: list[Evidence] = []
-    for document in documents:
-        metadata = document.model_copy(update={"text": ""})
-        for chunk in chunk_document(document, count_words, max_tokens):
-            number = len(evidence) + 1
-            evidence.append(
-                Evidence(chunk=chunk, document=metadata, score=1 / number, number=number)
-            )
-    return evidence
 
 
 def first_claim(item: Evidence, containing: str = "") -> str:
