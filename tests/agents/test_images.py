@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import struct
 import time
 import zlib
@@ -35,18 +34,12 @@ from medgraph.agents.images import (
     load_image_block,
 )
 from medgraph.errors import ImageLoadError
+from tests.support import shared_data_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _data_dir() -> Path:
-    configured = os.environ.get("MEDGRAPH_DATA")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-IMAGES = _data_dir() / "images"
+IMAGES = shared_data_dir() / "images"
 CXR_PNGS = sorted((IMAGES / "nih-cxr14").glob("*.png"))
 BCCD_JPEG = IMAGES / "bccd" / "BloodImage_00000.jpg"
 ENCAPSULATED_CXR = IMAGES / "dicom" / "encapsulated_cxr.dcm"

@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,13 +15,11 @@ from medgraph.errors import IngestError
 from medgraph.knowledge.chunking import chunk_document, chunk_spans, split_sentences
 from medgraph.knowledge.readers import read_file
 from medgraph.knowledge.types import Chunk, Document
+from tests.support import shared_data_dir
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-DATA_DIR = Path(
-    os.environ.get("MEDGRAPH_DATA")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "data"
-)
+DATA_DIR = shared_data_dir()
 CORPUS = DATA_DIR / "pubmedqa" / "corpus.jsonl"
 
 

@@ -18,11 +18,9 @@ from medgraph.knowledge.readers import (
     read_paths,
 )
 from medgraph.knowledge.types import Document
+from tests.support import shared_data_dir
 
-DATA_DIR = Path(
-    os.environ.get("MEDGRAPH_DATA")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "data"
-)
+DATA_DIR = shared_data_dir()
 CORPUS = DATA_DIR / "pubmedqa" / "corpus.jsonl"
 
 
