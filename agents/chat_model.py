@@ -31,6 +31,8 @@ from medgraph.agents.config import DEFAULT_IMAGE_MODEL, ModelSettings
 from medgraph.agents.conversation import Conversation, TextPart, Turn, to_conversation
 from medgraph.agents.engines.base import Completion, Engine, GenerationRequest
 from medgraph.agents.protocol import (
+    THINKING_CLOSE,
+    THINKING_OPEN,
     ParsedReply,
     ToolSpec,
     decision_schema,
@@ -45,8 +47,6 @@ from medgraph.agents.protocol import (
 from medgraph.errors import ConfigurationError
 
 THINKING_INSTRUCTION = "SYSTEM INSTRUCTION: think silently if needed."
-_THOUGHT_OPEN = "<unused94>"
-_THOUGHT_CLOSE = "<unused95>"
 
 
 def _structured_prompt(schema: Mapping[str, Any]) -> str:
@@ -430,19 +430,19 @@ def _split_thinking_stream(pieces: Iterator[str]) -> Iterator[tuple[str, str | N
         buffer += piece
         while buffer:
             if thinking:
-                end = buffer.find(_THOUGHT_CLOSE)
+                end = buffer.find(THINKING_CLOSE)
                 if end == -1:
                     break
                 thought = buffer[:end].removeprefix("thought").strip()
                 yield "", thought
-                buffer = buffer[end + len(_THOUGHT_CLOSE) :].lstrip()
+                buffer = buffer[end + len(THINKING_CLOSE) :].lstrip()
                 thinking = False
                 continue
-            start = buffer.find(_THOUGHT_OPEN)
+            start = buffer.find(THINKING_OPEN)
             if start != -1:
                 if start:
                     yield buffer[:start], None
-                buffer = buffer[start + len(_THOUGHT_OPEN) :]
+                buffer = buffer[start + len(THINKING_OPEN) :]
                 thinking = True
                 continue
             keep = _partial_marker_length(buffer)
@@ -459,7 +459,7 @@ def _split_thinking_stream(pieces: Iterator[str]) -> Iterator[tuple[str, str | N
 
 def _partial_marker_length(text: str) -> int:
     """Length of the longest suffix of ``text`` that could begin the thinking marker."""
-    for size in range(min(len(text), len(_THOUGHT_OPEN) - 1), 0, -1):
-        if _THOUGHT_OPEN.startswith(text[-size:]):
+    for size in range(min(len(text), len(THINKING_OPEN) - 1), 0, -1):
+        if THINKING_OPEN.startswith(text[-size:]):
             return size
     return 0
