@@ -7,6 +7,7 @@ its own); :class:`medgraph.assistant.Assistant` attaches the SQLite or Postgres 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from medgraph.graphs.state import (
     AssistantState,
     BestDraft,
     Finding,
+    ImageRef,
     Reset,
     merge_evidence,
 )
@@ -199,12 +201,20 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         reply = parts.image_model.invoke([message])
         return reply.text.strip()
 
+    @functools.lru_cache(maxsize=16)
+    def decode(path: str, name: str, sha256: str) -> LoadedImage:
+        # sha256 is part of the key: the reasoner's every step reuses one decode per image.
+        return load_image(path, name=name)
+
+    def decoded(ref: ImageRef) -> LoadedImage:
+        return decode(ref.path, ref.name, ref.sha256)
+
     def read_images(state: AssistantState) -> dict[str, Any]:
         findings = []
         question = state.get("question", "")
         for ref in state.get("images", []):
             _emit("read_image", image_id=ref.image_id)
-            text = describe_image(load_image(ref.path, name=ref.name), question)
+            text = describe_image(decoded(ref), question)
             model = getattr(parts.image_model, "model", None) or parts.engine
             findings.append(Finding(image_id=ref.image_id, text=text, model=str(model)))
         return {"findings": findings, "route": ["read_images"]}
@@ -237,7 +247,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             tools.insert(0, build_search_literature_tool(parts.index, default_k=config.retrieve_k))
         images = state.get("images", [])
         if images:
-            loaded = {ref.image_id: load_image(ref.path, name=ref.name) for ref in images}
+            loaded = {ref.image_id: decoded(ref) for ref in images}
             tools.append(build_analyze_image_tool(loaded, describe_image))
         return tools
 
