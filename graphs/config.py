@@ -26,7 +26,20 @@ class GraphSettings(BaseModel):
     )
     unsupported: Literal["remove", "mark"] = "remove"
     max_answer_sentences: int = Field(default=6, ge=1, le=20)
+    clarify_ambiguous: bool = Field(
+        default=True,
+        description="Interrupt with one clarifying question when triage finds the question ambiguous.",
+    )
     checkpoint_url: str | None = Field(
         default=None,
         description="postgresql://... for a shared Postgres checkpointer; SQLite file otherwise.",
     )
+
+
+class ResearchSettings(BaseModel):
+    """Budgets of the research graph (the ``research`` section of ``medgraph.Settings``).
+
+    Environment: ``MEDGRAPH_RESEARCH__MAX_SUBQUESTIONS=4``, ...
+    """
+
+    max_subquestions: int = Field(default=5, ge=1, le=20, description="Sub-questions per report.")

@@ -158,6 +158,12 @@ class Assistant:
         answer = self.graph.get_state(config).values["answer"]
         yield "answer", answer.model_copy(update={"thread_id": thread})
 
+    def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Any:
+        """A cited markdown report on ``topic`` (see :func:`medgraph.research.run_research`)."""
+        from medgraph.research import run_research
+
+        return run_research(self, topic, approve_plan=approve_plan, **options)
+
     async def aask(
         self,
         question: str,

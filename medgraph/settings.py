@@ -21,8 +21,9 @@ from pydantic_settings import (
 
 from medgraph.agents.config import ModelSettings
 from medgraph.errors import ConfigurationError
-from medgraph.graphs.config import GraphSettings
+from medgraph.graphs.config import GraphSettings, ResearchSettings
 from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.server.config import ServerSettings
 
 PresetName = Literal["offline", "single-gpu", "full", "remote"]
 
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
+    research: ResearchSettings = Field(default_factory=ResearchSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     data: Path = Field(
         default_factory=_default_data_dir,
         description="Folder with the shared datasets (MEDGRAPH_DATA).",

@@ -12,7 +12,10 @@ import typer
 
 from medgraph.cli import assistant as _assistant  # noqa: F401  (registers commands)
 from medgraph.cli import doctor as _doctor  # noqa: F401  (registers commands)
+from medgraph.cli import evals as _evals  # noqa: F401  (registers commands)
 from medgraph.cli import knowledge as _knowledge  # noqa: F401  (registers commands)
+from medgraph.cli import research as _research  # noqa: F401  (registers commands)
+from medgraph.cli import serve as _serve  # noqa: F401  (registers commands)
 from medgraph.cli.app import app
 from medgraph.errors import MedgraphError
 

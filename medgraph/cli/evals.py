@@ -1,0 +1,3 @@
+"""``medgraph eval pubmedqa``, ``eval mcq`` and ``eval citations`` (registered on ``eval_app``)."""
+
+from __future__ import annotations

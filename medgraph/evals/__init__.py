@@ -1,0 +1,1 @@
+"""Answer evaluations: PubMedQA yes/no/maybe, MedQA-style multiple choice, ALCE-style citations."""

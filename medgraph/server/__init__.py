@@ -1,0 +1,1 @@
+"""``medgraph serve``: an OpenAI-compatible HTTP API and a web chat page over the assistant."""
