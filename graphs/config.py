@@ -28,7 +28,7 @@ class GraphSettings(BaseModel):
     max_answer_sentences: int = Field(default=6, ge=1, le=20)
     clarify_ambiguous: bool = Field(
         default=True,
-        description="Interrupt with one clarifying question when triage finds the question ambiguous.",
+        description="Ask one clarifying question when triage finds the question ambiguous.",
     )
     checkpoint_url: str | None = Field(
         default=None,
