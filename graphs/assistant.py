@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,10 +24,11 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.tools import BaseTool
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
+from langgraph.types import Send, StateSnapshot, interrupt
 
 from medgraph.agents.extractive import EXTRACTIVE_LABEL, extractive_answer
 from medgraph.agents.images import LoadedImage, image_to_data_url, load_image
@@ -123,6 +124,84 @@ def _earlier_questions(messages: Sequence[BaseMessage]) -> list[str]:
     return humans[:-1]
 
 
+CLARIFY_INTERRUPT = "clarify"
+"""The ``type`` of the assistant graph's interrupt payload (a clarifying question)."""
+
+
+def combine_clarification(question: str, reply: str) -> str:
+    """The question to answer once the user has replied to a clarifying question."""
+    reply = reply.strip()
+    if not reply:
+        return question
+    return f"{question.strip()} ({reply.rstrip('.')})"
+
+
+def clarification_reply(messages: Sequence[BaseMessage]) -> tuple[str, str] | None:
+    """``(original question, reply)`` when the last human turn answers a clarifying question.
+
+    This is the path without an interrupt (a graph run with no checkpointer answers with the
+    clarifying question; the caller sends the conversation back with the user's reply). The
+    assistant message before the reply must be exactly the question triage asks of the turn
+    before it, so an ordinary follow-up is never mistaken for a reply.
+    """
+    if len(messages) < 3:
+        return None
+    original, asked, reply = messages[-3], messages[-2], messages[-1]
+    if not (
+        isinstance(original, HumanMessage)
+        and isinstance(asked, AIMessage)
+        and isinstance(reply, HumanMessage)
+    ):
+        return None
+    before = _earlier_questions([*messages[:-2]])
+    decision = triage_by_rules(original.text.strip(), has_images=False, history=before)
+    if decision.clarifying_question is None or decision.clarifying_question != asked.text.strip():
+        return None
+    return original.text.strip(), reply.text.strip()
+
+
+def _reply_text(value: Any) -> str:
+    """The user's answer from a ``Command(resume=...)`` value: a string or ``{"answer": ...}``."""
+    if isinstance(value, Mapping):
+        value = value.get("answer", "")
+    return "" if value is None else str(value).strip()
+
+
+def _can_interrupt() -> bool:
+    """Whether this run has a checkpointer, without which an interrupt could never be resumed."""
+    try:
+        configurable = get_config().get("configurable", {})
+    except RuntimeError:  # called outside a graph run
+        return False
+    return configurable.get(CONFIG_KEY_CHECKPOINTER) is not None
+
+
+def clarification_answer(
+    payload: Mapping[str, Any], engine: str, thread_id: str | None = None
+) -> Answer:
+    """The :class:`Answer` (kind ``clarify``) for the assistant graph's interrupt payload."""
+    return Answer(
+        question=str(payload.get("original_question", "")),
+        text=str(payload.get("question", "")),
+        route=[str(step) for step in payload.get("route", [])],
+        engine=engine,
+        notice=NOT_FOR_CLINICAL_USE,
+        kind="clarify",
+        thread_id=thread_id,
+    )
+
+
+def pending_clarification(
+    snapshot: StateSnapshot, engine: str, thread_id: str | None = None
+) -> Answer | None:
+    """The clarifying question a thread is waiting on (from ``graph.get_state``), if any."""
+    for pending in snapshot.interrupts:
+        value = pending.value
+        if isinstance(value, Mapping) and value.get("type") == CLARIFY_INTERRUPT:
+            return clarification_answer(value, engine, thread_id)
+    return None
+
+
 def _evidence_block(evidence: Sequence[Evidence]) -> str:
     return render_evidence(evidence) if evidence else "No literature passages were retrieved."
 
@@ -137,14 +216,20 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
     """The node functions, closed over ``parts``; the research graph reuses them."""
     config = parts.settings
 
-    def triage(state: AssistantState) -> dict[str, Any]:
-        messages = state.get("messages", [])
-        question = latest_question(messages)
-        images = state.get("images", [])
-        decision = triage_by_rules(
-            question, has_images=bool(images), history=_earlier_questions(messages)
+    def routed(
+        question: str, history: Sequence[str], images: Sequence[ImageRef], *, may_clarify: bool
+    ) -> dict[str, Any]:
+        """Triage's state update for ``question``: route flags and fresh per-question state."""
+        decision = triage_by_rules(question, has_images=bool(images), history=history)
+        ask = may_clarify and config.clarify_ambiguous and decision.ambiguous
+        # Not asking (disabled, or already asked once this turn): search with what we have.
+        literature = decision.needs_literature or (decision.ambiguous and not ask)
+        _emit(
+            "triage",
+            emergency=decision.emergency,
+            ambiguous=decision.ambiguous,
+            reasons=list(decision.reasons),
         )
-        _emit("triage", emergency=decision.emergency, reasons=list(decision.reasons))
         return {
             "question": question,
             "query": question,
@@ -156,12 +241,64 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             "emergency": decision.emergency,
             "emergency_kind": decision.emergency_kind,
             "out_of_scope": decision.out_of_scope,
+            "clarifying_question": decision.clarifying_question if ask else None,
             "needs_images": bool(images),
-            "needs_literature": decision.needs_literature and parts.index is not None,
+            "needs_literature": literature and parts.index is not None,
             "tool_steps": 0,
             "verify_rounds": 0,
             "draft": [],
         }
+
+    def triage(state: AssistantState) -> dict[str, Any]:
+        messages = state.get("messages", [])
+        history = _earlier_questions(messages)
+        replied = clarification_reply(messages)
+        if replied is not None:
+            # The user answers the clarifying question of the previous turn: ask only once.
+            question = combine_clarification(*replied)
+            return routed(question, history[:-1], state.get("images", []), may_clarify=False)
+        question = latest_question(messages)
+        return routed(question, history, state.get("images", []), may_clarify=True)
+
+    def clarify(state: AssistantState) -> dict[str, Any]:
+        # Nothing with a side effect comes before the interrupt: on resume this node runs again
+        # from its start, and interrupt() then returns the user's reply.
+        question = state.get("question", "")
+        asked = state.get("clarifying_question") or "Could you say more about your question?"
+        route = [*state.get("route", []), "clarify"]
+        if not _can_interrupt():
+            # No checkpointer (a graph compiled bare and invoked directly): the clarifying
+            # question is the answer; triage combines it with the reply the caller sends next.
+            answer = Answer(
+                question=question,
+                text=asked,
+                route=route,
+                engine=parts.engine,
+                notice=NOT_FOR_CLINICAL_USE,
+                kind="clarify",
+            )
+            return {"route": ["clarify"], "answer": answer, "messages": [AIMessage(asked)]}
+        reply = _reply_text(
+            interrupt(
+                {
+                    "type": CLARIFY_INTERRUPT,
+                    "question": asked,
+                    "original_question": question,
+                    "route": route,
+                }
+            )
+        )
+        combined = combine_clarification(question, reply)
+        update = routed(
+            combined,
+            _earlier_questions(state.get("messages", [])),
+            state.get("images", []),
+            may_clarify=False,
+        )
+        _emit("clarified", question=combined)
+        update["route"] = ["clarify"]  # appended to ["triage"], not a fresh route
+        update["messages"] = [AIMessage(asked), *([HumanMessage(reply)] if reply else [])]
+        return update
 
     def emergency(state: AssistantState) -> dict[str, Any]:
         answer = Answer(
@@ -257,7 +394,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
             f"{_findings_block(state.get('findings', []))}"
         ).strip()
-        turn = _current_turn(state.get("messages", []))
+        turn = _turn_for_model(state)
         model = parts.text_model.bind_tools(tools_for(state), tool_choice="auto")
         reply = model.invoke([SystemMessage(context), *turn])
         return {
@@ -409,6 +546,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
 
     return {
         "triage": triage,
+        "clarify": clarify,
         "emergency": emergency,
         "decline": decline,
         "read_images": read_images,
@@ -490,6 +628,19 @@ def _current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
     return list(messages)
 
 
+def _turn_for_model(state: AssistantState) -> list[AnyMessage]:
+    """This turn's messages, opening with the question being answered.
+
+    After a clarification the last human message is only the user's reply ("multiple sclerosis");
+    the model is shown the combined question instead.
+    """
+    turn = _current_turn(state.get("messages", []))
+    question = state.get("question", "")
+    if turn and isinstance(turn[0], HumanMessage) and question and turn[0].text != question:
+        return [HumanMessage(question), *turn[1:]]
+    return turn
+
+
 def _model_write(
     parts: AssistantParts, state: AssistantState, evidence: Sequence[Evidence], question: str
 ) -> list[DraftSentence]:
@@ -548,17 +699,28 @@ def _model_write(
 
 
 def route_after_triage(state: AssistantState) -> Any:
-    """Emergency and out-of-scope end at once; otherwise fan out to images and/or retrieval."""
+    """Emergency and out-of-scope end at once, an ambiguous question is clarified first;
+    otherwise fan out to images and/or retrieval."""
     if state.get("emergency"):
         return "emergency"
     if state.get("out_of_scope"):
         return "decline"
+    if state.get("clarifying_question"):
+        return "clarify"
     branches = []
     if state.get("needs_images"):
         branches.append(Send("read_images", state))
     if state.get("needs_literature"):
         branches.append(Send("retrieve", state))
     return branches or "gather"
+
+
+def route_after_clarify(state: AssistantState) -> Any:
+    """Ends when the clarifying question was the answer (no checkpointer); else routes the
+    clarified question like triage does."""
+    if state.get("clarifying_question"):
+        return END
+    return route_after_triage(state)
 
 
 def assemble_assistant_graph(parts: AssistantParts) -> StateGraph[AssistantState]:
@@ -568,9 +730,9 @@ def assemble_assistant_graph(parts: AssistantParts) -> StateGraph[AssistantState
     for name, function in nodes.items():
         graph.add_node(name, function)
     graph.add_edge(START, "triage")
-    graph.add_conditional_edges(
-        "triage", route_after_triage, ["emergency", "decline", "read_images", "retrieve", "gather"]
-    )
+    after_triage = ["emergency", "decline", "read_images", "retrieve", "gather"]
+    graph.add_conditional_edges("triage", route_after_triage, [*after_triage, "clarify"])
+    graph.add_conditional_edges("clarify", route_after_clarify, [*after_triage, END])
     graph.add_edge("emergency", END)
     graph.add_edge("decline", END)
     graph.add_edge("read_images", "gather")

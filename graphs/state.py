@@ -49,7 +49,8 @@ class Answer(BaseModel):
     verification: Verification = Field(default_factory=Verification)
     engine: str
     notice: str
-    kind: Literal["answer", "emergency", "out_of_scope", "no_evidence"] = "answer"
+    kind: Literal["answer", "emergency", "out_of_scope", "no_evidence", "clarify"] = "answer"
+    """``clarify``: ``text`` is a clarifying question; reply in the same thread to continue."""
     thread_id: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -127,6 +128,8 @@ class AssistantState(TypedDict, total=False):
     emergency_kind: str | None
     out_of_scope: bool
     query: str
+    clarifying_question: str | None
+    """Set by triage when the question is too ambiguous to answer; the clarify node asks it."""
     draft: list[DraftSentence]
     best: BestDraft | None
     retry: bool

@@ -12,6 +12,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,19 @@ def pubmedqa_corpus(tmp_path_factory: pytest.TempPathFactory) -> IngestedCorpus:
     assert result.returncode == 0, result.stderr[-3000:]
     print(f"\n[pubmedqa fixture] full ingest took {seconds:.1f} s\n{result.stdout}")
     return IngestedCorpus(index_dir, seconds, result.stdout)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a database in a throwaway PostgreSQL 15 cluster started once per session.
+
+    Skips where the PostgreSQL binaries are missing, fails instead under ``CI=true``
+    (see tests/postgres_support.py).
+    """
+    from tests.postgres_support import PostgresUnavailable, skip_or_fail, throwaway_postgres
+
+    try:
+        with throwaway_postgres() as cluster:
+            yield cluster.url
+    except PostgresUnavailable as error:
+        skip_or_fail(str(error))

@@ -22,8 +22,16 @@ TextModelOption = typer.Option(None, "--text-model", help="Text reasoner (Hub id
 IndexOption = typer.Option(None, "--index", help="Index folder (default .medgraph/index).")
 
 
+def print_clarification(answer: Answer) -> None:
+    """A clarifying question (an answer of kind ``clarify``), for a terminal."""
+    typer.echo(f"Clarifying question: {answer.text}")
+
+
 def print_answer(answer: Answer) -> None:
     """The answer, its references, verification and route, for a terminal."""
+    if answer.kind == "clarify":
+        print_clarification(answer)
+        return
     typer.echo(answer.text)
     if answer.citations:
         typer.echo("\nReferences:")
@@ -64,11 +72,21 @@ def ask(
     thread: str | None = typer.Option(None, "--thread", help="Continue this conversation."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Answer a question from the indexed literature, every claim cited and verified."""
+    """Answer a question from the indexed literature, every claim cited and verified.
+
+    When the question is too ambiguous, a clarifying question is printed instead (JSON kind
+    "clarify"); answer it with: medgraph ask "ANSWER" --thread ID.
+    """
     with _open(model, image_model, text_model, index) as assistant:
         answer = assistant.ask(question, images=image, thread_id=thread, create=thread is None)
     if as_json:
         typer.echo(json.dumps(answer.to_json_dict(), ensure_ascii=False))
+    elif answer.kind == "clarify":
+        print_clarification(answer)
+        typer.echo(
+            f'To continue, answer it: medgraph ask "YOUR ANSWER" --thread {answer.thread_id}'
+        )
+        typer.echo(f"Thread: {answer.thread_id}")
     else:
         print_answer(answer)
         typer.echo(f"Thread: {answer.thread_id}")
@@ -82,7 +100,11 @@ def chat(
     text_model: str | None = TextModelOption,
     thread: str | None = typer.Option(None, "--thread", help="Resume this conversation."),
 ) -> None:
-    """A conversation with memory: /image PATH attaches an image, /new starts over, /quit ends."""
+    """A conversation with memory: /image PATH attaches an image, /new starts over, /quit ends.
+
+    When the assistant asks a clarifying question, the next line is taken as the answer.
+    """
+    from medgraph.assistant import ClarificationPendingError
     from medgraph.errors import MedgraphError
 
     with _open(model, image_model, text_model, index) as assistant:
@@ -119,9 +141,13 @@ def chat(
                         answer = data
             except MedgraphError as error:
                 typer.echo(f"medgraph: error: {error}", err=True)
+                if isinstance(error, ClarificationPendingError):
+                    images = []  # the reply goes through as text on the next line
                 continue
             assert answer is not None
             print_answer(answer)
+            if answer.kind == "clarify":
+                typer.echo("(answer the question above to continue)")
             thread, images = answer.thread_id, []
         if thread:
             typer.echo(f"Thread: {thread} (resume with --thread {thread})")
