@@ -43,3 +43,17 @@ class ResearchSettings(BaseModel):
     """
 
     max_subquestions: int = Field(default=5, ge=1, le=20, description="Sub-questions per report.")
+    evidence_per_subquestion: int = Field(
+        default=5, ge=1, le=40, description="Most passages read for one sub-question."
+    )
+    sentences_per_section: int = Field(
+        default=4, ge=1, le=20, description="Most sentences written for one sub-question."
+    )
+    max_model_calls: int = Field(
+        default=60,
+        ge=1,
+        description="Model calls per report (plan, writing, judging), all branches together.",
+    )
+    max_parallel: int = Field(
+        default=4, ge=1, le=32, description="Sub-questions researched at the same time."
+    )

@@ -17,6 +17,8 @@ _EXPORTS: dict[str, str] = {
     "Assistant": "medgraph.assistant",
     "Answer": "medgraph.graphs.state",
     "build_assistant_graph": "medgraph.graphs.assistant",
+    "build_research_graph": "medgraph.graphs.research",
+    "Report": "medgraph.graphs.research",
     "MedgraphError": "medgraph.errors",
     "MedGemmaChat": "medgraph.agents.chat_model",
     "LiteratureIndex": "medgraph.knowledge.index",
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from medgraph.assistant import Assistant
     from medgraph.errors import MedgraphError
     from medgraph.graphs.assistant import build_assistant_graph
+    from medgraph.graphs.research import Report, build_research_graph
     from medgraph.graphs.state import Answer
     from medgraph.knowledge.index import LiteratureIndex
     from medgraph.settings import Settings
@@ -37,9 +40,11 @@ __all__ = [
     "LiteratureIndex",
     "MedGemmaChat",
     "MedgraphError",
+    "Report",
     "Settings",
     "__version__",
     "build_assistant_graph",
+    "build_research_graph",
 ]
 
 

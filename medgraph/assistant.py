@@ -20,10 +20,15 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
 
 from medgraph.agents.images import load_image
 from medgraph.errors import MedgraphError
-from medgraph.graphs.assistant import build_graph_from_parts, parts_from_settings
+from medgraph.graphs.assistant import (
+    build_graph_from_parts,
+    parts_from_settings,
+    pending_clarification,
+)
 from medgraph.graphs.checkpoint import open_checkpointer
 from medgraph.graphs.state import Answer, ImageRef
 from medgraph.settings import Settings
@@ -38,6 +43,10 @@ class ThreadNotFoundError(MedgraphError):
 
 class EmptyQuestionError(MedgraphError):
     """The question is empty or only whitespace."""
+
+
+class ClarificationPendingError(MedgraphError):
+    """Images were attached to a reply to a clarifying question (the reply must be text)."""
 
 
 def image_refs(images: Sequence[str | Path]) -> list[ImageRef]:
@@ -108,9 +117,18 @@ class Assistant:
         """Whether a conversation with this id has been checkpointed."""
         return self.checkpointer.get_tuple({"configurable": {"thread_id": thread_id}}) is not None
 
+    def pending_clarification(self, thread_id: str) -> Answer | None:
+        """The clarifying question thread ``thread_id`` waits on (kind ``clarify``), or ``None``.
+
+        While one is pending, the next :meth:`ask` in that thread is taken as the reply.
+        """
+        snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return pending_clarification(snapshot, self.engine, thread_id)
+
     def _prepare(
         self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
-    ) -> tuple[dict[str, Any], RunnableConfig, str]:
+    ) -> tuple[dict[str, Any] | Command[Any], RunnableConfig, str]:
+        """The graph input (a new turn, or the resume of a pending clarification) and config."""
         if not question or not question.strip():
             raise EmptyQuestionError(
                 "the question is empty; ask something, e.g. 'Does aspirin ...?'"
@@ -120,9 +138,27 @@ class Assistant:
                 f"no conversation with thread id {thread_id!r}; omit --thread to start a new one"
             )
         thread = thread_id or uuid.uuid4().hex
-        state = {"messages": [HumanMessage(question.strip())], "images": image_refs(images)}
         config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        if thread_id is not None:
+            pending = self.pending_clarification(thread_id)
+            if pending is not None:
+                if images:
+                    raise ClarificationPendingError(
+                        f"thread {thread_id!r} is waiting for a text reply to: {pending.text} "
+                        "Reply without images, or start a new conversation to attach them"
+                    )
+                return Command(resume=question.strip()), config, thread
+        state = {"messages": [HumanMessage(question.strip())], "images": image_refs(images)}
         return state, config, thread
+
+    def _answer(self, config: RunnableConfig, thread: str) -> Answer:
+        """The run's outcome: the clarifying question it stopped on, or the final answer."""
+        snapshot = self.graph.get_state(config)
+        pending = pending_clarification(snapshot, self.engine, thread)
+        if pending is not None:
+            return pending
+        answer: Answer = snapshot.values["answer"]
+        return answer.model_copy(update={"thread_id": thread})
 
     def ask(
         self,
@@ -134,11 +170,17 @@ class Assistant:
     ) -> Answer:
         """Answer ``question`` (with optional image files) in thread ``thread_id``.
 
-        ``create=False`` requires the thread to exist (the CLI's ``--thread``).
+        When the question is too ambiguous to answer, the returned answer has kind ``clarify``:
+        its text is a clarifying question, and the next ``ask(reply, thread_id=answer.thread_id)``
+        resumes the run with that reply. ``create=False`` requires the thread to exist (the CLI's
+        ``--thread``).
         """
-        state, config, thread = self._prepare(question, images, thread_id, create)
-        result = self.graph.invoke(state, config)
-        return result["answer"].model_copy(update={"thread_id": thread})
+        graph_input, config, thread = self._prepare(question, images, thread_id, create)
+        result = self.graph.invoke(graph_input, config)
+        if result.get("__interrupt__"):
+            return self._answer(config, thread)
+        answer: Answer = result["answer"]
+        return answer.model_copy(update={"thread_id": thread})
 
     def stream(
         self,
@@ -151,18 +193,25 @@ class Assistant:
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``(mode, data)``: node updates, custom progress events and answer tokens.
 
-        The last item is ``("answer", Answer)``.
+        The last item is ``("answer", Answer)``; its kind is ``clarify`` when the run stopped to
+        ask a clarifying question (reply with ``stream(reply, thread_id=...)``, as for :meth:`ask`).
         """
-        state, config, thread = self._prepare(question, images, thread_id, create)
-        yield from self.graph.stream(state, config, stream_mode=list(stream_mode))
-        answer = self.graph.get_state(config).values["answer"]
-        yield "answer", answer.model_copy(update={"thread_id": thread})
+        graph_input, config, thread = self._prepare(question, images, thread_id, create)
+        yield from self.graph.stream(graph_input, config, stream_mode=list(stream_mode))
+        yield "answer", self._answer(config, thread)
 
     def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Any:
         """A cited markdown report on ``topic`` (see :func:`medgraph.research.run_research`)."""
         from medgraph.research import run_research
 
         return run_research(self, topic, approve_plan=approve_plan, **options)
+
+    def resume_research(self, thread_id: str, decision: Any = "accept", **options: Any) -> Any:
+        """Continue a research run waiting at plan approval: ``"accept"``, ``"cancel"`` or an
+        edited list of sub-questions (see :func:`medgraph.research.resume_research`)."""
+        from medgraph.research import resume_research
+
+        return resume_research(self, thread_id, decision, **options)
 
     async def aask(
         self,
@@ -178,12 +227,17 @@ class Assistant:
         return await asyncio.to_thread(self.ask, question, images, thread_id, create=create)
 
     async def astream(
-        self, question: str, images: Sequence[str | Path] = (), thread_id: str | None = None
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        *,
+        create: bool = True,
     ) -> AsyncIterator[tuple[str, Any]]:
         """Async :meth:`stream`."""
         import asyncio
 
-        iterator = self.stream(question, images, thread_id)
+        iterator = self.stream(question, images, thread_id, create=create)
         sentinel = object()
         while True:
             item = await asyncio.to_thread(next, iterator, sentinel)
