@@ -1,3 +1,52 @@
 """``medgraph serve``: the OpenAI-compatible API and the web chat page."""
 
 from __future__ import annotations
+
+import typer
+
+from medgraph.cli.app import app
+from medgraph.cli.options import settings_from_options
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", min=1, max=65535, help="Port (default 8000)."),
+    index: str | None = typer.Option(None, "--index", help="Index folder."),
+    model: str | None = typer.Option(
+        None, "--model", help="'none' (extractive), a Hub id or a folder."
+    ),
+    image_model: str | None = typer.Option(None, "--image-model", help="Image reader."),
+    text_model: str | None = typer.Option(None, "--text-model", help="Text reasoner."),
+    no_web: bool = typer.Option(False, "--no-web", help="Serve the API only, no chat page."),
+) -> None:
+    """Serve the assistant: OpenAI-compatible API at /v1 and the web chat page at /.
+
+    Models load once at start. Auth: set MEDGRAPH_API_KEYS=key1,key2.
+    """
+    try:
+        import uvicorn
+
+        from medgraph.server.app import create_app
+    except ImportError as error:
+        from medgraph.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"medgraph serve needs the server extras ({error.name} is missing): "
+            "pip install 'medgraph[serve]'"
+        ) from error
+
+    settings = settings_from_options(
+        model=model, image_model=image_model, text_model=text_model, index=index
+    )
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if updates:
+        settings.server = settings.server.model_copy(update=updates)
+    application = create_app(settings, web=not no_web)
+    auth = "on" if settings.server.api_keys else "off (set MEDGRAPH_API_KEYS)"
+    typer.echo(
+        f"medgraph serve: http://{settings.server.host}:{settings.server.port} "
+        f"(engine {application.state.chat_service.engine}, auth {auth}). Not for clinical use.",
+        err=True,
+    )
+    uvicorn.run(application, host=settings.server.host, port=settings.server.port)

@@ -1,0 +1,116 @@
+"""``create_app``: the FastAPI application of ``medgraph serve``.
+
+Routes: ``/v1/chat/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/ingest``,
+``/v1/search``, ``/v1/health``, and the web chat page at ``/``. Middleware, outermost first:
+CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with ``MEDGRAPH_API_KEYS``),
+body size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from medgraph.server import knowledge_api, openai_api
+from medgraph.server.auth import ApiKeyMiddleware
+from medgraph.server.errors import ApiError, install_error_handlers
+from medgraph.server.limits import BodySizeLimitMiddleware
+from medgraph.server.service import ChatService
+
+if TYPE_CHECKING:
+    from medgraph.assistant import Assistant
+    from medgraph.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _mount_web_page(app: FastAPI, service: ChatService) -> bool:
+    """Mount the chat page at ``/`` if the web module is available; whether it was mounted."""
+    try:
+        from medgraph.server.web import mount_chat_ui
+    except ImportError as error:
+        logger.warning("web chat page not mounted: %s", error)
+        return False
+    mount_chat_ui(app, service)
+    return True
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    assistant: Assistant | None = None,
+    web: bool = True,
+) -> FastAPI:
+    """The API (and web page) over ``assistant``, built from ``settings`` when not given.
+
+    An assistant built here (models loaded once, index opened) is closed when the app shuts
+    down; one passed in belongs to the caller. ``web=False`` leaves out the chat page.
+    """
+    owned = assistant is None
+    if assistant is None:
+        from medgraph.assistant import Assistant
+
+        assistant = Assistant(settings)
+    settings = settings or assistant.settings
+    service = ChatService(assistant, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+        if owned:
+            assistant.close()
+
+    app = FastAPI(
+        title="medgraph",
+        description="Grounded medical question answering with MedGemma. Not for clinical use.",
+        lifespan=lifespan,
+    )
+    app.state.chat_service = service
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(openai_api.router)
+    app.include_router(knowledge_api.router)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    @app.api_route("/v1/{path:path}", methods=methods, include_in_schema=False)
+    async def unknown_api_path(request: Request, path: str) -> None:
+        """Unknown ``/v1`` paths are JSON 404s (not the web page's); a wrong method is 405."""
+        allowed = sorted(
+            {
+                method
+                for route in [*openai_api.router.routes, *knowledge_api.router.routes]
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                for method in route.methods or ()
+            }
+        )
+        if allowed:
+            raise ApiError(
+                405,
+                f"{request.method} is not allowed on /v1/{path}; use {', '.join(allowed)}",
+                "method_not_allowed",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        raise ApiError(404, f"no API endpoint {request.method} /v1/{path}", "unknown_endpoint")
+
+    server = settings.server
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=server.key_values())
+    if server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=server.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Conversation-Id"],
+            expose_headers=["X-Conversation-Id", "Retry-After"],
+        )
+    if web:
+        _mount_web_page(app, service)
+    return app

@@ -1,0 +1,141 @@
+"""Request bodies and response shapes of the OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medgraph.graphs.state import Answer
+
+MODEL_ID = "medgraph"
+"""The one model id the API serves (``GET /v1/models``)."""
+
+
+class TextPart(BaseModel):
+    """``{"type": "text", "text": "..."}``."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(BaseModel):
+    """``{"url": "data:image/png;base64,..."}`` (``detail`` is accepted and ignored)."""
+
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(BaseModel):
+    """``{"type": "image_url", "image_url": {"url": "data:..."}}``."""
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ChatMessage(BaseModel):
+    """One message of the conversation; content is text or a list of text and image parts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text parts joined by blank lines."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n\n".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def image_urls(self) -> list[str]:
+        """The URLs of the message's image parts, in order."""
+        if not isinstance(self.content, list):
+            return []
+        return [part.image_url.url for part in self.content if isinstance(part, ImagePart)]
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``. Sampling options (temperature...) are accepted and ignored:
+    the assistant's settings decide generation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = MODEL_ID
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = Field(default=None, description="Conversation id if no header names one.")
+
+
+def completion_id() -> str:
+    """A fresh ``chatcmpl-...`` id."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def answer_extras(answer: Answer, conversation_id: str | None) -> dict[str, Any]:
+    """The medgraph fields added to a completion (and to the last stream chunk)."""
+    data = answer.to_json_dict()
+    citations = [
+        {**shown, "chunk_id": citation.chunk_id, "reference": citation.reference}
+        for shown, citation in zip(data["citations"], answer.citations, strict=True)
+    ]
+    return {
+        "citations": citations,
+        "verification": data["verification"],
+        "route": data["route"],
+        "findings": data["findings"],
+        "kind": data["kind"],
+        "engine": data["engine"],
+        "notice": data["notice"],
+        "conversation_id": conversation_id,
+    }
+
+
+def completion_body(
+    answer: Answer, *, request_id: str, conversation_id: str | None
+) -> dict[str, Any]:
+    """A ``chat.completion`` object carrying the answer and its citations."""
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": MODEL_ID,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": "stop",
+            }
+        ],
+        **answer_extras(answer, conversation_id),
+    }
+
+
+def chunk_body(
+    request_id: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` of a streamed answer."""
+    return {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": MODEL_ID,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        **extra,
+    }
+
+
+def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> dict:
+    """OpenAI's error shape: ``{"error": {"message", "type", "code", "param"}}``."""
+    return {"error": {"message": message, "type": error_type, "code": code, "param": param}}

@@ -1,0 +1,337 @@
+"""``ChatService``: the one object the HTTP API and the web page use to run the assistant.
+
+The assistant graph runs synchronous model work, so every generation runs in a worker thread and
+its stream items are handed to the event loop through a queue: the loop never blocks on a model.
+A :class:`GenerationGate` bounds how many answers are generated at once (one for local
+transformers models, several for the extractive and openai engines); a request that cannot get a
+slot within ``queue_wait_seconds`` fails with :class:`GenerationBusyError` (HTTP 429).
+
+Threads of different conversations are isolated by the checkpointer: each request names its own
+``thread_id``, and the API namespaces ids per API key (:func:`api_thread_id`) so one key cannot
+read another's conversations. The web page should use ids from :func:`web_thread_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medgraph.errors import MedgraphError
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+    from medgraph.assistant import Assistant
+    from medgraph.graphs.state import Answer
+    from medgraph.knowledge.types import Evidence
+    from medgraph.settings import Settings
+
+_CONVERSATION_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+
+
+class GenerationBusyError(MedgraphError):
+    """Every generation slot stayed busy for the whole wait; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidConversationIdError(MedgraphError):
+    """A conversation id has characters or a length the server does not accept."""
+
+
+class ReadOnlyIndexError(MedgraphError):
+    """The assistant's index has no ``ingest`` method (a custom searcher was given)."""
+
+
+class GenerationGate:
+    """A counting gate on concurrent generations, usable from any thread and any event loop.
+
+    ``acquire`` waits (polling, so it needs no particular loop) up to ``wait_seconds`` for a slot;
+    ``release`` may be called from the worker thread that finished the generation.
+    """
+
+    _POLL_SECONDS = 0.02
+
+    def __init__(self, limit: int, wait_seconds: float, retry_after: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the generation limit must be 1 or more, got {limit}")
+        self.limit = limit
+        self.wait_seconds = wait_seconds
+        self.retry_after = retry_after
+        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._active = 0
+        self._waiting = 0
+
+    @property
+    def active(self) -> int:
+        """Generations running now."""
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot now."""
+        return self._waiting
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now."""
+        if self._slots.acquire(blocking=False):
+            with self._lock:
+                self._active += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting up to ``wait_seconds``; raise :class:`GenerationBusyError`."""
+        if self.try_acquire():
+            return
+        deadline = time.monotonic() + self.wait_seconds
+        with self._lock:
+            self._waiting += 1
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(self._POLL_SECONDS)
+                if self.try_acquire():
+                    return
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        raise GenerationBusyError(
+            f"all {self.limit} generation slot(s) are busy; retry in {self.retry_after} s "
+            "(or raise server.max_concurrent_generations if the hardware allows)",
+            retry_after=self.retry_after,
+        )
+
+    def release(self) -> None:
+        """Give a slot back (thread-safe)."""
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
+
+
+def api_thread_id(conversation_id: str, api_key: str | None) -> str:
+    """The checkpointer thread of an API conversation: namespaced by a hash of the API key.
+
+    Two keys using the same conversation id get different threads; without auth every client
+    shares the ``public`` namespace.
+    """
+    check_conversation_id(conversation_id)
+    namespace = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else "public"
+    return f"api:{namespace}:{conversation_id}"
+
+
+def web_thread_id(session_id: str) -> str:
+    """The checkpointer thread of a web-page conversation (a namespace the API never produces)."""
+    check_conversation_id(session_id)
+    return f"web:{session_id}"
+
+
+def check_conversation_id(conversation_id: str) -> str:
+    """Return ``conversation_id`` if it is 1-128 of ``A-Z a-z 0-9 . _ : @ -``; else raise."""
+    if not isinstance(conversation_id, str) or not _CONVERSATION_ID.fullmatch(conversation_id):
+        raise InvalidConversationIdError(
+            f"conversation id {str(conversation_id)[:40]!r} is not accepted; use 1-128 "
+            "characters from letters, digits and . _ : @ -"
+        )
+    return conversation_id
+
+
+class _Finished:
+    """Queue marker: the worker thread is done (``error`` set when it failed)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class ChatService:
+    """The assistant behind an async API with a concurrency gate.
+
+    Attributes used by the web page: ``settings`` (:class:`medgraph.Settings`), ``assistant``
+    (:class:`medgraph.Assistant`), ``gate`` (:class:`GenerationGate`).
+
+    Main methods:
+
+    - ``async for mode, data in service.stream(question, images, thread_id)``: the same items as
+      :meth:`medgraph.Assistant.stream` (``"updates"``, ``"custom"``, ``"messages"``, and last
+      ``("answer", Answer)``), produced in a worker thread while holding a generation slot.
+      Raises :class:`GenerationBusyError` (before any item) when no slot frees up in time, and
+      any :class:`~medgraph.errors.MedgraphError` of the assistant (empty question, bad image).
+    - ``await service.ask(question, images, thread_id)`` -> :class:`~medgraph.graphs.state.Answer`.
+    - ``await service.search(query, k)``, ``await service.ingest(path)``, ``service.health()``,
+      ``service.thread_messages(thread_id)``.
+    """
+
+    def __init__(self, assistant: Assistant, settings: Settings | None = None) -> None:
+        """Wrap ``assistant``; limits come from ``settings.server`` (default: the assistant's)."""
+        self.assistant = assistant
+        self.settings = settings or assistant.settings
+        server = self.settings.server
+        limit = server.generation_limit(self.settings.models.engine)
+        self.gate = GenerationGate(limit, server.queue_wait_seconds, server.retry_after_seconds)
+        # One thread per possible generation, plus room for searches and ingests.
+        self._executor = ThreadPoolExecutor(
+            max_workers=limit + 4, thread_name_prefix="medgraph-generate"
+        )
+        self._ingest_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the worker threads (after the running ones finish)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def engine(self) -> str:
+        """The assistant's engine (``extractive`` or ``<engine>:<model>``)."""
+        return self.assistant.engine
+
+    def _run_stream(self, question: str, images: Sequence[Path], thread_id: str) -> Iterator[Any]:
+        return self.assistant.stream(question, images=list(images), thread_id=thread_id)
+
+    async def stream(
+        self, question: str, images: Sequence[Path], thread_id: str
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Yield the assistant's ``(mode, data)`` stream items for one question (see the class).
+
+        The slot is held until the worker thread finishes, even if the caller stops iterating
+        early (the graph cannot be interrupted mid-node; its result is still checkpointed).
+        """
+        await self.gate.acquire()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        abandoned = threading.Event()
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed while the thread worked
+                abandoned.set()
+
+        def work() -> None:
+            try:
+                for item in self._run_stream(question, images, thread_id):
+                    put(item)
+                    if abandoned.is_set():
+                        break
+            except BaseException as error:
+                put(_Finished(error))
+            else:
+                put(_Finished())
+            finally:
+                self.gate.release()
+
+        try:
+            loop.run_in_executor(self._executor, work)
+        except BaseException:
+            self.gate.release()
+            raise
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Finished):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item
+        finally:
+            abandoned.set()
+
+    async def ask(self, question: str, images: Sequence[Path], thread_id: str) -> Answer:
+        """The final answer of :meth:`stream`."""
+        answer: Answer | None = None
+        async for mode, data in self.stream(question, images, thread_id):
+            if mode == "answer":
+                answer = data
+        if answer is None:  # the assistant always ends its stream with the answer
+            raise RuntimeError("the assistant stream ended without an answer")
+        return answer
+
+    def thread_messages(self, thread_id: str) -> list[BaseMessage]:
+        """The messages the checkpointer holds for ``thread_id`` (empty for an unknown thread)."""
+        state = self.assistant.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return list(state.values.get("messages", [])) if state and state.values else []
+
+    @property
+    def index(self) -> Any:
+        """The assistant's literature index (a LiteratureIndex unless a custom one was given)."""
+        return self.assistant.parts.index
+
+    async def search(self, query: str, k: int) -> list[Evidence]:
+        """Hybrid search of the literature index, in a worker thread."""
+        loop = asyncio.get_running_loop()
+        hits = await loop.run_in_executor(self._executor, lambda: self.index.search(query, k=k))
+        return list(hits)
+
+    async def ingest(self, data: bytes, filename: str, fmt: str = "auto") -> dict[str, Any]:
+        """Ingest one uploaded file (written to a temp folder under its own name); the report.
+
+        Ingests run one at a time; the report is :class:`~medgraph.knowledge.index.IngestReport`
+        as a dict (``failures`` lists files that could not be read).
+        """
+        ingest = getattr(self.index, "ingest", None)
+        if not callable(ingest):
+            raise ReadOnlyIndexError(
+                "this server's index cannot ingest (a custom searcher was given); "
+                "serve a LiteratureIndex to upload documents"
+            )
+        loop = asyncio.get_running_loop()
+
+        def work() -> dict[str, Any]:
+            with self._ingest_lock, _upload_folder() as folder:
+                path = folder / _safe_filename(filename)
+                path.write_bytes(data)
+                report = ingest([path], fmt=fmt, progress=False)
+                result = asdict(report)
+                result["ok"] = report.ok
+                for failure in result["failures"]:
+                    failure["path"] = Path(str(failure.get("path", ""))).name
+                return result
+
+        return await loop.run_in_executor(self._executor, work)
+
+    def health(self) -> dict[str, Any]:
+        """Engine, index size and generation slots (cheap; no model call)."""
+        index: dict[str, Any] = {"ok": True}  # a custom searcher has no stats to report
+        if callable(getattr(self.index, "stats", None)):
+            try:
+                stats = self.index.stats()
+                index = {"ok": True, "documents": stats.documents, "chunks": stats.chunks}
+            except MedgraphError as error:
+                index = {"ok": False, "error": str(error)}
+        return {
+            "status": "ok" if index["ok"] else "degraded",
+            "engine": self.engine,
+            "index": index,
+            "generations": {
+                "active": self.gate.active,
+                "waiting": self.gate.waiting,
+                "limit": self.gate.limit,
+            },
+        }
+
+
+@contextmanager
+def _upload_folder() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="medgraph-upload-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _safe_filename(filename: str) -> str:
+    """The base name of an uploaded file with only safe characters (keeps the extension)."""
+    name = Path(filename.replace("\\", "/")).name
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return name[:120] or "upload.txt"
