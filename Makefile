@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medgraph-installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-test-deps test lint format demo bench clean
+.PHONY: install system-test-deps test lint format demo bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# The GPU benchmark (an NVIDIA GPU, no network needed): random weights with MedGemma 4B's architecture.
+bench-gpu: $(STAMP)
+	bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
