@@ -23,6 +23,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langgraph.config import get_config, get_stream_writer
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
@@ -378,15 +379,41 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             return {"evidence": search(query[:1000])}
         return {}
 
-    def tools_for(state: AssistantState) -> list[BaseTool]:
-        tools: list[BaseTool] = list(CALCULATOR_TOOLS) + parts.extra_tools
-        if parts.index is not None:
-            tools.insert(0, build_search_literature_tool(parts.index, default_k=config.retrieve_k))
-        images = state.get("images", [])
+    search_tool = (
+        build_search_literature_tool(parts.index, default_k=config.retrieve_k)
+        if parts.index is not None
+        else None
+    )
+    ImageKey = tuple[tuple[str, str, str, str], ...]
+    ToolsetKey = tuple[ImageKey, tuple[int, ...]]
+
+    # Building tool schemas and binding them to the model costs milliseconds per reasoning step
+    # (bench/orchestration_overhead.py), so each toolset and its binding is made once per set of
+    # attached images. Tools are stateless, so concurrent runs may share them.
+    @functools.lru_cache(maxsize=16)
+    def toolset(key: ToolsetKey) -> tuple[BaseTool, ...]:
+        images, _ = key
+        tools: list[BaseTool] = [*CALCULATOR_TOOLS, *parts.extra_tools]
+        if search_tool is not None:
+            tools.insert(0, search_tool)
         if images:
-            loaded = {ref.image_id: decoded(ref) for ref in images}
+            loaded = {image_id: decode(path, name, sha) for image_id, path, name, sha in images}
             tools.append(build_analyze_image_tool(loaded, describe_image))
-        return tools
+        return tuple(tools)
+
+    @functools.lru_cache(maxsize=16)
+    def bound_reasoner(key: ToolsetKey) -> Runnable[Any, BaseMessage]:
+        assert parts.text_model is not None
+        return parts.text_model.bind_tools(list(toolset(key)), tool_choice="auto")
+
+    def toolset_key(state: AssistantState) -> ToolsetKey:
+        images = tuple(
+            (ref.image_id, ref.path, ref.name, ref.sha256) for ref in state.get("images", [])
+        )
+        return images, tuple(id(tool) for tool in parts.extra_tools)
+
+    def tools_for(state: AssistantState) -> list[BaseTool]:
+        return list(toolset(toolset_key(state)))
 
     def reason(state: AssistantState) -> dict[str, Any]:
         assert parts.text_model is not None
@@ -395,7 +422,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
             f"{_findings_block(state.get('findings', []))}"
         ).strip()
         turn = _turn_for_model(state)
-        model = parts.text_model.bind_tools(tools_for(state), tool_choice="auto")
+        model = bound_reasoner(toolset_key(state))
         reply = model.invoke([SystemMessage(context), *turn])
         return {
             "messages": [reply],
