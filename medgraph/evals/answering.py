@@ -10,14 +10,17 @@ produce a valid label; an unreadable reply is recorded as invalid, never guessed
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from medgraph.errors import ConfigurationError, MedgraphError
+from medgraph.evals.report import Column, EvalReport
+from medgraph.evals.runner import Record, SaveFile, run_items
 from medgraph.graphs.state import merge_evidence
 from medgraph.knowledge.types import Evidence
 from medgraph.tools.literature import EvidenceSearcher
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 Condition = Literal["retrieval", "closed_book"]
 CONDITIONS: tuple[Condition, ...] = ("retrieval", "closed_book")
 CONDITION_TITLES = {"retrieval": "with retrieval", "closed_book": "without retrieval"}
+
+
+Question = TypeVar("Question")
 
 
 class ExtractiveEngineError(MedgraphError):
@@ -159,3 +165,47 @@ __all__ = [
     "label_from",
     "retrieve",
 ]
+
+
+def evaluate_under_conditions(
+    parts: AssistantParts,
+    questions: Sequence[Question],
+    conditions: Sequence[Condition],
+    *,
+    task: str,
+    description: str,
+    columns: Sequence[Column],
+    question_id: Callable[[Question], str],
+    evaluate_question: Callable[
+        [AssistantParts, Question, Sequence[Condition], Record | None], Record
+    ],
+    summarise: Callable[[Sequence[Record], Sequence[Condition]], dict[str, Any]],
+    source: str = "",
+    save: Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Answer every question under ``conditions`` (resuming from ``save``) and summarise.
+
+    A saved record counts as done when it holds a result for every condition, so adding a
+    condition to an earlier run answers only what is missing.
+    """
+    saved = SaveFile(save, task, parts.engine) if save is not None else None
+    result = run_items(
+        questions,
+        lambda question, previous: evaluate_question(parts, question, conditions, previous),
+        item_id=question_id,
+        is_complete=lambda record: all(c in record.get("results", {}) for c in conditions),
+        save=saved,
+        description=description,
+        progress=progress,
+    )
+    return EvalReport(
+        task=task,
+        source=source,
+        engine=parts.engine,
+        items=len(questions),
+        resumed=result.resumed,
+        columns=list(columns),
+        rows=summarise(result.records, conditions),
+        save=str(save) if save is not None else None,
+    )

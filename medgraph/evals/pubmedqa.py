@@ -19,6 +19,7 @@ from medgraph.evals.answering import (
     CONDITION_TITLES,
     Condition,
     decide,
+    evaluate_under_conditions,
     evidence_sources,
     label_from,
     retrieve,
@@ -27,7 +28,7 @@ from medgraph.evals.metrics import accuracy, macro_f1, per_label_scores
 from medgraph.evals.prompts import PUBMEDQA_CLOSED_BOOK, PUBMEDQA_RETRIEVAL
 from medgraph.evals.records import YES_NO_MAYBE, YesNoQuestion
 from medgraph.evals.report import Column, EvalReport, mean
-from medgraph.evals.runner import Record, SaveFile, run_items
+from medgraph.evals.runner import Record
 from medgraph.graphs.assistant import AssistantParts
 from medgraph.knowledge.citations import (
     Citation,
@@ -246,25 +247,19 @@ def evaluate_pubmedqa(
     progress: bool = True,
 ) -> EvalReport:
     """Run (or resume from ``save``) the PubMedQA evaluation and summarise it."""
-    saved = SaveFile(save, TASK, parts.engine) if save is not None else None
-    result = run_items(
+    return evaluate_under_conditions(
+        parts,
         questions,
-        lambda question, previous: evaluate_question(parts, question, conditions, previous),
-        item_id=lambda question: question.id,
-        is_complete=lambda record: all(c in record.get("results", {}) for c in conditions),
-        save=saved,
-        description="PubMedQA",
-        progress=progress,
-    )
-    return EvalReport(
+        conditions,
         task=TASK,
-        source=source,
-        engine=parts.engine,
-        items=len(questions),
-        resumed=result.resumed,
+        description="PubMedQA",
         columns=COLUMNS,
-        rows=summarise(result.records, conditions),
-        save=str(save) if save is not None else None,
+        question_id=lambda question: question.id,
+        evaluate_question=evaluate_question,
+        summarise=summarise,
+        source=source,
+        save=save,
+        progress=progress,
     )
 
 
