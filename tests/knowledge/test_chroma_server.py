@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,61 +11,13 @@ from medgraph.errors import IndexUnavailableError
 from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.index import LiteratureIndex
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _chroma_cli() -> str:
-    beside_python = Path(sys.executable).parent / "chroma"
-    found = str(beside_python) if beside_python.exists() else shutil.which("chroma")
-    assert found, "the chromadb package installs a `chroma` command; it is missing"
-    return found
+from tests.support import chroma_server, free_port
 
 
 @pytest.fixture(scope="module")
 def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
-    log = (data / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            _chroma_cli(),
-            "run",
-            "--path",
-            str(data / "db"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (data / "server.log").read_text()
-            assert time.monotonic() < deadline, "the Chroma server did not answer within 60 s"
-            time.sleep(0.2)
+    with chroma_server(tmp_path_factory.mktemp("chroma-server")) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def test_server_store_ingest_search_and_shared_readers(chroma_url: str, tmp_path: Path) -> None:
@@ -111,7 +57,7 @@ def test_server_store_ingest_search_and_shared_readers(chroma_url: str, tmp_path
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     index = LiteratureIndex(
         KnowledgeSettings(index_dir=tmp_path / "index", chroma_url=url), embedder=HashEmbedder()
     )

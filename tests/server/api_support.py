@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,45 +123,3 @@ def user_message(text: str, *image_urls: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
     parts += [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
     return {"role": "user", "content": parts}
-
-
-def _chroma_cli() -> str:
-    beside_python = Path(sys.executable).parent / "chroma"
-    found = str(beside_python) if beside_python.exists() else shutil.which("chroma")
-    assert found, "the chromadb package installs a `chroma` command; it is missing"
-    return found
-
-
-@contextmanager
-def chroma_server(folder: Path) -> Iterator[str]:
-    """``chroma run`` on a free port with its data in ``folder``; yields the server URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "server.log"
-    with log_path.open("w") as log:
-        command = [_chroma_cli(), "run", "--path", str(folder / "db"), "--port", str(port)]
-        server = subprocess.Popen(
-            [*command, "--host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "the Chroma server did not answer in 60 s"
-                time.sleep(0.2)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()

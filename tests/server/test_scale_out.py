@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,12 +26,11 @@ from tests.server.api_support import (
     KEY_A,
     build_index,
     build_settings,
-    chroma_server,
     indexed_records,
     record_text,
     running,
 )
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, chroma_server, free_port
 
 
 def _worker(stack: ExitStack, root: Path, name: str, **options: object) -> tuple[str, ChatService]:
@@ -121,12 +119,6 @@ def test_two_workers_share_one_postgres_checkpointer(tmp_path: Path, postgres_ur
     assert not (tmp_path / "worker-1" / "home" / "checkpoints.sqlite").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``medgraph serve`` over an empty index folder (packaged MiniLM embeddings, extractive)."""
@@ -137,7 +129,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "MEDGRAPH_API_KEYS": f"{KEY_A},other-key",
     }
     index = str(tmp_path / "index")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as output:
         command = ["serve", "--index", index, "--model", "none", "--port", str(port)]

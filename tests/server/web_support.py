@@ -9,7 +9,6 @@ is mounted on a bare FastAPI app through :class:`AssistantStreamer`, an adapter 
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -25,7 +24,7 @@ from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.settings import Settings
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
-from tests.support import shared_data_dir
+from tests.support import free_port, shared_data_dir
 
 INDEXED_RECORDS = 40
 
@@ -81,12 +80,6 @@ def sample_image() -> Path:
     images = sorted((shared_data_dir() / "images" / "nih-cxr14").glob("*.png"))
     assert images, "no PNG under ../shared/data/images/nih-cxr14"
     return images[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_app(assistant: Assistant) -> tuple[FastAPI, AssistantStreamer | None]:
