@@ -54,22 +54,9 @@ def memory_kib() -> dict[str, int]:
 def build_checkpoint(folder: Path, hidden_size: int, layers: int, vision_layers: int) -> int:
     """Save a random Gemma3ForConditionalGeneration with a processor; return its parameter count."""
     import torch
-    from transformers import (
-        Gemma3Config,
-        Gemma3ForConditionalGeneration,
-        Gemma3ImageProcessorPil,
-        Gemma3Processor,
-        Gemma3TextConfig,
-        SiglipVisionConfig,
-    )
+    from transformers import Gemma3TextConfig, SiglipVisionConfig
 
-    from tests.tiny_gemma import (
-        CHAT_TEMPLATE,
-        IMAGE_SIZE,
-        MM_TOKENS_PER_IMAGE,
-        PATCH_SIZE,
-        build_tokenizer,
-    )
+    from tests.tiny_gemma import IMAGE_SIZE, PATCH_SIZE, build_tokenizer, save_multimodal
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
@@ -99,29 +86,7 @@ def build_checkpoint(folder: Path, hidden_size: int, layers: int, vision_layers:
         patch_size=PATCH_SIZE,
         vision_use_head=False,
     )
-    config = Gemma3Config(
-        text_config=text.to_dict(),
-        vision_config=vision.to_dict(),
-        mm_tokens_per_image=MM_TOKENS_PER_IMAGE,
-        boi_token_index=_token_id(tokenizer, "<start_of_image>"),
-        eoi_token_index=_token_id(tokenizer, "<end_of_image>"),
-        image_token_index=_token_id(tokenizer, "<image_soft_token>"),
-    )
-    model = Gemma3ForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = text.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.do_sample = False
-    model.save_pretrained(folder)
-    Gemma3Processor(
-        image_processor=Gemma3ImageProcessorPil(
-            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-            image_mean=[0.5, 0.5, 0.5],
-            image_std=[0.5, 0.5, 0.5],
-        ),
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-        image_seq_length=MM_TOKENS_PER_IMAGE,
-    ).save_pretrained(folder)
+    model = save_multimodal(folder, tokenizer, text, vision)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -147,21 +147,15 @@ def _finish(model: torch.nn.Module, folder: Path, tokenizer: GemmaTokenizer) -> 
     model.save_pretrained(folder)
 
 
-def build_multimodal(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny Gemma3ForConditionalGeneration and processor (MedGemma 4B's shape)."""
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_use_head=False,
-    )
+def save_multimodal(
+    folder: Path,
+    tokenizer: GemmaTokenizer,
+    text: Gemma3TextConfig,
+    vision: SiglipVisionConfig,
+) -> Gemma3ForConditionalGeneration:
+    """Save a random Gemma3ForConditionalGeneration over these configs, with its processor."""
     config = Gemma3Config(
-        text_config=_text_config(tokenizer).to_dict(),
+        text_config=text.to_dict(),
         vision_config=vision.to_dict(),
         mm_tokens_per_image=MM_TOKENS_PER_IMAGE,
         boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
@@ -181,6 +175,23 @@ def build_multimodal(folder: Path, seed: int = 0) -> Path:
         image_seq_length=MM_TOKENS_PER_IMAGE,
     )
     processor.save_pretrained(folder)
+    return model
+
+
+def build_multimodal(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny Gemma3ForConditionalGeneration and processor (MedGemma 4B's shape)."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        vision_use_head=False,
+    )
+    save_multimodal(folder, tokenizer, _text_config(tokenizer), vision)
     return folder
 
 
