@@ -144,16 +144,7 @@ class Report(BaseModel):
 
 def bibliography_line(document: Document, number: int) -> str:
     """``[n] Author et al. Title. Journal Year. PMID: <id>. <link>`` from the fields that exist."""
-    parts: list[str] = []
-    if document.authors:
-        first = document.authors[0]
-        parts.append(f"{first} et al." if len(document.authors) > 1 else f"{first}.")
-    if document.title:
-        title = document.title.rstrip()
-        parts.append(title if title.endswith((".", "?", "!")) else f"{title}.")
-    venue = " ".join(p for p in (document.journal, str(document.year or "") or None) if p)
-    if venue:
-        parts.append(f"{venue}.")
+    parts = document.reference_parts()
     if document.pmid:
         parts.append(f"PMID: {document.pmid}.")
     elif document.doi:

@@ -37,8 +37,8 @@ class Document(BaseModel):
     """(page number, start, end) character ranges inside ``text`` for paged sources (PDF)."""
     extra: dict[str, str] = Field(default_factory=dict)
 
-    def citation(self, number: int | None = None) -> str:
-        """Render ``[n] Author et al. Title. Journal Year. PMID:...`` from the fields that exist."""
+    def reference_parts(self) -> list[str]:
+        """``["Author et al.", "Title.", "Journal Year."]``, from the fields that exist."""
         parts: list[str] = []
         if self.authors:
             first = self.authors[0]
@@ -49,6 +49,11 @@ class Document(BaseModel):
         venue = " ".join(p for p in (self.journal, str(self.year) if self.year else None) if p)
         if venue:
             parts.append(f"{venue}.")
+        return parts
+
+    def citation(self, number: int | None = None) -> str:
+        """Render ``[n] Author et al. Title. Journal Year. PMID:...`` from the fields that exist."""
+        parts = self.reference_parts()
         if self.pmid:
             parts.append(f"PMID:{self.pmid}")
         elif self.doi:
