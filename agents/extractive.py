@@ -41,6 +41,24 @@ _LEADING_LABEL = re.compile(r"^(?:[A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*){0,3}|[A-Z][A
 # A quotable sentence ends like one; anything else is a label or a fragment ("DESIGN/").
 _SENTENCE_END = re.compile(r"[.!…][\"'”’)]*$")
 _REFERENCE_MARKER = re.compile(r"\[\s*\d{1,3}(?:\s*[-–—,]\s*\d{1,3})*\s*\]")
+# A short label ending in a colon ("Medical Subject Headings (MeSH): ", "Key words: ").
+_SHORT_LABEL = re.compile(r"^[^:]{1,60}:\s+")
+_TERM_LIST_MIN_ITEMS = 4
+_TERM_MAX_WORDS = 4
+
+
+def _is_term_list(sentence: str) -> bool:
+    """A keyword or MeSH line: four or more comma-separated short terms and no figures.
+
+    "mammography screening, telephone counseling, tailored print communications, barriers." is a
+    list of index terms, not a claim; "Age, sex and BMI were associated with ..." is not (its
+    last item is a clause).
+    """
+    body = _SHORT_LABEL.sub("", sentence).rstrip(".!… ")
+    items = [item.strip() for item in re.split(r",|;", body)]
+    if len(items) < _TERM_LIST_MIN_ITEMS or any(ch.isdigit() for ch in body):
+        return False
+    return all(0 < len(item.split()) <= _TERM_MAX_WORDS for item in items)
 
 
 @dataclass(frozen=True)
@@ -54,17 +72,17 @@ class _Candidate:
 def _quotable(sentence: str) -> str | None:
     """The sentence with a leading section label trimmed, or ``None`` if it is boilerplate.
 
-    Boilerplate: headings and labels, questions and other non-claims, text that does not end like
-    a sentence, fragments of fewer than four words or three content terms, run-ons, tables (under
-    half letters), and text holding ``[n]``-style reference markers that would read as our own
-    citations.
+    Boilerplate: headings and labels, keyword and MeSH lines, questions and other non-claims, text
+    that does not end like a sentence, fragments of fewer than four words or three content terms,
+    run-ons, tables (under half letters), and text holding ``[n]``-style reference markers that
+    would read as our own citations.
     """
     label = _LEADING_LABEL.match(sentence)
     if label is not None:
         sentence = sentence[label.end() :]
     if sentence.lstrip().startswith(("#", "|")) or _REFERENCE_MARKER.search(sentence):
         return None
-    if not _SENTENCE_END.search(sentence):
+    if not _SENTENCE_END.search(sentence) or _is_term_list(sentence):
         return None
     words = sentence.split()
     if not _MIN_WORDS <= len(words) <= _MAX_WORDS:

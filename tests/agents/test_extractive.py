@@ -155,6 +155,21 @@ def test_picks_relevant_verbatim_sentences_and_cites_them() -> None:
     check_grounded(answer, evidence)
 
 
+def test_keyword_and_mesh_lines_are_not_quoted() -> None:
+    keywords = (
+        "Medical Subject Headings (MeSH): mammography screening, telephone counseling, tailored "
+        "print communications, barriers."
+    )
+    claim = (
+        "Age, sex, income and prior screening were associated with mammography use in the "
+        "tailored telephone counseling group."
+    )
+    evidence = [hand_evidence(1, keywords), hand_evidence(2, claim)]
+    answer = extractive_answer("mammography screening telephone counseling", evidence)
+    assert [s.text for s in answer] == [claim]  # the MeSH line shares more terms, yet is no claim
+    assert answer[0].citations == [2]
+
+
 def test_limits_sentences_overall_and_per_evidence() -> None:
     rich = (
         "Metformin lowered glucose in adults of the Alpha trial. "
