@@ -57,9 +57,11 @@ from medgraph.knowledge.citations import (
     Verification,
     drop_unknown_citations,
     numbers_in,
+    record_numbering,
+    remap_numbers,
     render_answer,
-    renumber_by_appearance,
-    resolve_citations,
+    renumber_sentences,
+    resolve_record_citations,
 )
 from medgraph.knowledge.types import Evidence
 from medgraph.knowledge.verification import Judge, rewrite_query, verify_sentences
@@ -541,13 +543,11 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
     def finalize(state: AssistantState) -> dict[str, Any]:
         best = state.get("best") or BestDraft()
         pool = state.get("evidence", [])
-        sentences, evidence = renumber_by_appearance(best.sentences, pool)
-        new_number = {e.chunk.chunk_id: e.number for e in evidence}
-        mapping = {
-            e.number: new_number[e.chunk.chunk_id] for e in pool if e.chunk.chunk_id in new_number
-        }
+        # verification ran on passage numbers; the answer numbers per record (PMID/DOI/path)
+        mapping = record_numbering(best.sentences, pool)
+        sentences = renumber_sentences(best.sentences, mapping)
         checks = [
-            c.model_copy(update={"citations": [mapping[n] for n in c.citations if n in mapping]})
+            c.model_copy(update={"citations": remap_numbers(c.citations, mapping)})
             for c in best.verification.sentences
         ]
         route = [*state.get("route", []), "finalize"]
@@ -561,7 +561,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         answer = Answer(
             question=state.get("question", ""),
             text=text,
-            citations=resolve_citations(sentences, evidence),
+            citations=resolve_record_citations(best.sentences, pool),
             findings=state.get("findings", []),
             route=route,
             verification=best.verification.model_copy(update={"sentences": checks}),

@@ -54,7 +54,11 @@ class Answer(BaseModel):
     thread_id: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The ``medgraph ask --json`` shape."""
+        """The ``medgraph ask --json`` shape.
+
+        One citation per cited record; ``quote``/``span`` are its first cited passage and
+        ``passages`` lists every cited passage (``chunk_id``, ``quote``, ``span``).
+        """
         return {
             "answer": self.text,
             "citations": [
@@ -67,6 +71,14 @@ class Answer(BaseModel):
                     "url": c.url,
                     "quote": c.quote,
                     "span": [c.start, c.end],
+                    "passages": [
+                        {
+                            "chunk_id": p.chunk_id,
+                            "quote": p.quote,
+                            "span": [p.start, p.end],
+                        }
+                        for p in c.cited_passages()
+                    ],
                 }
                 for c in self.citations
             ],

@@ -6,8 +6,12 @@ citation number must name an :class:`~medgraph.knowledge.types.Evidence` that wa
 
 :func:`parse_cited_text` and :func:`render_answer` convert between answer text with inline
 ``[n]`` markers and draft sentences; :func:`resolve_citations` turns the cited numbers into
-citations with quotes; the term helpers (:func:`content_terms`, :func:`numbers_in`) are shared
-with :mod:`medgraph.knowledge.verification` and the extractive engine.
+citations with quotes, one per cited passage. The assistant's final answer numbers per record
+instead: :func:`record_numbering` maps passage numbers to record numbers (1..n in order of first
+citation), :func:`renumber_sentences` applies them, and :func:`resolve_record_citations` gives one
+citation per record carrying all its cited passages. The term helpers (:func:`content_terms`,
+:func:`numbers_in`) are shared with :mod:`medgraph.knowledge.verification` and the extractive
+engine.
 """
 
 from __future__ import annotations
@@ -28,8 +32,23 @@ class DraftSentence(BaseModel):
     citations: list[int] = Field(default_factory=list)
 
 
+class CitedPassage(BaseModel):
+    """One cited passage of a record: the supporting quote and where it lies in the record."""
+
+    chunk_id: str
+    quote: str
+    start: int
+    end: int
+    """Character span of ``quote`` inside the source document's text."""
+
+
 class Citation(BaseModel):
-    """A numbered reference as shown under an answer."""
+    """A numbered reference as shown under an answer.
+
+    ``quote``, ``start``, ``end`` and ``chunk_id`` describe the first cited passage;
+    ``passages`` lists every cited passage of the record, in order of first citation (the
+    assistant numbers per record, so one reference may quote several chunks of one abstract).
+    """
 
     n: int
     source_id: str
@@ -45,6 +64,16 @@ class Citation(BaseModel):
     end: int
     """Character span of ``quote`` inside the source document's text."""
     chunk_id: str
+    passages: list[CitedPassage] = Field(default_factory=list)
+    """Every cited passage of this record, the first being ``quote``/``start``/``end``."""
+
+    def cited_passages(self) -> list[CitedPassage]:
+        """``passages``, or the one passage of the flat fields when the list is empty."""
+        if self.passages:
+            return list(self.passages)
+        return [
+            CitedPassage(chunk_id=self.chunk_id, quote=self.quote, start=self.start, end=self.end)
+        ]
 
 
 class SentenceCheck(BaseModel):
@@ -357,6 +386,12 @@ def resolve_citations(
         item = known[number]
         chunk, document = item.chunk, item.document
         start, end = supporting_span(chunk.text, texts)
+        passage = CitedPassage(
+            chunk_id=chunk.chunk_id,
+            quote=chunk.text[start:end],
+            start=chunk.start + start,
+            end=chunk.start + end,
+        )
         citations.append(
             Citation(
                 n=number,
@@ -366,34 +401,77 @@ def resolve_citations(
                 journal=document.journal,
                 url=document.link,
                 reference=item.citation(number),
-                quote=chunk.text[start:end],
-                start=chunk.start + start,
-                end=chunk.start + end,
-                chunk_id=chunk.chunk_id,
+                quote=passage.quote,
+                start=passage.start,
+                end=passage.end,
+                chunk_id=passage.chunk_id,
+                passages=[passage],
             )
         )
     return citations
 
 
-def renumber_by_appearance(
-    sentences: Sequence[DraftSentence], evidence: Sequence[Evidence]
-) -> tuple[list[DraftSentence], list[Evidence]]:
-    """Renumber citations 1..n in order of first appearance in the answer.
+# -- numbering per record -------------------------------------------------------------------------
 
-    Returns the sentences with new numbers and the cited evidence carrying those numbers (evidence
-    nobody cites is left out), so a reader meets ``[1]`` first and the reference list is in order.
+
+def record_numbering(
+    sentences: Sequence[DraftSentence], evidence: Sequence[Evidence]
+) -> dict[int, int]:
+    """Passage number -> record number, records numbered 1..n in order of first citation.
+
+    Passages of one record (same ``source_id``) share its number, so an abstract split into
+    several chunks is one reference. Numbers no evidence carries are left out.
     """
     known = evidence_by_number(evidence)
+    records: dict[str, int] = {}
     mapping: dict[int, int] = {}
     for sentence in sentences:
         for number in sentence.citations:
             if number in known and number not in mapping:
-                mapping[number] = len(mapping) + 1
-    renumbered = [
-        sentence.model_copy(
-            update={"citations": [mapping[n] for n in sentence.citations if n in mapping]}
-        )
+                source = known[number].source_id
+                mapping[number] = records.setdefault(source, len(records) + 1)
+    return mapping
+
+
+def remap_numbers(numbers: Sequence[int], mapping: dict[int, int]) -> list[int]:
+    """``numbers`` through ``mapping``, unmapped ones dropped and repeats removed (order kept)."""
+    return list(dict.fromkeys(mapping[n] for n in numbers if n in mapping))
+
+
+def renumber_sentences(
+    sentences: Sequence[DraftSentence], mapping: dict[int, int]
+) -> list[DraftSentence]:
+    """Copies of ``sentences`` citing ``mapping``'s new numbers (see :func:`remap_numbers`)."""
+    return [
+        sentence.model_copy(update={"citations": remap_numbers(sentence.citations, mapping)})
         for sentence in sentences
     ]
-    cited = [known[old].with_number(new) for old, new in mapping.items()]
-    return renumbered, cited
+
+
+def resolve_record_citations(
+    sentences: Sequence[DraftSentence], evidence: Sequence[Evidence]
+) -> list[Citation]:
+    """One :class:`Citation` per cited record, numbered as :func:`record_numbering` does.
+
+    ``sentences`` cite passage numbers. Each passage's quote is found as in
+    :func:`resolve_citations` (from the sentences citing that passage); a record's citation
+    carries all its cited passages in order of first citation, the first also in the flat
+    ``quote``/``start``/``end``/``chunk_id`` fields.
+    """
+    mapping = record_numbering(sentences, evidence)
+    known = evidence_by_number(evidence)
+    by_record: dict[int, Citation] = {}
+    for passage_citation in resolve_citations(sentences, evidence):
+        n = mapping[passage_citation.n]
+        record = by_record.get(n)
+        if record is None:
+            by_record[n] = passage_citation.model_copy(
+                update={
+                    "n": n,
+                    "reference": known[passage_citation.n].citation(n),
+                    "passages": list(passage_citation.passages),
+                }
+            )
+        else:
+            record.passages.extend(passage_citation.passages)
+    return sorted(by_record.values(), key=lambda citation: citation.n)

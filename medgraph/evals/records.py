@@ -192,6 +192,17 @@ def read_mcq(path: Path | str) -> list[ChoiceQuestion]:
     return questions
 
 
+def _quoted(citation: Mapping[str, Any]) -> str:
+    """Every quoted passage of a per-record citation (``ask --json``), joined; else ""."""
+    passages = citation.get("passages")
+    if not isinstance(passages, list):
+        return ""
+    quotes = [
+        p["quote"] for p in passages if isinstance(p, dict) and isinstance(p.get("quote"), str)
+    ]
+    return "\n\n".join(q.strip() for q in quotes if q.strip())
+
+
 def _passages(record: Mapping[str, Any], where: str) -> dict[int, str]:
     citations = record.get("citations", [])
     if not isinstance(citations, list):
@@ -203,7 +214,7 @@ def _passages(record: Mapping[str, Any], where: str) -> dict[int, str]:
             raise AnswerFileError(
                 f"{where}: citation {position} needs 'n', the positive number its [n] marker uses"
             )
-        text = citation.get("passage") or citation.get("quote")
+        text = citation.get("passage") or _quoted(citation) or citation.get("quote")
         if not isinstance(text, str) or not text.strip():
             raise AnswerFileError(
                 f"{where}: citation [{number}] needs the cited text in 'passage' or 'quote'"

@@ -11,7 +11,8 @@ With ``stream: true`` the answer arrives as ``chat.completion.chunk`` server-sen
 ``data: [DONE]``. Progress (triage, retrieval, verification) arrives first as SSE comment lines
 (``: progress {...}``), which OpenAI clients skip; the content deltas carry the verified answer
 (with its ``[n]`` markers) once verification has passed, and the last chunk carries
-``citations``, ``verification`` and ``route``.
+``citations``, ``verification`` and ``route``. Citations are one per cited record (``[n]`` numbers
+records, not passages); each lists its cited ``passages`` (chunk id, quote, span).
 """
 
 from __future__ import annotations

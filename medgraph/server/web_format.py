@@ -66,7 +66,7 @@ def _reference_text(citation: Citation) -> str:
 
 
 def render_citations(citations: Sequence[Citation]) -> str:
-    """The numbered reference list as one HTML block, each quote folded in ``<details>``.
+    """The numbered reference list as one HTML block, each record's quotes folded in ``<details>``.
 
     One line with no blank lines, so Markdown passes it through as a single HTML block.
     """
@@ -82,17 +82,21 @@ def render_citations(citations: Sequence[Citation]) -> str:
             if url
             else reference
         )
-        quote_block = (
-            f'<details class="medgraph-quote"><summary>Quoted passage</summary>'
-            f"<blockquote>{escape_html(citation.quote)}</blockquote></details>"
-            if citation.quote.strip()
-            else ""
-        )
         items.append(
             f'<li value="{citation.n}" class="medgraph-citation" data-source-id="'
-            f'{html.escape(citation.source_id, quote=True)}">{label}{quote_block}</li>'
+            f'{html.escape(citation.source_id, quote=True)}">{label}{_quote_block(citation)}</li>'
         )
     return f'<ol class="medgraph-citations">{"".join(items)}</ol>'
+
+
+def _quote_block(citation: Citation) -> str:
+    """Every cited passage of the record folded in one ``<details>``, or "" when none has text."""
+    quotes = [p.quote for p in citation.cited_passages() if p.quote.strip()]
+    if not quotes:
+        return ""
+    summary = "Quoted passage" if len(quotes) == 1 else f"Quoted passages ({len(quotes)})"
+    blocks = "".join(f"<blockquote>{escape_html(quote)}</blockquote>" for quote in quotes)
+    return f'<details class="medgraph-quote"><summary>{summary}</summary>{blocks}</details>'
 
 
 def render_answer_text(text: str, citations: Sequence[Citation] = ()) -> str:

@@ -83,6 +83,20 @@ def test_answers_reader_accepts_ask_json_and_names_bad_lines(tmp_path: Path) -> 
     assert [a.id for a in answers] == ["t-1", "p1"]
     assert answers[0].passages == {1: "Statins lower LDL."}
     assert answers[1].passages == {1: "Full passage."}  # the full passage beats the quote
+    # ask --json cites per record: every quoted passage of the record is judged, not only the first
+    per_record = {
+        **ask,
+        "thread_id": "t-2",
+        "citations": [
+            {
+                "n": 1,
+                "quote": "Statins lower LDL.",
+                "passages": [{"quote": "Statins lower LDL."}, {"quote": "Strokes fell by 20%."}],
+            }
+        ],
+    }
+    both = read_answers(write_lines(tmp_path / "r.jsonl", [json.dumps(per_record)]))
+    assert both[0].passages == {1: "Statins lower LDL.\n\nStrokes fell by 20%."}
     bad = write_lines(
         tmp_path / "b.jsonl", [json.dumps(ask), json.dumps({"answer": "x", "citations": [{}]})]
     )

@@ -36,8 +36,13 @@ def test_extractive_answers_cite_ingested_records(tmp_path: Path, pubmedqa_corpu
             assert answer.route == ["triage", "retrieve", "write", "verify", "finalize"]
             assert answer.citations, item["question"]
             assert {c.source_id for c in answer.citations} <= ingested
+            # one reference per record, numbered 1..n, each with its cited passages
+            assert [c.n for c in answer.citations] == list(range(1, len(answer.citations) + 1))
+            assert len({c.source_id for c in answer.citations}) == len(answer.citations)
             for citation in answer.citations:
                 assert citation.quote and citation.reference.startswith(f"[{citation.n}]")
+                assert citation.passages and citation.passages[0].quote == citation.quote
+                assert all(p.quote for p in citation.passages)
             assert answer.verification.supported_fraction == 1.0
             gold_cited += str(item["pmid"]) in {c.source_id for c in answer.citations}
     assert gold_cited >= len(questions) // 2

@@ -4,6 +4,7 @@ prompt injection, verification rounds and checkpoints."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from medgraph.assistant import Assistant, EmptyQuestionError, ThreadNotFoundError
 from medgraph.graphs.safety import EMERGENCY_ANSWER, NOT_FOR_CLINICAL_USE, emergency_answer
+from medgraph.knowledge.citations import parse_cited_text
 from medgraph.knowledge.types import Document
 from medgraph.settings import Settings
 from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
@@ -86,6 +88,60 @@ def test_literature_route_cites_only_retrieved_records(tmp_path: Path, index: Ke
     assert answer.notice == NOT_FOR_CLINICAL_USE
     assert answer.verification.supported_fraction == 1.0
     assert "[1]" in answer.text
+
+
+EVIDENCE_BLOCK = re.compile(r'<evidence n="(\d+)" source="([^"]+)"[^>]*>\n(.*?)\n</evidence>', re.S)
+
+
+def test_passages_of_one_record_are_one_reference_and_checks_are_renumbered(
+    tmp_path: Path, index: KeywordIndex
+) -> None:
+    """Two passages of record A and one of record B are cited as [1] and [2] only."""
+    chosen: dict[str, Any] = {}
+
+    def citing_one_record_twice(call: Call) -> AIMessage | dict[str, Any]:
+        if not (call.schema and "sentences" in call.schema.get("properties", {})):
+            return grounded_handler(call)
+        passages: dict[str, list[tuple[int, str]]] = {}
+        for number, source, body in EVIDENCE_BLOCK.findall(prompt_text(call)):
+            first = body.strip().split(". ")[0].rstrip(".") + "."
+            passages.setdefault(source, []).append((int(number), first))
+        split = next(source for source, items in passages.items() if len(items) >= 2)
+        other = next(source for source in passages if source != split)
+        (a1, first_a), (a2, second_a) = passages[split][:2]
+        (b, first_b) = passages[other][0]
+        chosen.update(split=split, other=other, sentences=[second_a, first_b, first_a])
+        return {
+            "sentences": [
+                {"text": second_a, "citations": [a2]},
+                {"text": first_b, "citations": [b]},
+                {"text": first_a, "citations": [a1, a2]},
+            ]
+        }
+
+    model = ScriptedChatModel(citing_one_record_twice)
+    with Assistant(
+        settings_for(tmp_path), text_model=model, image_model=model, index=index
+    ) as assistant:
+        answer = assistant.ask(QUESTION["question"])
+    assert chosen, "the scripted writer was never asked"
+    assert [f"PMID:{c.source_id}" for c in answer.citations] == [chosen["split"], chosen["other"]]
+    assert [c.n for c in answer.citations] == [1, 2]
+    assert [s.citations for s in parse_cited_text(answer.text)] == [[1], [2], [1]]
+    assert [c.citations for c in answer.verification.sentences] == [[1], [2], [1]]
+    record = answer.citations[0]
+    assert len(record.passages) == 2
+    assert len({p.chunk_id for p in record.passages}) == 2
+    second_a, _, first_a = chosen["sentences"]
+    assert second_a in record.passages[0].quote and first_a in record.passages[1].quote
+    assert record.quote == record.passages[0].quote
+    texts = {c.chunk_id: c.text for c, _ in index.chunks}
+    for citation in answer.citations:
+        for passage in citation.passages:
+            assert passage.quote in texts[passage.chunk_id]
+    shown = answer.to_json_dict()["citations"][0]
+    assert [p["quote"] for p in shown["passages"]] == [p.quote for p in record.passages]
+    assert [p["span"] for p in shown["passages"]] == [[p.start, p.end] for p in record.passages]
 
 
 def test_emergency_answers_at_once_without_tools(tmp_path: Path, index: KeywordIndex) -> None:

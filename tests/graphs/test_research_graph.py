@@ -156,6 +156,25 @@ def test_plan_fan_out_and_one_bibliography_of_cited_records(tmp_path: Path) -> N
         assert heading in report.markdown
 
 
+def test_report_sections_still_cite_per_passage_under_record_numbers(tmp_path: Path) -> None:
+    """The assistant's per-record citations leave the report's section citations as they were."""
+    report = run(tmp_path, Scripted())
+    index = KeywordIndex(DOCS)
+    texts = {c.chunk_id: c.text for c, _ in index.chunks}
+    number_of = {e.source_id: e.n for e in report.bibliography}
+    assert len(number_of) == len(report.bibliography)  # one bibliography entry per record
+    for section in report.sections[:2]:
+        chunk_ids = [c.chunk_id for c in section.citations]
+        assert len(chunk_ids) == len(set(chunk_ids)) == 3  # one citation per cited passage
+        for citation in section.citations:
+            assert citation.n == number_of[citation.source_id]
+            assert [(p.chunk_id, p.quote, p.start, p.end) for p in citation.passages] == [
+                (citation.chunk_id, citation.quote, citation.start, citation.end)
+            ]
+            assert citation.quote in texts[citation.chunk_id]
+        assert {int(n) for n in MARKER.findall(section.text)} == {c.n for c in section.citations}
+
+
 def test_sub_question_without_evidence_is_reported_not_filled(tmp_path: Path) -> None:
     script = Scripted()
     report = run(tmp_path, script)

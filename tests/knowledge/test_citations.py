@@ -15,8 +15,12 @@ from medgraph.knowledge.citations import (
     drop_unknown_citations,
     numbers_in,
     parse_cited_text,
+    record_numbering,
+    remap_numbers,
     render_answer,
+    renumber_sentences,
     resolve_citations,
+    resolve_record_citations,
     stem,
     supporting_span,
 )
@@ -198,20 +202,69 @@ def test_terms_stem_inflections_and_normalise_numbers() -> None:
     assert numbers_in("five sites", words=False) == set()
 
 
-def test_renumber_by_appearance_orders_references() -> None:
-    from medgraph.knowledge.citations import renumber_by_appearance
+def _first_sentence(item: Evidence) -> str:
+    start, end = split_sentences(item.chunk.text)[0]
+    return item.chunk.text[start:end]
 
-    def evidence(n: int) -> Evidence:
-        chunk = Chunk(
-            chunk_id=f"c{n}", source_id=f"s{n}", index=0, text=f"Fact {n}.", start=0, end=7
-        )
-        return Evidence(chunk=chunk, document=Document(source_id=f"s{n}"), score=1.0, number=n)
 
-    pool = [evidence(n) for n in (1, 2, 3, 4)]
+def test_passages_of_one_record_share_one_reference_number(corpus: dict[str, Document]) -> None:
+    evidence = evidence_for(list(corpus.values())[100:106])
+    by_source: dict[str, list[Evidence]] = {}
+    for item in evidence:
+        by_source.setdefault(item.source_id, []).append(item)
+    split = next(items for items in by_source.values() if len(items) >= 2)
+    other = next(items[0] for source, items in by_source.items() if source != split[0].source_id)
+    second, first = split[1], split[0]  # cite the later chunk first
     sentences = [
-        DraftSentence(text="First.", citations=[3]),
-        DraftSentence(text="Second.", citations=[1, 3, 9]),
+        DraftSentence(text=_first_sentence(second), citations=[second.number or 0]),
+        DraftSentence(text=_first_sentence(other), citations=[other.number or 0]),
+        DraftSentence(text=_first_sentence(first), citations=[first.number or 0]),
+        DraftSentence(
+            text=f"{_first_sentence(first)} {_first_sentence(second)}",
+            citations=[first.number or 0, second.number or 0],
+        ),
     ]
-    renumbered, cited = renumber_by_appearance(sentences, pool)
-    assert [s.citations for s in renumbered] == [[1], [2, 1]]
-    assert [(e.number, e.chunk.chunk_id) for e in cited] == [(1, "c3"), (2, "c1")]
+
+    mapping = record_numbering(sentences, evidence)
+    renumbered = renumber_sentences(sentences, mapping)
+    assert [s.citations for s in renumbered] == [[1], [2], [1], [1]]
+    text = render_answer(renumbered)
+    assert text.count("[1]") == 3 and text.count("[2]") == 1
+    assert {n for s in parse_cited_text(text) for n in s.citations} == {1, 2}
+
+    citations = resolve_record_citations(sentences, evidence)
+    assert [(c.n, c.source_id) for c in citations] == [
+        (1, first.source_id),
+        (2, other.source_id),
+    ]
+    record = citations[0]
+    assert [p.chunk_id for p in record.passages] == [second.chunk.chunk_id, first.chunk.chunk_id]
+    assert (record.quote, record.start, record.end, record.chunk_id) == (
+        record.passages[0].quote,
+        record.passages[0].start,
+        record.passages[0].end,
+        record.passages[0].chunk_id,
+    )
+    assert record.reference == first.citation(1) and record.reference.startswith("[1] ")
+    assert citations[1].reference.startswith("[2] ")
+    document = corpus[first.source_id]
+    for passage, cited in zip(record.passages, (second, first), strict=True):
+        assert document.text[passage.start : passage.end] == passage.quote
+        assert _first_sentence(cited) in passage.quote
+    assert [p.chunk_id for p in citations[1].passages] == [other.chunk.chunk_id]
+
+
+def test_remap_numbers_drops_unknown_and_repeated_numbers() -> None:
+    mapping = {4: 1, 7: 1, 2: 2}
+    assert remap_numbers([7, 9, 2, 4, 2], mapping) == [1, 2]
+    assert remap_numbers([], mapping) == []
+
+
+def test_passage_citations_carry_their_one_passage() -> None:
+    item = hand_evidence(1, "Metformin lowered glucose. Nausea was rare.")
+    (citation,) = resolve_citations([DraftSentence(text="Nausea was rare.", citations=[1])], [item])
+    assert [(p.chunk_id, p.quote, p.start, p.end) for p in citation.passages] == [
+        (citation.chunk_id, citation.quote, citation.start, citation.end)
+    ]
+    bare = citation.model_copy(update={"passages": []})
+    assert bare.cited_passages() == citation.passages

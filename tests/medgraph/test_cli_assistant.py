@@ -48,9 +48,14 @@ def test_ask_json_shape(tmp_path: Path, pubmedqa_corpus) -> None:  # type: ignor
         range(1, len(data["citations"]) + 1)
     )
     for citation in data["citations"]:
-        assert set(citation) >= {"n", "source_id", "title", "year", "quote"}
+        assert set(citation) >= {"n", "source_id", "title", "year", "quote", "passages"}
         assert f"[{citation['n']}]" in data["answer"]
-    assert "21645374" in {c["source_id"] for c in data["citations"]}
+        assert citation["passages"][0]["quote"] == citation["quote"]
+        assert citation["passages"][0]["span"] == citation["span"]
+    # one number per record: several quoted chunks of one abstract share its reference
+    sources = [c["source_id"] for c in data["citations"]]
+    assert len(sources) == len(set(sources))
+    assert "21645374" in sources
     assert 0.0 <= data["verification"]["supported_fraction"] <= 1.0
     assert isinstance(data["verification"]["sentences"], list)
 

@@ -107,15 +107,23 @@ def chat(client: httpx.Client, *messages: dict[str, Any], **extra: Any) -> httpx
 
 
 def assert_citations_resolve(server: Server, body: dict[str, Any]) -> None:
-    """Every citation names an ingested chunk whose text holds the quote; markers match."""
+    """One citation per record, numbered 1..n; every cited passage is in its ingested chunk."""
     citations = body["citations"]
     assert citations, body
     numbers = {int(n) for n in re.findall(r"\[(\d+)\]", body["choices"][0]["message"]["content"])}
     assert numbers == {c["n"] for c in citations}
+    assert [c["n"] for c in citations] == list(range(1, len(citations) + 1))
+    assert len({c["source_id"] for c in citations}) == len(citations)  # one per record
     for citation in citations:
         chunks = {c.chunk_id: c for c in server.index.get_chunks(citation["source_id"])}
         assert citation["quote"] in chunks[citation["chunk_id"]].text
         assert citation["reference"].startswith(f"[{citation['n']}]")
+        passages = citation["passages"]
+        first = {"chunk_id": citation["chunk_id"], "quote": citation["quote"]}
+        assert passages and {k: passages[0][k] for k in first} == first
+        assert passages[0]["span"] == citation["span"]
+        for passage in passages:
+            assert passage["quote"] in chunks[passage["chunk_id"]].text
 
 
 # --- auth -----------------------------------------------------------------------------------

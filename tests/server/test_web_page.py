@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 from medgraph.assistant import EmptyQuestionError
 from medgraph.graphs.safety import NOT_FOR_CLINICAL_USE
 from medgraph.graphs.state import Answer
-from medgraph.knowledge.citations import Citation, SentenceCheck, Verification
+from medgraph.knowledge.citations import Citation, CitedPassage, SentenceCheck, Verification
 from medgraph.server.web import (
     TurnView,
     UploadLimits,
@@ -154,6 +154,24 @@ def test_citation_list_is_numbered_with_pubmed_links_and_quotes_on_demand() -> N
     text = "".join(page.text)
     assert "Quoted sentence number 1." in text and "Quoted sentence number 2." in text
     assert render_citations([]) == ""
+
+
+def test_quote_fold_shows_every_cited_passage_of_the_record() -> None:
+    hostile = "<script>alert(3)</script> **second passage**"
+    passages = [
+        CitedPassage(chunk_id="c1", quote="Quoted sentence number 1.", start=0, end=25),
+        CitedPassage(chunk_id="c1b", quote=hostile, start=300, end=344),
+    ]
+    page = Page(markdown_html(render_citations([citation(1, passages=passages), citation(2)])))
+    assert [tag for tag, _ in page.tags].count("li") == 2
+    assert [tag for tag, _ in page.tags].count("details") == 2
+    assert [tag for tag, _ in page.tags].count("blockquote") == 3
+    assert "script" not in page.names() and "strong" not in page.names()
+    text = "".join(page.text)
+    # one summary per record: plural for the two-passage record, singular for the other
+    assert text.count("Quoted passages (2)") == 1 and text.count("Quoted passage") == 2
+    first, second = text.index("Quoted sentence number 1."), text.index(hostile)
+    assert first < second < text.index("Quoted sentence number 2.")
 
 
 def test_citation_without_url_links_pubmed_only_for_a_pmid() -> None:
