@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING
 import typer
 
 from medgraph.cli.app import app
-from medgraph.cli.options import settings_from_options
+from medgraph.cli.options import (
+    ImageModelOption,
+    IndexOption,
+    ModelOption,
+    TextModelOption,
+    settings_from_options,
+)
 
 if TYPE_CHECKING:
     from medgraph.assistant import Assistant
     from medgraph.graphs.state import Answer
-
-ModelOption = typer.Option(None, "--model", help="'none' (extractive), a Hub id or a folder.")
-ImageModelOption = typer.Option(None, "--image-model", help="Image reader (Hub id or folder).")
-TextModelOption = typer.Option(None, "--text-model", help="Text reasoner (Hub id or folder).")
-IndexOption = typer.Option(None, "--index", help="Index folder (default .medgraph/index).")
 
 
 def print_clarification(answer: Answer) -> None:

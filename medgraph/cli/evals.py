@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from medgraph.cli.app import eval_app
-from medgraph.cli.options import settings_from_options
+from medgraph.cli.options import IndexOption, ModelOption, TextModelOption, settings_from_options
 from medgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -25,11 +25,6 @@ EXIT_INTERRUPTED = 130
 Item = TypeVar("Item")
 
 LimitOption = typer.Option(None, "--limit", help="Evaluate only the first N items of the file.")
-ModelOption = typer.Option(
-    None, "--model", help="A Hub id or folder for both roles; 'none' is the extractive engine."
-)
-TextModelOption = typer.Option(None, "--text-model", help="The text model (Hub id or folder).")
-IndexOption = typer.Option(None, "--index", help="Index folder (default .medgraph/index).")
 MaxTokensOption = typer.Option(
     None, "--max-tokens", help="Token budget of each model reply (default models.max_new_tokens)."
 )

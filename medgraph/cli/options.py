@@ -1,10 +1,18 @@
-"""Settings from CLI options: flags override the environment and the TOML file."""
+"""The model and index options every command shares, and the settings they give: flags override
+the environment and the TOML file."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import typer
+
 from medgraph.settings import Settings
+
+ModelOption = typer.Option(None, "--model", help="'none' (extractive), a Hub id or a folder.")
+ImageModelOption = typer.Option(None, "--image-model", help="Image reader (Hub id or folder).")
+TextModelOption = typer.Option(None, "--text-model", help="Text reasoner (Hub id or folder).")
+IndexOption = typer.Option(None, "--index", help="Index folder (default .medgraph/index).")
 
 
 def settings_from_options(

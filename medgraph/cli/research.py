@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from medgraph.cli.app import app
-from medgraph.cli.options import settings_from_options
+from medgraph.cli.options import IndexOption, ModelOption, TextModelOption, settings_from_options
 
 if TYPE_CHECKING:
     from medgraph.graphs.research import Report
@@ -88,15 +88,9 @@ def research(
     resume: str | None = typer.Option(
         None, "--resume", help="Continue a run waiting at plan approval (its thread id)."
     ),
-    index: str | None = typer.Option(
-        None, "--index", help="Index folder (default .medgraph/index)."
-    ),
-    model: str | None = typer.Option(
-        None, "--model", help="'none' (extractive), a Hub id or a folder."
-    ),
-    text_model: str | None = typer.Option(
-        None, "--text-model", help="Text reasoner (Hub id or folder)."
-    ),
+    index: str | None = IndexOption,
+    model: str | None = ModelOption,
+    text_model: str | None = TextModelOption,
     max_subquestions: int | None = typer.Option(
         None, "--max-subquestions", help="Most sub-questions researched."
     ),

@@ -5,19 +5,23 @@ from __future__ import annotations
 import typer
 
 from medgraph.cli.app import app
-from medgraph.cli.options import settings_from_options
+from medgraph.cli.options import (
+    ImageModelOption,
+    IndexOption,
+    ModelOption,
+    TextModelOption,
+    settings_from_options,
+)
 
 
 @app.command()
 def serve(
     host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", min=1, max=65535, help="Port (default 8000)."),
-    index: str | None = typer.Option(None, "--index", help="Index folder."),
-    model: str | None = typer.Option(
-        None, "--model", help="'none' (extractive), a Hub id or a folder."
-    ),
-    image_model: str | None = typer.Option(None, "--image-model", help="Image reader."),
-    text_model: str | None = typer.Option(None, "--text-model", help="Text reasoner."),
+    index: str | None = IndexOption,
+    model: str | None = ModelOption,
+    image_model: str | None = ImageModelOption,
+    text_model: str | None = TextModelOption,
     no_web: bool = typer.Option(False, "--no-web", help="Serve the API only, no chat page."),
 ) -> None:
     """Serve the assistant: OpenAI-compatible API at /v1 and the web chat page at /.
