@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
 from pydicom.pixels import pixel_array as dicom_pixel_array
 
-from medgraph.errors import ImageLoadError
+from medgraph.errors import ImageLoadError, ImageTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -413,12 +413,26 @@ def _load_bytes(
     )
 
 
+def _too_large_to_decode(
+    label: str, error: Image.DecompressionBombError, max_pixels: int
+) -> ImageTooLargeError:
+    """Pillow's own bomb guard fired (before ours could read the size); its message has it."""
+    stated = re.search(r"\((\d+) pixels\)", str(error))
+    return ImageTooLargeError(
+        f"{label}: image is too large to decode safely ({_reason(error)}); downscale it",
+        pixels=int(stated.group(1)) if stated else None,
+        max_pixels=max_pixels,
+    )
+
+
 def _check_pixel_count(width: int, height: int, *, max_pixels: int, label: str) -> None:
     if width * height > max_pixels:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             f"{label}: image is {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (decompression-bomb guard); downscale it, or raise max_pixels if "
-            "the file is trusted"
+            "the file is trusted",
+            pixels=width * height,
+            max_pixels=max_pixels,
         )
 
 
@@ -438,9 +452,7 @@ def _decode_with_pillow(
     try:
         opened = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(
-            f"{label}: image is too large to decode safely ({_reason(exc)}); downscale it"
-        ) from exc
+        raise _too_large_to_decode(label, exc, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(
             f"{label}: not a recognised image (supported: {_PILLOW_FORMAT_NAMES} or DICOM); "
@@ -467,9 +479,7 @@ def _decode_with_pillow(
             opened.load()
             rgb = _pil_to_rgb(ImageOps.exif_transpose(opened) or opened)
         except Image.DecompressionBombError as exc:
-            raise ImageLoadError(
-                f"{label}: image is too large to decode safely ({_reason(exc)}); downscale it"
-            ) from exc
+            raise _too_large_to_decode(label, exc, max_pixels) from exc
         except Exception as exc:
             raise ImageLoadError(
                 f"{label}: {fmt} image data is truncated or corrupt ({_reason(exc)}); "

@@ -27,6 +27,18 @@ class ImageLoadError(MedgraphError):
     """A file or payload given as an image could not be decoded safely."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than allowed (found from its header, before any decoding).
+
+    ``pixels`` is None when only the decoder's own bomb guard knows the size.
+    """
+
+    def __init__(self, message: str, *, pixels: int | None, max_pixels: int) -> None:
+        super().__init__(message)
+        self.pixels = pixels
+        self.max_pixels = max_pixels
+
+
 class IngestError(MedgraphError):
     """A literature file could not be read or indexed."""
 

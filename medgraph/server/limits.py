@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medgraph.agents.images import load_image
-from medgraph.errors import ImageLoadError
+from medgraph.errors import ImageLoadError, ImageTooLargeError
 from medgraph.server.auth import send_json_error
 from medgraph.server.errors import ApiError
 
-_DICOM_MAGIC_OFFSET = 128
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
 
 
@@ -81,25 +79,6 @@ class BodySizeLimitMiddleware:
                 raise
 
 
-def _declared_pixels(data: bytes) -> int | None:
-    """Width x height (x frames) from the image header, without decoding pixels; None if unknown."""
-    if data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM":
-        import pydicom
-
-        try:
-            dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            return int(dataset.Rows) * int(dataset.Columns)
-        except Exception:
-            return None  # load_image reports what is wrong with the file
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:  # reads the header only
-            return int(opened.width) * int(opened.height)
-    except Exception:
-        return None
-
-
 def data_url_bytes(url: str) -> bytes:
     """The bytes of a ``data:`` URL; 400 for any other URL (nothing is fetched or read)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -146,16 +125,16 @@ def save_data_url_image(url: str, folder: Path, number: int, *, max_pixels: int)
     413; anything that does not decode as PNG, JPEG, DICOM (or another safe format) is 400.
     """
     data = data_url_bytes(url)
-    pixels = _declared_pixels(data)
-    if pixels is not None and pixels > max_pixels:
-        raise ApiError(
-            413,
-            f"image {number} has {pixels} pixels, over the server's limit of {max_pixels}; "
-            "downscale it (or raise server.max_image_pixels)",
-            "image_too_large",
-        )
     try:
         loaded = load_image(data, max_pixels=max_pixels, name=f"image-{number}")
+    except ImageTooLargeError as error:
+        size = f"has {error.pixels} pixels" if error.pixels else "is too large to decode safely"
+        raise ApiError(
+            413,
+            f"image {number} {size}, over the server's limit of {error.max_pixels}; downscale "
+            "it (or raise server.max_image_pixels)",
+            "image_too_large",
+        ) from error
     except ImageLoadError as error:
         raise ApiError(400, f"image {number}: {error}", "invalid_image") from error
     path = folder / f"image-{number}{_EXTENSIONS.get(loaded.media_type, '.img')}"

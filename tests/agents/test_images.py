@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -33,8 +31,8 @@ from medgraph.agents.images import (
     load_image,
     load_image_block,
 )
-from medgraph.errors import ImageLoadError
-from tests.support import shared_data_dir
+from medgraph.errors import ImageLoadError, ImageTooLargeError
+from tests.support import png_header_only, shared_data_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -503,22 +501,6 @@ def test_data_url_rejects_unknown_format() -> None:
 # --- errors -----------------------------------------------------------------------------------
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height but whose pixel data is a few bytes."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError, match=r"nothere\.png: image file not found"):
         load_image(tmp_path / "nothere.png")
@@ -563,7 +545,7 @@ def test_pixel_limit_applies_to_real_images() -> None:
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     # 60M pixels claimed: over the default limit, under Pillow's own bomb threshold; the data is
     # a few bytes, so decoding would fail with "truncated" instead of the limit message.
-    claimed = _png_header_only(10_000, 6_000)
+    claimed = png_header_only(10_000, 6_000)
     assert DEFAULT_MAX_PIXELS < 10_000 * 6_000
     started = time.perf_counter()
     with pytest.raises(ImageLoadError, match=r"10000x6000 = 60,000,000 pixels, over the limit"):
@@ -573,7 +555,16 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
 
 def test_pillow_decompression_bomb_is_an_image_load_error() -> None:
     with pytest.raises(ImageLoadError, match="too large to decode safely"):
-        load_image(_png_header_only(40_000, 40_000), max_pixels=10**10)
+        load_image(png_header_only(40_000, 40_000), max_pixels=10**10)
+
+
+def test_too_many_pixels_is_image_too_large_with_the_counts() -> None:
+    with pytest.raises(ImageTooLargeError) as ours:
+        load_image(png_header_only(10_000, 6_000), max_pixels=1_000_000)
+    assert (ours.value.pixels, ours.value.max_pixels) == (60_000_000, 1_000_000)
+    with pytest.raises(ImageTooLargeError) as pillows:  # Pillow's own bomb guard fires first
+        load_image(png_header_only(40_000, 40_000), max_pixels=10**10)
+    assert pillows.value.pixels == 40_000 * 40_000
 
 
 def test_dicom_pixel_limit_is_checked_before_decoding() -> None:

@@ -4,6 +4,7 @@ thread isolation under 20 concurrent chats."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -39,7 +40,7 @@ from tests.server.api_support import (
     running,
     user_message,
 )
-from tests.support import shared_data_dir
+from tests.support import png_header_only, shared_data_dir
 
 QUESTION = dev_questions(1)[0]["question"]
 MAX_BODY = 2 * 1024 * 1024
@@ -197,6 +198,12 @@ def test_image_over_the_pixel_limit_is_413(server: Server) -> None:
         response = chat(client, user_message(QUESTION, png_data_url(2000, 1500)))
     error = assert_error(response, 413, "image_too_large")
     assert "3000000 pixels" in error["message"]
+    # Past Pillow's own decompression-bomb guard: still 413, never a decode attempt.
+    bomb = base64.b64encode(png_header_only(40_000, 40_000)).decode()
+    with server.client() as client:
+        response = chat(client, user_message(QUESTION, f"data:image/png;base64,{bomb}"))
+    error = assert_error(response, 413, "image_too_large")
+    assert "1600000000 pixels" in error["message"]
 
 
 def test_full_generation_gate_is_429_with_retry_after(tmp_path: Path) -> None:
