@@ -11,6 +11,7 @@ Threads persist in a SQLite checkpointer (``settings.home/checkpoints.sqlite``) 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
@@ -20,6 +21,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from medgraph.agents.images import load_image
@@ -107,6 +109,16 @@ class Assistant:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @functools.cached_property
+    def research_graph(self) -> CompiledStateGraph:
+        """The research graph over this assistant's models, index and checkpointer (compiled once,
+        on first use)."""
+        from medgraph.graphs.research import build_research_graph_from_parts
+
+        return build_research_graph_from_parts(
+            self.parts, self.settings.research, checkpointer=self.checkpointer
+        )
 
     @property
     def engine(self) -> str:

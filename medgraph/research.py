@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
 from pydantic import ValidationError
 
 from medgraph.errors import ConfigurationError, MedgraphError
@@ -33,7 +33,6 @@ from medgraph.graphs.research import (
     ReportVerification,
     SubQuestion,
     build_research_graph,
-    build_research_graph_from_parts,
     parse_decision,
     plan_markdown,
 )
@@ -55,7 +54,6 @@ __all__ = [
     "UnknownResearchThreadError",
     "build_research_graph",
     "load_research",
-    "research_graph",
     "resume_research",
     "run_research",
     "stream_research",
@@ -77,13 +75,6 @@ class ResearchThreadExistsError(MedgraphError):
     """A new research run was asked to use a thread id that is already taken."""
 
 
-def research_graph(assistant: Assistant) -> CompiledStateGraph:
-    """The research graph over the assistant's models and index, with its checkpointer."""
-    return build_research_graph_from_parts(
-        assistant.parts, assistant.settings.research, checkpointer=assistant.checkpointer
-    )
-
-
 def _budgets(base: ResearchSettings, overrides: dict[str, Any]) -> ResearchSettings:
     unknown = set(overrides) - set(ResearchSettings.model_fields)
     if unknown:
@@ -103,11 +94,8 @@ def _config(thread_id: str, budgets: ResearchSettings) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}, "max_concurrency": budgets.max_parallel}
 
 
-def _outcome(
-    graph: CompiledStateGraph, config: RunnableConfig, thread_id: str, engine: str
-) -> Report:
+def _outcome(snapshot: StateSnapshot, thread_id: str, engine: str) -> Report:
     """The report of a finished run, or the plan of one waiting at approval."""
-    snapshot = graph.get_state(config)
     values = snapshot.values
     if snapshot.interrupts:
         plan: list[SubQuestion] = list(values.get("plan", []))
@@ -149,7 +137,7 @@ def stream_research(
             "older adults'"
         )
     settings = _budgets(assistant.settings.research, budgets)
-    graph = research_graph(assistant)
+    graph = assistant.research_graph
     thread = thread_id or f"research-{uuid.uuid4().hex}"
     config = _config(thread, settings)
     if thread_id is not None and graph.get_state(config).values:
@@ -160,7 +148,7 @@ def stream_research(
     state = {"topic": topic.strip(), "approve_plan": approve_plan, "budgets": settings}
     for event in graph.stream(state, config, stream_mode="custom"):
         yield "custom", event
-    yield "report", _outcome(graph, config, thread, assistant.engine)
+    yield "report", _outcome(graph.get_state(config), thread, assistant.engine)
 
 
 def _last_report(stream: Iterator[tuple[str, Any]], on_event: EventHandler | None) -> Report:
@@ -193,8 +181,8 @@ def run_research(
     return _last_report(stream, on_event)
 
 
-def _waiting(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
-    """The checkpointed values of research thread ``thread_id`` (which must exist)."""
+def _checkpointed(graph: CompiledStateGraph, thread_id: str) -> StateSnapshot:
+    """The checkpointed state of research thread ``thread_id`` (which must exist)."""
     snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
     if not snapshot.values or "topic" not in snapshot.values:
         raise UnknownResearchThreadError(
@@ -202,15 +190,13 @@ def _waiting(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
             "`medgraph research TOPIC --approve` (or Assistant.research(..., approve_plan=True)) "
             "and use the thread id it prints"
         )
-    return dict(snapshot.values)
+    return snapshot
 
 
 def load_research(assistant: Assistant, thread_id: str) -> Report:
     """The current report of research thread ``thread_id``: finished, cancelled or awaiting."""
-    graph = research_graph(assistant)
-    values = _waiting(graph, thread_id)
-    budgets = values.get("budgets") or assistant.settings.research
-    return _outcome(graph, _config(thread_id, budgets), thread_id, assistant.engine)
+    snapshot = _checkpointed(assistant.research_graph, thread_id)
+    return _outcome(snapshot, thread_id, assistant.engine)
 
 
 def stream_resume(
@@ -222,11 +208,11 @@ def stream_resume(
     strings or ``{"question", "why"}`` mappings). An edited plan with no items raises
     :class:`EmptyPlanError` and leaves the run waiting.
     """
-    graph = research_graph(assistant)
-    values = _waiting(graph, thread_id)
-    budgets = values.get("budgets") or assistant.settings.research
-    config = _config(thread_id, budgets)
-    if not graph.get_state(config).interrupts:
+    graph = assistant.research_graph
+    snapshot = _checkpointed(graph, thread_id)
+    values = snapshot.values
+    config = _config(thread_id, values.get("budgets") or assistant.settings.research)
+    if not snapshot.interrupts:
         status = values["report"].status if isinstance(values.get("report"), Report) else "running"
         raise NotAwaitingApprovalError(
             f"research thread {thread_id!r} is not waiting for plan approval (status: {status}); "
@@ -235,7 +221,7 @@ def stream_resume(
     resume = parse_decision(decision)
     for event in graph.stream(Command(resume=resume.model_dump()), config, stream_mode="custom"):
         yield "custom", event
-    yield "report", _outcome(graph, config, thread_id, assistant.engine)
+    yield "report", _outcome(graph.get_state(config), thread_id, assistant.engine)
 
 
 def resume_research(
