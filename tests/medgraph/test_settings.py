@@ -45,3 +45,17 @@ def test_invalid_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDGRAPH_MODELS__QUANTIZATION", "3bit")
     with pytest.raises(ValueError, match="quantization"):
         Settings()
+
+
+def test_cli_names_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medgraph.cli import main
+
+    monkeypatch.setenv("MEDGRAPH_SERVER__PORT", "abc")
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--model", "none"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert "server.port (MEDGRAPH_SERVER__PORT='abc')" in error and "valid integer" in error
