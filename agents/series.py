@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -397,7 +397,6 @@ def prepare_series(
     max_slices: int = DEFAULT_MAX_SLICES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     label: str = "series",
-    progress: Callable[[int, int], None] | None = None,
 ) -> PreparedSeries:
     """Order, check, sample and window one series (see the module docstring)."""
     ordered = order_slices(headers, label=label)
@@ -407,11 +406,9 @@ def prepare_series(
     images: list[Image.Image] = []
     if modality == "CT":
         windowing = "CT windows as RGB: wide -1024..1024 HU, soft tissue -135..215, brain 0..80"
-        for done, index in enumerate(picked, start=1):
+        for index in picked:
             hu = _modality_values(ordered.headers[index], max_pixels)
             images.append(_reduced(ct_windows_rgb(hu)))
-            if progress:
-                progress(done, len(picked))
     else:
         # Percentiles of a subsample of every shown slice first (one slice in memory at a time),
         # then the window applied to each slice on a second read.
@@ -424,11 +421,9 @@ def prepare_series(
         low, high = (float(v) for v in np.percentile(np.concatenate(samples), MR_PERCENTILES))
         del samples
         windowing = "one window per volume: 0.5th..99.5th percentile"
-        for done, index in enumerate(picked, start=1):
+        for index in picked:
             values = _modality_values(ordered.headers[index], max_pixels)
             images.append(_reduced(_window_grey(values, low, high)))
-            if progress:
-                progress(done, len(picked))
     return PreparedSeries(
         key=hashlib.sha256(f"{first.study_key}:{first.series_key}".encode()).hexdigest(),
         study_key=first.study_key,
@@ -456,7 +451,6 @@ def load_study(
     max_bytes: int = DEFAULT_MAX_STUDY_BYTES,
     max_files: int = DEFAULT_MAX_STUDY_FILES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: Callable[[int, int], None] | None = None,
 ) -> list[Study]:
     """Read a study folder or zip into its studies (usually one), oldest first.
 
@@ -484,9 +478,7 @@ def load_study(
         by_study.setdefault(header.study_key, []).append(header)
     studies = []
     for study_headers in by_study.values():
-        studies.append(
-            _study(study_headers, max_slices=max_slices, max_pixels=max_pixels, progress=progress)
-        )
+        studies.append(_study(study_headers, max_slices=max_slices, max_pixels=max_pixels))
     if skipped:
         studies[0].warnings.append(f"{skipped} file(s) that are not DICOM images were skipped")
     studies.sort(key=lambda s: s.when)
@@ -498,7 +490,6 @@ def _study(
     *,
     max_slices: int,
     max_pixels: int,
-    progress: Callable[[int, int], None] | None,
 ) -> Study:
     first = headers[0]
     study = Study(
@@ -522,7 +513,6 @@ def _study(
                 max_slices=max_slices,
                 max_pixels=max_pixels,
                 label=f"series {number}",
-                progress=progress,
             )
             study.series.append(prepared)
             study.warnings.extend(prepared.warnings)

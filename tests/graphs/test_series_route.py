@@ -214,3 +214,27 @@ def test_phi_never_reaches_prompts_answers_events_or_checkpoints(
     with Assistant(settings, text_model=model, image_model=model, index=index) as again:
         follow_up = again.ask("Is that finding common?", thread_id=thread, create=False)
     assert follow_up.kind in {"answer", "no_evidence"} and follow_up.findings == []
+
+
+def test_triage_knows_a_study_from_a_picture(tmp_path: Path) -> None:
+    from medgraph.graphs.attachments import attach
+    from medgraph.graphs.image_reading import image_mode
+    from medgraph.graphs.safety import triage_by_rules
+
+    series_dir = write_series(tmp_path / "ct", slices=40, rows=32, columns=32)
+    current, prior = write_cxr_pair(tmp_path / "pair", CXR[:2])
+    cases = {
+        "series": [series_dir],
+        "comparison": [current, prior],
+        "views": CXR[:2],
+        "image": CXR[:1],
+    }
+    for expected, sources in cases.items():
+        refs, attachments = attach(sources)
+        assert len(attachments) == len(refs)
+        assert image_mode(refs) == expected
+        decision = triage_by_rules(
+            "What does this show?", has_images=True, image_mode=image_mode(refs)
+        )
+        assert f"image_is_subject:{expected}" in decision.reasons
+        assert not decision.ambiguous
