@@ -7,9 +7,24 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.dicom_series import PlantedPHI, write_cxr_pair, write_series
 from tests.medgraph.test_cli_assistant import run_cli
 from tests.support import shared_data_dir
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of 15 PubMedQA abstracts, built by ``medgraph ingest`` (under a minute)."""
+    root = tmp_path_factory.mktemp("series-cli-index")
+    corpus = shared_data_dir() / "pubmedqa" / "corpus.jsonl"
+    with corpus.open() as source:
+        lines = [next(source) for _ in range(15)]
+    (root / "small.jsonl").write_text("".join(lines))
+    result = run_cli("ingest", str(root / "small.jsonl"), "--index", str(root / "index"), cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "index"
 
 
 def _stored_text(home: Path) -> str:
@@ -19,8 +34,8 @@ def _stored_text(home: Path) -> str:
     return b"".join(p.read_bytes() for p in files).decode("latin-1")
 
 
-def test_ct_series_folder_goes_through_the_series_reader(  # type: ignore[no-untyped-def]
-    tmp_path: Path, pubmedqa_corpus, tiny_multimodal: str
+def test_ct_series_folder_goes_through_the_series_reader(
+    tmp_path: Path, small_index: Path, tiny_multimodal: str
 ) -> None:
     phi = PlantedPHI()
     series = write_series(tmp_path / "in" / phi.file_stem, slices=120, phi=phi, missing=[30])
@@ -32,7 +47,7 @@ def test_ct_series_folder_goes_through_the_series_reader(  # type: ignore[no-unt
         "--model",
         tiny_multimodal,
         "--index",
-        str(pubmedqa_corpus.index_dir),
+        str(small_index),
         "--json",
         cwd=tmp_path,
         MEDGRAPH_MODELS__MAX_NEW_TOKENS="24",
@@ -51,12 +66,12 @@ def test_ct_series_folder_goes_through_the_series_reader(  # type: ignore[no-unt
             assert value.lower() not in output.lower(), value
 
 
-def test_prior_current_pair_is_a_comparison_and_a_bad_zip_is_one_line(  # type: ignore[no-untyped-def]
-    tmp_path: Path, pubmedqa_corpus
+def test_prior_current_pair_is_a_comparison_and_a_bad_zip_is_one_line(
+    tmp_path: Path, small_index: Path
 ) -> None:
     pngs = sorted((shared_data_dir() / "images" / "nih-cxr14").glob("*.png"))
     current, prior = write_cxr_pair(tmp_path / "pair", pngs[:2])
-    index = str(pubmedqa_corpus.index_dir)
+    index = str(small_index)
     result = run_cli(
         "ask",
         "Has the chest changed?",
