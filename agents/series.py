@@ -468,6 +468,9 @@ def load_study(
             skipped += 1
         else:
             headers.append(header)
+    if not headers and len(files) == 1:
+        # One file that is not a DICOM image: the image loader says precisely why.
+        load_image(files[0].read(), max_pixels=max_pixels, name="image")
     if not headers:
         raise ImageLoadError(
             f"{source}: no DICOM images among {len(files)} file(s); pass a folder or zip of "
