@@ -28,6 +28,7 @@ import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -41,6 +42,7 @@ from medgraph.agents.study_input import (
     DEFAULT_MAX_STUDY_BYTES,
     DEFAULT_MAX_STUDY_FILES,
     StudyFile,
+    is_dicom_file,
     study_files,
 )
 from medgraph.errors import ImageLoadError, SeriesGeometryError
@@ -468,9 +470,10 @@ def load_study(
             skipped += 1
         else:
             headers.append(header)
-    if not headers and len(files) == 1:
-        # One file that is not a DICOM image: the image loader says precisely why.
-        load_image(files[0].read(), max_pixels=max_pixels, name="image")
+    if not headers and is_dicom_file(Path(os.fspath(source))):
+        # A lone DICOM file that is not an image (a report, a DICOMDIR): the image loader says
+        # precisely what it is.
+        load_image(Path(os.fspath(source)), max_pixels=max_pixels)
     if not headers:
         raise ImageLoadError(
             f"{source}: no DICOM images among {len(files)} file(s); pass a folder or zip of "

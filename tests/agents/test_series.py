@@ -202,3 +202,19 @@ def test_phi_tags_stay_out_of_everything_prepared(tmp_path: Path) -> None:
     )
     for value in phi.values():
         assert value.lower() not in shown.lower()
+
+
+def test_a_lone_dicom_file_without_pixels_gets_the_loaders_reason(tmp_path: Path) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report = FileDataset(str(tmp_path / "sr.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    report.SOPClassUID = meta.MediaStorageSOPClassUID
+    report.Modality = "SR"
+    report.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    with pytest.raises(ImageLoadError, match="no pixel data"):
+        load_study(tmp_path / "sr.dcm")
