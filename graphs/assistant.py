@@ -32,9 +32,19 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send, StateSnapshot, interrupt
 
 from medgraph.agents.extractive import EXTRACTIVE_LABEL, extractive_answer
-from medgraph.agents.images import LoadedImage, image_to_data_url, load_image
+from medgraph.agents.images import LoadedImage, image_to_data_url
+from medgraph.agents.series import PreparedSeries
 from medgraph.errors import MedgraphError
+from medgraph.graphs.attachments import run_attachments
 from medgraph.graphs.config import GraphSettings
+from medgraph.graphs.image_reading import (
+    image_mode,
+    plan_readings,
+    reading_message,
+    reading_scope,
+    series_message,
+    unread_text,
+)
 from medgraph.graphs.prompts import IMAGE_PROMPT, JUDGE_PROMPT, REASON_SYSTEM, WRITE_SYSTEM
 from medgraph.graphs.safety import (
     NOT_FOR_CLINICAL_USE,
@@ -211,7 +221,9 @@ def _evidence_block(evidence: Sequence[Evidence]) -> str:
 
 def _findings_block(findings: Sequence[Finding]) -> str:
     return "\n".join(
-        fence_untrusted(f"finding {f.image_id}", f.text) for f in findings if f.text.strip()
+        fence_untrusted(f"finding {f.scope or f.image_id}", f.text)
+        for f in findings
+        if f.text.strip()
     )
 
 
@@ -223,7 +235,9 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         question: str, history: Sequence[str], images: Sequence[ImageRef], *, may_clarify: bool
     ) -> dict[str, Any]:
         """Triage's state update for ``question``: route flags and fresh per-question state."""
-        decision = triage_by_rules(question, has_images=bool(images), history=history)
+        decision = triage_by_rules(
+            question, has_images=bool(images), history=history, image_mode=image_mode(images)
+        )
         ask = may_clarify and config.clarify_ambiguous and decision.ambiguous
         # Not asking (disabled, or already asked once this turn): search with what we have.
         literature = decision.needs_literature or (decision.ambiguous and not ask)
@@ -325,38 +339,58 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         )
         return {"route": ["decline"], "answer": answer, "messages": [AIMessage(answer.text)]}
 
-    def describe_image(image: LoadedImage, focus: str) -> str:
+    def model_name() -> str:
+        return str(getattr(parts.image_model, "model", None) or parts.engine)
+
+    def describe_image(target: LoadedImage | PreparedSeries, focus: str) -> str:
+        """The image reader on one image or series (the ``analyze_image`` tool's reader)."""
         if parts.image_model is None:
-            suffix = f" Image metadata: {image.describe()}." if image.describe() else ""
+            summary = target.describe()
+            noun = "series" if isinstance(target, PreparedSeries) else "image"
+            suffix = f" Image metadata: {summary}." if summary else ""
             return (
-                "No image model is configured (extractive engine); the image was not read." + suffix
+                f"No image model is configured (extractive engine); the {noun} was not read."
+                + suffix
             )
         # Images travel as data URLs: no model ever sees a file path.
-        message = HumanMessage(
-            content=[
-                {"type": "image", "url": image_to_data_url(image)},
-                {"type": "text", "text": IMAGE_PROMPT.format(question=focus)},
-            ]
-        )
+        if isinstance(target, PreparedSeries):
+            message = series_message(target, focus)
+        else:
+            message = HumanMessage(
+                content=[
+                    {"type": "image", "url": image_to_data_url(target)},
+                    {"type": "text", "text": IMAGE_PROMPT.format(question=focus)},
+                ]
+            )
         reply = parts.image_model.invoke([message])
         return reply.text.strip()
-
-    @functools.lru_cache(maxsize=16)
-    def decode(path: str, name: str, sha256: str) -> LoadedImage:
-        # sha256 is part of the key: the reasoner's every step reuses one decode per image.
-        return load_image(path, name=name)
-
-    def decoded(ref: ImageRef) -> LoadedImage:
-        return decode(ref.path, ref.name, ref.sha256)
 
     def read_images(state: AssistantState) -> dict[str, Any]:
         findings = []
         question = state.get("question", "")
-        for ref in state.get("images", []):
-            _emit("read_image", image_id=ref.image_id)
-            text = describe_image(decoded(ref), question)
-            model = getattr(parts.image_model, "model", None) or parts.engine
-            findings.append(Finding(image_id=ref.image_id, text=text, model=str(model)))
+        attachments = run_attachments()
+        for reading in plan_readings(state.get("images", [])):
+            _emit(
+                "read_image",
+                image_id=reading.image_id,
+                kind=reading.kind,
+                images=sum(len(ref.slice_numbers) or 1 for ref in reading.refs),
+            )
+            if parts.image_model is None:
+                text = unread_text(reading)
+            else:
+                items = [attachments.get(ref) for ref in reading.refs]
+                reply = parts.image_model.invoke([reading_message(reading, items, question)])
+                text = reply.text.strip()
+            findings.append(
+                Finding(
+                    image_id=reading.image_id,
+                    text=text,
+                    model=model_name(),
+                    kind=reading.kind,
+                    scope=reading_scope(reading),
+                )
+            )
         return {"findings": findings, "route": ["read_images"]}
 
     def search(query: str) -> list[Evidence]:
@@ -386,7 +420,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if parts.index is not None
         else None
     )
-    ImageKey = tuple[tuple[str, str, str, str], ...]
+    ImageKey = tuple[tuple[str, str, str | None], ...]
     ToolsetKey = tuple[ImageKey, tuple[int, ...]]
 
     # Building tool schemas and binding them to the model costs milliseconds per reasoning step
@@ -399,8 +433,13 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if search_tool is not None:
             tools.insert(0, search_tool)
         if images:
-            loaded = {image_id: decode(path, name, sha) for image_id, path, name, sha in images}
-            tools.append(build_analyze_image_tool(loaded, describe_image))
+            attachments = run_attachments()
+            loaded = {image_id: attachments.lookup(image_id, sha) for image_id, sha, _ in images}
+            studies: dict[str, list[str]] = {}
+            for image_id, _, study_id in images:
+                if study_id:
+                    studies.setdefault(study_id, []).append(image_id)
+            tools.append(build_analyze_image_tool(loaded, describe_image, studies))
         return tuple(tools)
 
     @functools.lru_cache(maxsize=16)
@@ -409,9 +448,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         return parts.text_model.bind_tools(list(toolset(key)), tool_choice="auto")
 
     def toolset_key(state: AssistantState) -> ToolsetKey:
-        images = tuple(
-            (ref.image_id, ref.path, ref.name, ref.sha256) for ref in state.get("images", [])
-        )
+        images = tuple((ref.image_id, ref.sha256, ref.study_id) for ref in state.get("images", []))
         return images, tuple(id(tool) for tool in parts.extra_tools)
 
     def tools_for(state: AssistantState) -> list[BaseTool]:

@@ -30,6 +30,16 @@ class GraphSettings(BaseModel):
         default=True,
         description="Ask one clarifying question when triage finds the question ambiguous.",
     )
+    max_series_slices: int = Field(
+        default=85,
+        ge=1,
+        le=1000,
+        description="Slices of a CT/MR series shown to the image model, sampled evenly.",
+    )
+    max_study_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest study folder or zip (uncompressed bytes)."
+    )
+    max_study_files: int = Field(default=5000, ge=1, description="Most files in one study.")
     checkpoint_url: str | None = Field(
         default=None,
         description="postgresql://... for a shared Postgres checkpointer; SQLite file otherwise.",

@@ -30,3 +30,31 @@ JUDGE_PROMPT = (
     'Does the quoted passage support the claim? Answer with JSON {{"supported": true}} or '
     '{{"supported": false}}.\nClaim: {claim}\n{passages}'
 )
+
+SERIES_PROMPT = (
+    "The {shown} images below are slices of one {description}, in order from the first slice to "
+    "the last: {shown} of its {slice_count} slices, sampled evenly{spacing}. {windowing} Each "
+    "image is followed by its label SLICE n. Describe the medically relevant findings in two or "
+    "three sentences and say which slices (SLICE numbers) show each one. Do not give a "
+    "diagnosis with certainty."
+)
+
+CT_WINDOWING_NOTE = (
+    "Each slice shows three CT windows as colour channels: red wide (-1024 to 1024 HU), green "
+    "soft tissue (-135 to 215 HU), blue brain (0 to 80 HU)."
+)
+
+VIEWS_PROMPT = (
+    "The {count} images below are views of one examination ({views}). Read them together and "
+    "describe the medically relevant findings in two or three sentences, naming the view that "
+    "shows each. Do not give a diagnosis with certainty."
+)
+
+COMPARISON_PROMPT = (
+    "The images below are two studies of the same patient and modality: first the PRIOR study, "
+    "then the CURRENT study ({description}). Compare them: describe what is new, resolved, "
+    "better, worse or unchanged in the current study, in two or three sentences. Do not give a "
+    "diagnosis with certainty."
+)
+
+QUESTION_LINE = "Question: {question}"

@@ -1066,7 +1066,11 @@ def _subject_question(normalised: str) -> str:
 
 
 def triage_by_rules(
-    question: str, *, has_images: bool, history: Sequence[str] = ()
+    question: str,
+    *,
+    has_images: bool,
+    history: Sequence[str] = (),
+    image_mode: str | None = None,
 ) -> TriageDecision:
     """Route one user turn by rules: emergency, greeting, out of scope, calculator, ambiguous, or
     a question for the literature.
@@ -1075,13 +1079,17 @@ def triage_by_rules(
     ambiguity ("what about the dose?" after a question naming a drug). Only the current turn is
     searched for a new emergency; when the last earlier turn was one, a bare follow-up ("help",
     "what should I do now?") gets the emergency route again. With ``has_images`` the attached
-    image is the subject, so "what does this show?" is not ambiguous.
+    image is the subject, so "what does this show?" is not ambiguous. ``image_mode`` says what
+    is attached (``image``, ``views``, ``series`` or ``comparison``, see
+    :func:`medgraph.graphs.image_reading.image_mode`) and is recorded in the reasons as
+    ``image_is_subject:<mode>``.
     """
+    subject = f"image_is_subject:{image_mode}" if image_mode else "image_is_subject"
     normalised = _normalise(question)
     reasons: list[str] = []
     if not normalised:
         if has_images:
-            return _decision(reasons=["image_is_subject", "literature"], needs_literature=True)
+            return _decision(reasons=[subject, "literature"], needs_literature=True)
         return _decision(
             reasons=["empty_question"],
             clarifying_question="What would you like to ask? Please type your question.",
@@ -1123,7 +1131,7 @@ def triage_by_rules(
         return _decision(reasons=[*reasons, "out_of_scope"], out_of_scope=True)
 
     if has_images:
-        reasons.append("image_is_subject")
+        reasons.append(subject)
     else:
         clarifying = _clarify(question, normalised, history, reasons)
         if clarifying is not None:

@@ -1,7 +1,8 @@
 """Typed state of the assistant graph, and the answer it returns.
 
-State holds only serialisable values: messages, image references (ids, paths, hashes — never PIL
-objects), findings, evidence, the draft, the final answer, the route taken and step counters.
+State holds only serialisable values: messages, image references (ids, content hashes and
+non-identifying metadata — never file paths, file names or PIL objects), findings, evidence, the
+draft, the final answer, the route taken and step counters.
 Evidence merges by chunk id and keeps first-come citation numbers, so parallel branches and later
 retrieval rounds never renumber what an earlier step already cited.
 """
@@ -20,22 +21,45 @@ from medgraph.knowledge.types import Evidence
 
 
 class ImageRef(BaseModel):
-    """An attached image: the id the model may name, and where the application put the file."""
+    """An attached image or DICOM series: the id the model may name and what may be said about it.
+
+    No file path or file name is kept (either may carry a patient's name): the decoded pixels
+    live in the run's :class:`~medgraph.graphs.attachments.Attachments`, found by ``sha256``.
+    Every field here is non-identifying: modality, body part, view, orientation, slice count,
+    spacing, and study labels that give only the relative order of studies.
+    """
 
     image_id: str
-    path: str
+    """``img-N`` for a 2D image, ``series-N`` for a volume series."""
     sha256: str
-    name: str
+    kind: Literal["image", "series"] = "image"
     description: str = ""
-    """Non-identifying DICOM description (modality, body part, view), or ""."""
+    """Non-identifying description (modality, body part, view; slices and spacing), or ""."""
+    study_id: str | None = None
+    """``study-N`` when the image came from a DICOM study."""
+    role: Literal["prior", "current"] | None = None
+    """Set when two studies of one patient and modality are compared (by study date order)."""
+    slice_count: int = 0
+    """Slices in the ordered series (series only)."""
+    slice_numbers: list[int] = Field(default_factory=list)
+    """Series slice numbers (1-based) of the slices shown to the model, in order."""
+    positions_mm: list[float] | None = None
+    """Distance of each shown slice from the first slice along the slice normal."""
+    spacing_mm: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+    """Geometry warnings (missing or duplicate slices), naming slices by number only."""
 
 
 class Finding(BaseModel):
-    """What the image reader saw in one image."""
+    """What the image reader saw in one image, series, set of views or comparison."""
 
     image_id: str
+    """The id read (``img-1``, ``series-1``), or ids joined by ``+`` for views and comparisons."""
     text: str
     model: str
+    kind: Literal["image", "series", "views", "comparison"] = "image"
+    scope: str = ""
+    """Where the finding came from, e.g. ``series-1 (CT chest axial), slices 1-120 of 120``."""
 
 
 class Answer(BaseModel):

@@ -24,13 +24,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from medgraph.agents.images import load_image
 from medgraph.errors import MedgraphError
 from medgraph.graphs.assistant import (
     build_graph_from_parts,
     parts_from_settings,
     pending_clarification,
 )
+from medgraph.graphs.attachments import ATTACHMENTS_KEY, Attachments, attach
 from medgraph.graphs.checkpoint import open_checkpointer
 from medgraph.graphs.state import Answer, ImageRef
 from medgraph.settings import Settings
@@ -49,23 +49,6 @@ class EmptyQuestionError(MedgraphError):
 
 class ClarificationPendingError(MedgraphError):
     """Images were attached to a reply to a clarifying question (the reply must be text)."""
-
-
-def image_refs(images: Sequence[str | Path]) -> list[ImageRef]:
-    """Check each image file (it must decode) and describe it for the graph state."""
-    refs = []
-    for number, path in enumerate(images, start=1):
-        loaded = load_image(path)
-        refs.append(
-            ImageRef(
-                image_id=f"img-{number}",
-                path=str(Path(path).resolve()),
-                sha256=loaded.sha256,
-                name=loaded.name,
-                description=loaded.describe(),
-            )
-        )
-    return refs
 
 
 class Assistant:
@@ -137,6 +120,17 @@ class Assistant:
         snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         return pending_clarification(snapshot, self.engine, thread_id)
 
+    def attach(self, images: Sequence[str | Path]) -> tuple[list[ImageRef], Attachments]:
+        """Read image files, DICOM files, study folders and zips (see
+        :func:`medgraph.graphs.attachments.attach`) with this assistant's limits."""
+        graph = self.settings.graph
+        return attach(
+            images,
+            max_slices=graph.max_series_slices,
+            max_study_bytes=graph.max_study_bytes,
+            max_study_files=graph.max_study_files,
+        )
+
     def _prepare(
         self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
     ) -> tuple[dict[str, Any] | Command[Any], RunnableConfig, str]:
@@ -160,7 +154,11 @@ class Assistant:
                         "Reply without images, or start a new conversation to attach them"
                     )
                 return Command(resume=question.strip()), config, thread
-        state = {"messages": [HumanMessage(question.strip())], "images": image_refs(images)}
+        refs, attachments = self.attach(images)
+        # The pixels travel in the run's config, which LangGraph never checkpoints; state holds
+        # only ids, hashes and non-identifying metadata.
+        config["configurable"][ATTACHMENTS_KEY] = attachments
+        state = {"messages": [HumanMessage(question.strip())], "images": refs}
         return state, config, thread
 
     def _answer(self, config: RunnableConfig, thread: str) -> Answer:

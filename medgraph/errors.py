@@ -39,6 +39,18 @@ class ImageTooLargeError(ImageLoadError):
         self.max_pixels = max_pixels
 
 
+class SeriesGeometryError(ImageLoadError):
+    """A DICOM series cannot be stacked into one volume (mixed orientations, no slice order)."""
+
+
+class StudyTooLargeError(ImageLoadError):
+    """A study folder or zip holds more bytes or files than the configured limit."""
+
+
+class UnsafeArchiveError(ImageLoadError):
+    """A zip member has a path-traversal or absolute name, so the archive is refused."""
+
+
 class IngestError(MedgraphError):
     """A literature file could not be read or indexed."""
 

@@ -41,7 +41,7 @@ def print_answer(answer: Answer) -> None:
             if citation.url:
                 typer.echo(f"      {citation.url}")
     for finding in answer.findings:
-        typer.echo(f"\nImage {finding.image_id}: {finding.text}")
+        typer.echo(f"\nImage {finding.scope or finding.image_id}: {finding.text}")
     verification = answer.verification
     typer.echo(
         f"\nVerified: {verification.supported_fraction:.0%} of claims supported"
@@ -65,7 +65,14 @@ def _open(
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question."),
-    image: list[Path] = typer.Option([], "--image", help="Attach an image (PNG, JPEG, DICOM)."),
+    image: list[Path] = typer.Option(
+        [],
+        "--image",
+        help=(
+            "Attach an image (PNG, JPEG, DICOM), a folder of DICOM files (CT/MR series, views) "
+            "or a zip of one study; repeat for more (two dated studies are compared)."
+        ),
+    ),
     index: str | None = IndexOption,
     model: str | None = ModelOption,
     image_model: str | None = ImageModelOption,

@@ -10,7 +10,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medgraph.agents.images import load_image
-from medgraph.errors import ImageLoadError, ImageTooLargeError
+from medgraph.agents.study_input import is_zip_file, study_files
+from medgraph.errors import ImageLoadError, ImageTooLargeError, StudyTooLargeError
 from medgraph.server.auth import send_json_error
 from medgraph.server.errors import ApiError
 
@@ -122,9 +123,13 @@ def save_data_url_image(url: str, folder: Path, number: int, *, max_pixels: int)
     """Check one image (pixel count from the header first, then a full decode) and save its bytes.
 
     The original bytes are kept, so DICOM metadata reaches the assistant. Oversized images are
-    413; anything that does not decode as PNG, JPEG, DICOM (or another safe format) is 400.
+    413; anything that does not decode as PNG, JPEG, DICOM (or another safe format) is 400. A
+    zip of one DICOM study (``data:application/zip;base64,...``) is saved after its member names
+    and sizes are checked; the assistant reads its series.
     """
     data = data_url_bytes(url)
+    if data[:4] == b"PK\x03\x04":
+        return _save_study_zip(data, folder, number)
     try:
         loaded = load_image(data, max_pixels=max_pixels, name=f"image-{number}")
     except ImageTooLargeError as error:
@@ -139,4 +144,21 @@ def save_data_url_image(url: str, folder: Path, number: int, *, max_pixels: int)
         raise ApiError(400, f"image {number}: {error}", "invalid_image") from error
     path = folder / f"image-{number}{_EXTENSIONS.get(loaded.media_type, '.img')}"
     path.write_bytes(data)
+    return path
+
+
+def _save_study_zip(data: bytes, folder: Path, number: int) -> Path:
+    """Save a study zip after refusing traversal names (400) and over-size contents (413)."""
+    path = folder / f"study-{number}.zip"
+    path.write_bytes(data)
+    try:
+        if not is_zip_file(path):
+            raise ImageLoadError("not a zip archive")
+        study_files(path)
+    except StudyTooLargeError as error:
+        message = str(error).replace(str(path), "zip")  # the server's temp path means nothing
+        raise ApiError(413, f"image {number}: {message}", "study_too_large") from error
+    except ImageLoadError as error:
+        message = str(error).replace(str(path), "zip")
+        raise ApiError(400, f"image {number}: {message}", "invalid_image") from error
     return path

@@ -128,7 +128,8 @@ def render_answer(answer: Answer) -> str:
     parts = [render_answer_text(answer.text, answer.citations)]
     if answer.findings:
         findings = "\n".join(
-            f"- {escape_markdown(f.image_id)}: {escape_markdown(f.text)}" for f in answer.findings
+            f"- {escape_markdown(f.scope or f.image_id)}: {escape_markdown(f.text)}"
+            for f in answer.findings
         )
         parts.append(f"**Image findings**\n\n{findings}")
     if answer.citations:

@@ -436,7 +436,8 @@ def test_images_png_jpeg_and_dicom_are_attached(server: Server) -> None:
     refs = state.values["images"]
     assert [ref.image_id for ref in refs] == ["img-1", "img-2", "img-3"]
     assert refs[2].description.startswith("CT")  # DICOM metadata survived the upload
-    assert all(not Path(ref.path).exists() for ref in refs)  # request files are cleaned up
+    # state keeps ids and hashes, never the request's file paths or names
+    assert all("path" not in ref.model_dump() and "name" not in ref.model_dump() for ref in refs)
 
 
 def test_follow_up_continues_the_thread_and_earlier_messages_are_not_replayed(
