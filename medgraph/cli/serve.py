@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import typer
 
 from medgraph.cli.app import app
@@ -46,6 +49,8 @@ def serve(
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if updates:
         settings.server = settings.server.model_copy(update=updates)
+    # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio.
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="medgraph-web-"))
     application = create_app(settings, web=not no_web)
     auth = "on" if settings.server.api_keys else "off (set MEDGRAPH_API_KEYS)"
     typer.echo(

@@ -30,14 +30,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _mount_web_page(app: FastAPI, service: ChatService) -> bool:
-    """Mount the chat page at ``/`` if the web module is available; whether it was mounted."""
+def _mount_web_page(app: FastAPI, service: ChatService, settings: Settings) -> bool:
+    """Mount the chat page at ``/`` if the web module is available; whether it was mounted.
+
+    The page takes the API keys as its login, and Gradio may never serve or copy a file from the
+    server's home, index or data folders.
+    """
     try:
         from medgraph.server.web import mount_chat_ui
     except ImportError as error:
         logger.warning("web chat page not mounted: %s", error)
         return False
-    mount_chat_ui(app, service)
+    mount_chat_ui(
+        app,
+        service,
+        api_keys=settings.server.key_values(),
+        blocked_paths=[settings.home, settings.knowledge.index_dir, settings.data],
+    )
     return True
 
 
@@ -112,5 +121,5 @@ def create_app(
             expose_headers=["X-Conversation-Id", "Retry-After"],
         )
     if web:
-        _mount_web_page(app, service)
+        _mount_web_page(app, service, settings)
     return app

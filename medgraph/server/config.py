@@ -43,6 +43,11 @@ class ServerSettings(BaseModel):
         ge=1024,
         description="Largest request body (chat payloads with base64 images, ingest uploads).",
     )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest file uploaded through the web page (Gradio's upload limit).",
+    )
     max_image_pixels: int = Field(
         default=25_000_000, ge=1, description="Largest width x height of an attached image."
     )
