@@ -47,6 +47,35 @@ class EmptyQuestionError(MedgraphError):
     """The question is empty or only whitespace."""
 
 
+class InvalidTextError(MedgraphError):
+    """The question holds characters that are not text (lone surrogates: bytes that were not
+    UTF-8, or a broken escape)."""
+
+
+class QuestionTooLongError(MedgraphError):
+    """The question is longer than ``graph.max_question_chars``."""
+
+
+def check_question(question: str, max_chars: int) -> str:
+    """``question`` without surrounding whitespace; raise EmptyQuestionError, InvalidTextError or
+    QuestionTooLongError naming the problem."""
+    text = question.strip() if isinstance(question, str) else ""
+    if not text:
+        raise EmptyQuestionError("the question is empty; ask something, e.g. 'Does aspirin ...?'")
+    if len(text) > max_chars:
+        raise QuestionTooLongError(
+            f"the question has {len(text)} characters, over the limit of {max_chars}; shorten "
+            "it (ingest long documents instead, or raise graph.max_question_chars)"
+        )
+    bad = next((i for i, char in enumerate(text) if "\ud800" <= char <= "\udfff"), None)
+    if bad is not None:
+        raise InvalidTextError(
+            f"the question is not valid text: character {bad + 1} is a lone surrogate (bytes "
+            "that are not UTF-8, or a broken \\u escape); send UTF-8 text"
+        )
+    return text
+
+
 class ClarificationPendingError(MedgraphError):
     """Images were attached to a reply to a clarifying question (the reply must be text)."""
 
@@ -141,10 +170,7 @@ class Assistant:
         self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
     ) -> tuple[dict[str, Any] | Command[Any], RunnableConfig, str]:
         """The graph input (a new turn, or the resume of a pending clarification) and config."""
-        if not question or not question.strip():
-            raise EmptyQuestionError(
-                "the question is empty; ask something, e.g. 'Does aspirin ...?'"
-            )
+        question = check_question(question, self.settings.graph.max_question_chars)
         if thread_id is not None and not create and not self.thread_exists(thread_id):
             raise ThreadNotFoundError(
                 f"no conversation with thread id {thread_id!r}; omit --thread to start a new one"
@@ -159,8 +185,8 @@ class Assistant:
                         f"thread {thread_id!r} is waiting for a text reply to: {pending.text} "
                         "Reply without images, or start a new conversation to attach them"
                     )
-                return Command(resume=question.strip()), config, thread
-        state = {"messages": [HumanMessage(question.strip())], "images": image_refs(images)}
+                return Command(resume=question), config, thread
+        state = {"messages": [HumanMessage(question)], "images": image_refs(images)}
         return state, config, thread
 
     def _answer(self, config: RunnableConfig, thread: str) -> Answer:

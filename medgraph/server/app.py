@@ -1,9 +1,10 @@
 """``create_app``: the FastAPI application of ``medgraph serve``.
 
 Routes: ``/v1/chat/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/ingest``,
-``/v1/search``, ``/v1/health``, and the web chat page at ``/``. Middleware, outermost first:
-CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with ``MEDGRAPH_API_KEYS``),
-body size.
+``/v1/search``, ``/v1/health``, ``/v1/openapi.json`` (only with ``server.openapi``), and the web
+chat page at ``/`` (behind a login with the API keys when keys are set). Middleware, outermost
+first: CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with
+``MEDGRAPH_API_KEYS``), body size.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from medgraph.server import knowledge_api, openai_api
-from medgraph.server.auth import ApiKeyMiddleware
+from medgraph.server.auth import API_PREFIX, ApiKeyMiddleware
 from medgraph.server.errors import ApiError, install_error_handlers
 from medgraph.server.limits import BodySizeLimitMiddleware
 from medgraph.server.service import ChatService
@@ -76,10 +77,15 @@ def create_app(
         if owned:
             assistant.close()
 
+    # No docs pages (Swagger UI and ReDoc load from a CDN); the schema only on request, under
+    # /v1 so that the API keys guard it.
     app = FastAPI(
         title="medgraph",
         description="Grounded medical question answering with MedGemma. Not for clinical use.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json" if settings.server.openapi else None,
     )
     app.state.chat_service = service
     app.state.settings = settings

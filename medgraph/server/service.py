@@ -7,15 +7,19 @@ transformers models, several for the extractive and openai engines); a request t
 slot within ``queue_wait_seconds`` fails with :class:`GenerationBusyError` (HTTP 429).
 
 Threads of different conversations are isolated by the checkpointer: each request names its own
-``thread_id``, and the API namespaces ids per API key (:func:`api_thread_id`) so one key cannot
-read another's conversations. The web page should use ids from :func:`web_thread_id`.
+``thread_id``, and the API namespaces ids per API key (:func:`api_thread_id`, a keyed hash with the
+server's secret) so one key cannot read another's conversations. The web page should use ids
+from :func:`web_thread_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -27,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medgraph.errors import MedgraphError
+from medgraph.errors import ConfigurationError, MedgraphError
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -122,15 +126,60 @@ class GenerationGate:
         self._slots.release()
 
 
-def api_thread_id(conversation_id: str, api_key: str | None) -> str:
-    """The checkpointer thread of an API conversation: namespaced by a hash of the API key.
+def key_namespace(api_key: str, secret: bytes) -> str:
+    """A keyed hash (HMAC-SHA256 with the server's secret) of an API key, 32 hex characters.
+
+    Without the secret, a stored namespace cannot be matched to a key by hashing guesses.
+    """
+    return hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def api_thread_id(conversation_id: str, api_key: str | None, secret: bytes) -> str:
+    """The checkpointer thread of an API conversation: namespaced by :func:`key_namespace`.
 
     Two keys using the same conversation id get different threads; without auth every client
     shares the ``public`` namespace.
     """
     check_conversation_id(conversation_id)
-    namespace = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else "public"
+    namespace = key_namespace(api_key, secret) if api_key else "public"
     return f"api:{namespace}:{conversation_id}"
+
+
+SECRET_FILE = "server-secret"
+
+
+def load_thread_secret(settings: Settings) -> bytes:
+    """The server secret of thread ids: ``server.thread_secret``, else ``<home>/server-secret``
+    (created with 32 random bytes, mode 0600, on first use).
+
+    A shared checkpoint database (``graph.checkpoint_url``) needs the setting, the same on every
+    worker; without it this raises :class:`~medgraph.errors.ConfigurationError`.
+    """
+    configured = settings.server.thread_secret
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    if settings.graph.checkpoint_url:
+        raise ConfigurationError(
+            "workers sharing a checkpoint database need one thread secret: set "
+            "MEDGRAPH_SERVER__THREAD_SECRET to the same random text on every worker"
+        )
+    path = Path(settings.home) / SECRET_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(secrets.token_bytes(32))
+        except FileExistsError:
+            pass
+        secret = path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot keep the server secret in {path} ({error.strerror}); make MEDGRAPH_HOME "
+            "writable or set MEDGRAPH_SERVER__THREAD_SECRET"
+        ) from error
+    if len(secret) < 16:
+        raise ConfigurationError(f"{path} holds no usable secret; delete it to make a new one")
+    return secret
 
 
 def web_thread_id(session_id: str) -> str:
@@ -186,6 +235,11 @@ class ChatService:
             max_workers=limit + 4, thread_name_prefix="medgraph-generate"
         )
         self._ingest_lock = threading.Lock()
+        self.thread_secret = load_thread_secret(self.settings)
+
+    def api_thread_id(self, conversation_id: str, api_key: str | None) -> str:
+        """The thread of an API conversation of ``api_key`` (see :func:`api_thread_id`)."""
+        return api_thread_id(conversation_id, api_key, self.thread_secret)
 
     def close(self) -> None:
         """Stop the worker threads (after the running ones finish)."""

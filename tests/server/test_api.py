@@ -24,7 +24,7 @@ from medgraph.errors import IndexUnavailableError
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.server.app import create_app
 from medgraph.server.openai_api import text_deltas
-from medgraph.server.service import ChatService, api_thread_id
+from medgraph.server.service import ChatService
 from tests.graphs.support import dev_questions
 from tests.knowledge.index_support import corpus_records
 from tests.server.api_support import (
@@ -64,7 +64,7 @@ class Server:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
 
     def human_texts(self, conversation_id: str, key: str = KEY_A) -> list[str]:
-        messages = self.service.thread_messages(api_thread_id(conversation_id, key))
+        messages = self.service.thread_messages(self.service.api_thread_id(conversation_id, key))
         return [str(m.text) for m in messages if isinstance(m, HumanMessage)]
 
 
@@ -380,7 +380,7 @@ def test_streaming_parsed_by_the_openai_client(server: Server) -> None:
     assert_citations_resolve(server, body)
     assert extras["route"][-1] == "finalize" and "verification" in extras
     # The stored answer is exactly the streamed text.
-    messages = server.service.thread_messages(api_thread_id(conversation, KEY_A))
+    messages = server.service.thread_messages(server.service.api_thread_id(conversation, KEY_A))
     assert str(messages[-1].text) == text
     assert server.human_texts(conversation) == [QUESTION]
 
@@ -431,7 +431,7 @@ def test_images_png_jpeg_and_dicom_are_attached(server: Server) -> None:
         )
     assert response.status_code == 200, response.text
     state = server.service.assistant.graph.get_state(
-        {"configurable": {"thread_id": api_thread_id(conversation, KEY_A)}}
+        {"configurable": {"thread_id": server.service.api_thread_id(conversation, KEY_A)}}
     )
     refs = state.values["images"]
     assert [ref.image_id for ref in refs] == ["img-1", "img-2", "img-3"]

@@ -19,7 +19,7 @@ from langchain_core.messages import HumanMessage
 
 from medgraph.assistant import Assistant
 from medgraph.server.app import create_app
-from medgraph.server.service import ChatService, api_thread_id
+from medgraph.server.service import ChatService
 from tests.graphs.support import dev_questions
 from tests.knowledge.index_support import corpus_records, write_jsonl
 from tests.server.api_support import (
@@ -96,7 +96,9 @@ def test_two_workers_share_one_postgres_checkpointer(tmp_path: Path, postgres_ur
     with ExitStack() as stack:
         workers = []
         for name in ("worker-1", "worker-2"):
-            settings = build_settings(tmp_path / name, api_keys=[KEY_A])
+            settings = build_settings(
+                tmp_path / name, api_keys=[KEY_A], thread_secret="shared-worker-secret"
+            )
             settings.knowledge = settings.knowledge.model_copy(update={"index_dir": index_dir})
             settings.graph = settings.graph.model_copy(update={"checkpoint_url": postgres_url})
             index = stack.enter_context(build_index(settings))
@@ -113,7 +115,7 @@ def test_two_workers_share_one_postgres_checkpointer(tmp_path: Path, postgres_ur
             )
             assert response.status_code == 200, response.text
         for _, service in workers:
-            messages = service.thread_messages(api_thread_id(conversation, KEY_A))
+            messages = service.thread_messages(service.api_thread_id(conversation, KEY_A))
             humans = [str(m.text) for m in messages if isinstance(m, HumanMessage)]
             assert humans == [first_question, follow_up]
     assert not (tmp_path / "worker-1" / "home" / "checkpoints.sqlite").exists()
@@ -126,7 +128,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "MEDGRAPH_HOME": str(tmp_path / "home"),
-        "MEDGRAPH_API_KEYS": f"{KEY_A},other-key",
+        "MEDGRAPH_API_KEYS": f"{KEY_A},other-key-0123",
     }
     index = str(tmp_path / "index")
     port = free_port()
