@@ -117,7 +117,9 @@ def create_app(
 
     server = settings.server
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, keys=server.key_values())
+    app.add_middleware(
+        ApiKeyMiddleware, keys=server.key_values(), ingest_keys=server.ingest_key_values()
+    )
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -23,9 +23,18 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+INGEST_KEYS_ENV = "MEDGRAPH_INGEST_KEYS"
+"""Comma-separated keys that may also upload literature (``POST /v1/ingest``)."""
+
+
 def _api_keys_from_env() -> str | None:
     """The raw ``MEDGRAPH_API_KEYS`` text (checked by the field validator), None when unset."""
     return os.environ.get(API_KEYS_ENV)
+
+
+def _ingest_keys_from_env() -> str | None:
+    """The raw ``MEDGRAPH_INGEST_KEYS`` text, None when unset."""
+    return os.environ.get(INGEST_KEYS_ENV)
 
 
 def parse_api_keys(value: Any) -> list[Any]:
@@ -66,6 +75,12 @@ class ServerSettings(BaseModel):
         validate_default=True,
         description="Accepted bearer keys (MEDGRAPH_API_KEYS); unset = no auth (local use). "
         "A set but empty or malformed list is an error.",
+    )
+    ingest_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=_ingest_keys_from_env,
+        validate_default=True,
+        description="Keys that may read and also upload literature (MEDGRAPH_INGEST_KEYS); the "
+        "keys of api_keys are readers only. With auth on and no ingest key, nobody can upload.",
     )
     thread_secret: SecretStr | None = Field(
         default=None,
@@ -114,9 +129,26 @@ class ServerSettings(BaseModel):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS; empty = CORS off."
     )
+    max_ingest_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, description="Largest file one ingest job takes."
+    )
+    max_ingest_documents: int = Field(
+        default=2000, ge=1, description="Most documents one ingest job may add or change."
+    )
+    max_ingest_chunks: int = Field(
+        default=5000, ge=1, description="Most new passages (chunks) one ingest job may embed."
+    )
+    max_ingest_jobs_per_key: int = Field(
+        default=2, ge=1, description="Ingest jobs one key may have waiting or running."
+    )
+    max_ingest_bytes_per_key: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        description="Bytes one key may upload for ingest while the server runs.",
+    )
     max_search_results: int = Field(default=50, ge=1, description="Largest k of /v1/search.")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "ingest_keys", mode="before")
     @classmethod
     def _checked_keys(cls, value: Any) -> list[Any]:
         return parse_api_keys(value)
@@ -133,5 +165,10 @@ class ServerSettings(BaseModel):
         return 1 if engine == "transformers" else 4
 
     def key_values(self) -> list[str]:
-        """The API keys as plain strings."""
-        return [key.get_secret_value() for key in self.api_keys]
+        """Every accepted key (readers and ingesters) as plain strings."""
+        keys = [key.get_secret_value() for key in [*self.api_keys, *self.ingest_keys]]
+        return list(dict.fromkeys(keys))
+
+    def ingest_key_values(self) -> list[str]:
+        """The keys that may upload literature, as plain strings."""
+        return [key.get_secret_value() for key in self.ingest_keys]

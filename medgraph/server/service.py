@@ -20,18 +20,15 @@ import hmac
 import os
 import re
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medgraph.errors import ConfigurationError, MedgraphError
+from medgraph.server.ingest_jobs import IngestJob, IngestJobs, IngestLimits
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -219,8 +216,8 @@ class ChatService:
       Raises :class:`GenerationBusyError` (before any item) when no slot frees up in time, and
       any :class:`~medgraph.errors.MedgraphError` of the assistant (empty question, bad image).
     - ``await service.ask(question, images, thread_id)`` -> :class:`~medgraph.graphs.state.Answer`.
-    - ``await service.search(query, k)``, ``await service.ingest(path)``, ``service.health()``,
-      ``service.thread_messages(thread_id)``.
+    - ``await service.search(query, k)``, ``service.submit_ingest(data, name, fmt, key)`` (a
+      background job), ``await service.health()``, ``service.thread_messages(thread_id)``.
     """
 
     def __init__(self, assistant: Assistant, settings: Settings | None = None) -> None:
@@ -234,7 +231,7 @@ class ChatService:
         self._executor = ThreadPoolExecutor(
             max_workers=limit + 4, thread_name_prefix="medgraph-generate"
         )
-        self._ingest_lock = threading.Lock()
+        self._jobs: IngestJobs | None = None
         self.thread_secret = load_thread_secret(self.settings)
 
     def api_thread_id(self, conversation_id: str, api_key: str | None) -> str:
@@ -243,6 +240,8 @@ class ChatService:
 
     def close(self) -> None:
         """Stop the worker threads (after the running ones finish)."""
+        if self._jobs is not None:
+            self._jobs.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     @property
@@ -327,42 +326,65 @@ class ChatService:
         hits = await loop.run_in_executor(self._executor, lambda: self.index.search(query, k=k))
         return list(hits)
 
-    async def ingest(self, data: bytes, filename: str, fmt: str = "auto") -> dict[str, Any]:
-        """Ingest one uploaded file (written to a temp folder under its own name); the report.
+    def submit_ingest(self, data: bytes, filename: str, fmt: str, api_key: str | None) -> IngestJob:
+        """Queue one uploaded file for ingest as ``api_key``'s upload; the job (see
+        :mod:`medgraph.server.ingest_jobs`). Raises ReadOnlyIndexError or IngestQuotaError."""
+        return self._ingest_jobs().submit(data, filename, fmt, self.key_owner(api_key))
 
-        Ingests run one at a time; the report is :class:`~medgraph.knowledge.index.IngestReport`
-        as a dict (``failures`` lists files that could not be read).
-        """
-        ingest = getattr(self.index, "ingest", None)
-        if not callable(ingest):
-            raise ReadOnlyIndexError(
-                "this server's index cannot ingest (a custom searcher was given); "
-                "serve a LiteratureIndex to upload documents"
+    def ingest_job(self, job_id: str, api_key: str | None) -> IngestJob | None:
+        """The ingest job ``job_id`` if ``api_key`` submitted it."""
+        return self._ingest_jobs().get(job_id, self.key_owner(api_key))
+
+    def key_owner(self, api_key: str | None) -> str:
+        """The namespace of ``api_key`` (a keyed hash), ``public`` without auth."""
+        return key_namespace(api_key, self.thread_secret) if api_key else "public"
+
+    def _ingest_jobs(self) -> IngestJobs:
+        if self._jobs is None:
+            ingest = getattr(self.index, "ingest", None)
+            if not callable(ingest):
+                raise ReadOnlyIndexError(
+                    "this server's index cannot ingest (a custom searcher was given); "
+                    "serve a LiteratureIndex to upload documents"
+                )
+            server = self.settings.server
+            self._jobs = IngestJobs(
+                ingest,
+                IngestLimits(
+                    max_bytes=server.max_ingest_bytes,
+                    max_documents=server.max_ingest_documents,
+                    max_chunks=server.max_ingest_chunks,
+                    max_jobs_per_key=server.max_ingest_jobs_per_key,
+                    max_bytes_per_key=server.max_ingest_bytes_per_key,
+                ),
             )
+        return self._jobs
+
+    _HEALTH_WAIT_SECONDS = 1.0
+
+    def _index_health(self) -> dict[str, Any]:
+        if not callable(getattr(self.index, "stats", None)):
+            return {"ok": True}  # a custom searcher has no stats to report
+        try:
+            stats = self.index.stats()
+        except MedgraphError as error:
+            return {"ok": False, "error": str(error)}
+        return {"ok": True, "documents": stats.documents, "chunks": stats.chunks}
+
+    async def health(self) -> dict[str, Any]:
+        """Engine, index size, generation slots and ingest jobs (no model call).
+
+        The index is asked in a worker thread for at most a second; a busy index is reported
+        as such rather than holding up the event loop.
+        """
         loop = asyncio.get_running_loop()
-
-        def work() -> dict[str, Any]:
-            with self._ingest_lock, _upload_folder() as folder:
-                path = folder / _safe_filename(filename)
-                path.write_bytes(data)
-                report = ingest([path], fmt=fmt, progress=False)
-                result = asdict(report)
-                result["ok"] = report.ok
-                for failure in result["failures"]:
-                    failure["path"] = Path(str(failure.get("path", ""))).name
-                return result
-
-        return await loop.run_in_executor(self._executor, work)
-
-    def health(self) -> dict[str, Any]:
-        """Engine, index size and generation slots (cheap; no model call)."""
-        index: dict[str, Any] = {"ok": True}  # a custom searcher has no stats to report
-        if callable(getattr(self.index, "stats", None)):
-            try:
-                stats = self.index.stats()
-                index = {"ok": True, "documents": stats.documents, "chunks": stats.chunks}
-            except MedgraphError as error:
-                index = {"ok": False, "error": str(error)}
+        try:
+            index = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self._index_health),
+                self._HEALTH_WAIT_SECONDS,
+            )
+        except TimeoutError:
+            index = {"ok": True, "busy": True}
         return {
             "status": "ok" if index["ok"] else "degraded",
             "engine": self.engine,
@@ -372,20 +394,5 @@ class ChatService:
                 "waiting": self.gate.waiting,
                 "limit": self.gate.limit,
             },
+            "ingest_jobs": {"active": self._jobs.active if self._jobs is not None else 0},
         }
-
-
-@contextmanager
-def _upload_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="medgraph-upload-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _safe_filename(filename: str) -> str:
-    """The base name of an uploaded file with only safe characters (keeps the extension)."""
-    name = Path(filename.replace("\\", "/")).name
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
-    return name[:120] or "upload.txt"

@@ -35,6 +35,7 @@ from tests.server.api_support import (
     build_settings,
     data_url,
     indexed_records,
+    ingest_upload,
     png_data_url,
     record_text,
     running,
@@ -74,6 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = build_settings(
         root,
         api_keys=[KEY_A, KEY_B],
+        ingest_keys=[KEY_A],
         max_body_bytes=MAX_BODY,
         max_image_pixels=MAX_PIXELS,
         max_concurrent_generations=4,
@@ -466,20 +468,18 @@ def test_ingest_upload_then_search_finds_the_new_document(server: Server) -> Non
     with server.client() as client:
         before = client.get("/v1/search", params={"q": query, "k": 5}).json()["data"]
         assert new_record["pmid"] not in {hit["source_id"] for hit in before}
-        report = client.post(
-            "/v1/ingest", files={"file": ("../../evil name.jsonl", payload, "application/json")}
-        )
-        assert report.status_code == 200, report.text
-        body = report.json()
+        job = ingest_upload(client.post, client.get, "../../evil name.jsonl", payload)
+        assert job["state"] == "succeeded" and job["filename"] == "evil_name.jsonl", job
+        body = job["report"]
         assert body["documents_added"] == 1 and body["ok"] and body["chunks_added"] >= 1
         assert body["index_documents"] == len(known) + 1
         hits = client.get("/v1/search", params={"q": query, "k": 5}).json()["data"]
         assert hits[0]["source_id"] == new_record["pmid"]
         assert hits[0]["text"] in record_text(new_record)
         assert hits[0]["url"] == f"https://pubmed.ncbi.nlm.nih.gov/{new_record['pmid']}/"
-        broken = client.post("/v1/ingest", files={"file": ("bad.jsonl", b"{oops\n", "text/plain")})
-        assert broken.status_code == 200 and not broken.json()["ok"]
-        assert broken.json()["failures"][0]["path"] == "bad.jsonl"
+        broken = ingest_upload(client.post, client.get, "bad.jsonl", b"{oops\n")
+        assert broken["state"] == "succeeded" and not broken["report"]["ok"]
+        assert broken["report"]["failures"][0]["path"] == "bad.jsonl"
         assert_error(client.post("/v1/ingest", files={"file": ("e.txt", b"", "text/plain")}), 400)
 
 

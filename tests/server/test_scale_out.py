@@ -27,6 +27,7 @@ from tests.server.api_support import (
     build_index,
     build_settings,
     indexed_records,
+    ingest_upload,
     record_text,
     running,
 )
@@ -51,15 +52,11 @@ def test_two_workers_share_one_chroma_server(tmp_path: Path) -> None:
         first_url, _ = _worker(stack, tmp_path, "worker-1", chroma_url=chroma_url)
         second_url, second = _worker(stack, tmp_path, "worker-2", chroma_url=chroma_url)
         with httpx.Client(base_url=first_url, timeout=60) as first_client:
-            seeded = first_client.post(
-                "/v1/ingest", files={"file": ("seed.jsonl", seed.read_bytes(), "text/plain")}
-            )
-            assert seeded.status_code == 200 and seeded.json()["documents_added"] == 20
-            added = first_client.post(
-                "/v1/ingest",
-                files={"file": ("new.jsonl", json.dumps(new_record).encode(), "text/plain")},
-            )
-            assert added.json()["documents_added"] == 1
+            c = first_client
+            seeded = ingest_upload(c.post, c.get, "seed.jsonl", seed.read_bytes())
+            assert seeded["report"]["documents_added"] == 20, seeded
+            added = ingest_upload(c.post, c.get, "new.jsonl", json.dumps(new_record).encode())
+            assert added["report"]["documents_added"] == 1, added
         # Vectors live on the server, not in either worker's folder.
         assert not (tmp_path / "worker-1" / "index" / "chroma").exists()
         query = new_record["sections"][0]["text"][:120]
@@ -129,6 +126,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "HF_HUB_OFFLINE": "1",
         "MEDGRAPH_HOME": str(tmp_path / "home"),
         "MEDGRAPH_API_KEYS": f"{KEY_A},other-key-0123",
+        "MEDGRAPH_INGEST_KEYS": KEY_A,
     }
     index = str(tmp_path / "index")
     port = free_port()
@@ -166,10 +164,9 @@ def test_medgraph_serve_command(served: tuple[str, Path]) -> None:
     health = httpx.get(f"{url}/v1/health", headers=auth).json()
     assert health["status"] == "degraded" and not health["index"]["ok"]  # nothing ingested yet
     corpus = "".join(json.dumps(record) + "\n" for record in indexed_records(6)).encode()
-    report = httpx.post(
-        f"{url}/v1/ingest", files={"file": ("six.jsonl", corpus)}, headers=auth, timeout=300
-    )
-    assert report.status_code == 200 and report.json()["documents_added"] == 6, report.text
+    with httpx.Client(base_url=url, headers=auth, timeout=300) as client:
+        job = ingest_upload(client.post, client.get, "six.jsonl", corpus)
+    assert job["report"]["documents_added"] == 6, job
     assert httpx.get(f"{url}/v1/health", headers=auth).json()["index"]["documents"] == 6
     with openai.OpenAI(base_url=f"{url}/v1", api_key=KEY_A, max_retries=0, timeout=120) as client:
         assert [m.id for m in client.models.list().data] == ["medgraph"]
