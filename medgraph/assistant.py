@@ -39,6 +39,12 @@ from medgraph.tools.literature import EvidenceSearcher
 STREAM_MODES = ("updates", "custom", "messages")
 
 
+CHECKPOINT_DURABILITY = "exit"
+"""Checkpoint a turn when it ends (or stops to ask), not after every step: the conversation
+still resumes, and a turn stores its state once instead of once per node (the checkpointer
+grew by about 30x the question's size per turn with per-step checkpoints)."""
+
+
 class ThreadNotFoundError(MedgraphError):
     """A thread id was given to continue, but no such conversation exists."""
 
@@ -214,7 +220,7 @@ class Assistant:
         ``--thread``).
         """
         graph_input, config, thread = self._prepare(question, images, thread_id, create)
-        result = self.graph.invoke(graph_input, config)
+        result = self.graph.invoke(graph_input, config, durability=CHECKPOINT_DURABILITY)
         if result.get("__interrupt__"):
             return self._answer(config, thread)
         answer: Answer = result["answer"]
@@ -235,7 +241,9 @@ class Assistant:
         ask a clarifying question (reply with ``stream(reply, thread_id=...)``, as for :meth:`ask`).
         """
         graph_input, config, thread = self._prepare(question, images, thread_id, create)
-        yield from self.graph.stream(graph_input, config, stream_mode=list(stream_mode))
+        yield from self.graph.stream(
+            graph_input, config, stream_mode=list(stream_mode), durability=CHECKPOINT_DURABILITY
+        )
         yield "answer", self._answer(config, thread)
 
     def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Any:
