@@ -113,11 +113,28 @@ def open_checkpointer(
         with _postgres_checkpointer(url, max_connections) as saver:
             yield saver
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(str(path), check_same_thread=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(str(path), check_same_thread=False)
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigurationError(
+            f"cannot write the checkpoint database {path} ({_reason(error)}); point "
+            "MEDGRAPH_HOME at a writable folder"
+        ) from error
     try:
         saver = SqliteSaver(connection, serde=state_serializer())
-        saver.setup()
+        try:
+            saver.setup()
+        except sqlite3.Error as error:
+            raise ConfigurationError(
+                f"cannot write the checkpoint database {path} ({error}); point MEDGRAPH_HOME "
+                "at a writable folder"
+            ) from error
         yield saver
     finally:
         connection.close()
+
+
+def _reason(error: BaseException) -> str:
+    """The OS's words for ``error`` (``strerror``) where it has them."""
+    return getattr(error, "strerror", None) or str(error)

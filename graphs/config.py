@@ -44,6 +44,12 @@ class GraphSettings(BaseModel):
         default=None,
         description="postgresql://... for a shared Postgres checkpointer; SQLite file otherwise.",
     )
+    max_question_chars: int = Field(
+        default=4000,
+        ge=100,
+        description="Longest question (characters): a long clinical vignette fits; pasted "
+        "documents belong in the index.",
+    )
 
 
 class ResearchSettings(BaseModel):

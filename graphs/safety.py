@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medgraph.errors import MedgraphError
+from medgraph.knowledge.untrusted import neutralise_untrusted
 
 __all__ = [
     "EMERGENCY_ANSWER",
@@ -1205,24 +1206,12 @@ _FENCE_PATTERN = re.compile(
     r'(?P<body>.*?)\n</untrusted_data fence="(?P=id)">$',
     re.DOTALL | re.MULTILINE,
 )
-# A "<" that starts something tag-like: an element, a closing tag, a special token
-# ("<start_of_turn>", "<|im_start|>", "<unused94>") or a comment. Plain "<" in "p < 0.05" or "<5 mm"
-# is left alone.
-_TAG_OPENING = re.compile(r"<(?=\s*[/|!?]|\s*[A-Za-z_])")
-_TAG_CLOSING_SPECIAL = re.compile(r"\|>")
-_LINE_BREAKS = re.compile(r"\r\n|[\r\u2028\u2029\x85\x0b\x0c]")
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _MAX_LABEL = 120
 
 
 def _neutralise(text: str) -> str:
-    text = _LONE_SURROGATE.sub("\ufffd", text)
-    text = _LINE_BREAKS.sub("\n", text)
-    text = _CONTROL_CHARACTERS.sub("", text)
     # U+2039 (single left-pointing angle quotation mark) reads like "<" but is never a tag.
-    text = _TAG_OPENING.sub("\u2039", text)
-    return _TAG_CLOSING_SPECIAL.sub("|\u203a", text)
+    return neutralise_untrusted(text, bracket="\u2039")
 
 
 def _clean_label(label: str) -> str:

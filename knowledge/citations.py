@@ -56,6 +56,8 @@ class Citation(BaseModel):
     year: int | None = None
     journal: str | None = None
     url: str | None = None
+    provenance: str = "corpus"
+    """``"corpus"`` (the operator's ingest) or ``"upload"`` (a record added through the API)."""
     reference: str
     """The rendered bibliography line: ``[n] Author et al. Title. Journal Year. PMID:...``."""
     quote: str
@@ -400,6 +402,7 @@ def resolve_citations(
                 year=document.year,
                 journal=document.journal,
                 url=document.link,
+                provenance=document.provenance,
                 reference=item.citation(number),
                 quote=passage.quote,
                 start=passage.start,

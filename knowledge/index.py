@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from medgraph.errors import ConfigurationError, IndexUnavailableError, MedgraphError
+from medgraph.errors import (
+    ConfigurationError,
+    IndexUnavailableError,
+    IngestError,
+    MedgraphError,
+)
 from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.fusion import reciprocal_rank_fusion
 from medgraph.knowledge.lexical import LexicalIndex
@@ -66,6 +71,10 @@ _STATE_RUNNING = "running"
 # Chunks are sorted by length inside windows of this many batches: batches of similar length pad
 # less, while documents still finish (and the progress bar's documents/s moves) in input order.
 _SORT_WINDOW_BATCHES = 16
+
+
+class IngestLimitError(IngestError):
+    """One ingest holds more documents or passages than its caller allows."""
 
 
 class InvalidQueryError(MedgraphError, ValueError):
@@ -167,6 +176,8 @@ class IngestReport:
     documents_updated: int = 0
     documents_unchanged: int = 0
     documents_removed: int = 0
+    documents_refused: int = 0
+    """Documents left as they were: an upload named a record of another origin."""
     chunks_added: int = 0
     """Chunks embedded and stored by this call."""
     chunks_unchanged: int = 0
@@ -238,7 +249,12 @@ class _Plan:
 
 
 def _document_hash(document: Document, salt: str) -> str:
-    payload = salt + "\x00" + document.model_dump_json()
+    # Without an origin the hash is what it was before origins existed (no re-labelling).
+    payload = (
+        salt
+        + "\x00"
+        + document.model_dump_json(exclude={"origin"} if not document.origin else None)
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -279,6 +295,8 @@ class LiteratureIndex:
         self._lexical_key: tuple[int, bool, int | None] | None = None
         self._write_lock: FileLock | None = None
         self._mutex = threading.RLock()
+        self._ingest_lock = threading.Lock()
+        self._ingesting = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -447,7 +465,7 @@ class LiteratureIndex:
         # so the chunk count is part of the key there.
         key = (generation, current, None if current else store.count())
         with self._mutex:
-            if self._lexical is not None and self._lexical_key == key:
+            if self._lexical is not None and (self._lexical_key == key or self._ingesting):
                 return self._lexical
             folder = self.index_dir / "bm25"
             loaded = None
@@ -501,12 +519,25 @@ class LiteratureIndex:
         fmt: str = "auto",
         prune: bool = False,
         progress: bool = True,
+        *,
+        origin: str | None = None,
+        prepare: Callable[[Document], Document] | None = None,
+        max_documents: int | None = None,
+        max_chunks: int | None = None,
     ) -> IngestReport:
         """Read files and folders into the index; returns what changed.
 
         Unchanged chunks are skipped, changed documents have their old chunks replaced, and with
         ``prune`` documents that are no longer among the inputs are removed. Files that cannot be
         read are listed in the report's ``failures``; everything else is still ingested.
+
+        ``origin`` marks the records as added by someone other than the operator (an API
+        upload, ``upload:<key hash>``): such an ingest adds records and replaces its own, but a
+        record of another origin (the operator's corpus, another uploader) with the same source
+        id is left as it was and counted in ``documents_refused``. ``prepare`` rewrites each
+        document read (e.g. its source id) before anything is stored. ``max_documents`` and
+        ``max_chunks`` bound one ingest: over them, :class:`IngestLimitError` is raised before
+        anything is embedded or stored.
         """
         from medgraph.knowledge.readers import read_paths
 
@@ -515,34 +546,49 @@ class LiteratureIndex:
             paths = [paths]
         result = read_paths(list(paths), fmt=fmt)
         report = IngestReport(files=len(result.files), failures=list(result.failures))
+        read = [prepare(document) for document in result.documents] if prepare else result.documents
+        if origin is not None:
+            read = [document.model_copy(update={"origin": origin}) for document in read]
 
-        with self._mutex:
-            store = self._open_for_write()
-            embedder = self.embedder
+        # Ingests run one at a time; searches go on while one embeds (the mutex, which searches
+        # take, is held only for short steps; they keep the BM25 index of the last complete
+        # generation until the new one is swapped in).
+        with self._ingest_lock:
+            with self._mutex:
+                store = self._open_for_write()
+                embedder = self.embedder
             generation = int(store.state().get("generation", 0)) + 1
-            store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
-
-            documents = self._unique_documents(result.documents, report)
+            documents = self._unique_documents(read, report)
             report.documents = len(documents)
             existing = self._stored_chunks(store)
+            if origin is not None:
+                documents = self._own_or_new(documents, existing, origin, report)
             plan = self._plan(documents, existing, embedder, report)
+            self._check_limits(report, plan, max_documents, max_chunks)
 
-            embed_started = time.perf_counter()
-            self._embed_and_store(store, embedder, plan.pending, len(documents), progress)
-            report.embedding_seconds = time.perf_counter() - embed_started
-            report.chunks_added = len(plan.pending)
-            if plan.relabel_ids:
-                store.update_metadata(plan.relabel_ids, plan.relabel_metadata)
-            if plan.stale_ids:
-                store.delete(plan.stale_ids)
-                report.chunks_removed += len(plan.stale_ids)
-            if prune:
-                self._prune(store, documents, existing, result.failures, report)
-
-            lexical = self._build_lexical(store, generation)
-            self._save_lexical(lexical)
-            store.set_state(ingest_state=_STATE_COMPLETE)
-            self._lexical, self._lexical_key = lexical, (generation, True, None)
+            with self._mutex:
+                self._ingesting = True
+                store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+            try:
+                embed_started = time.perf_counter()
+                self._embed_and_store(store, embedder, plan.pending, len(documents), progress)
+                report.embedding_seconds = time.perf_counter() - embed_started
+                report.chunks_added = len(plan.pending)
+                if plan.relabel_ids:
+                    store.update_metadata(plan.relabel_ids, plan.relabel_metadata)
+                if plan.stale_ids:
+                    store.delete(plan.stale_ids)
+                    report.chunks_removed += len(plan.stale_ids)
+                if prune:
+                    self._prune(store, documents, existing, result.failures, report)
+                lexical = self._build_lexical(store, generation)
+                with self._mutex:
+                    self._save_lexical(lexical)
+                    store.set_state(ingest_state=_STATE_COMPLETE)
+                    self._lexical, self._lexical_key = lexical, (generation, True, None)
+            finally:
+                with self._mutex:
+                    self._ingesting = False
             report.index_chunks = len(lexical)
             report.index_documents = lexical.document_count
         report.seconds = time.perf_counter() - started
@@ -561,6 +607,43 @@ class LiteratureIndex:
                 continue
             unique[document.source_id] = document
         return list(unique.values())
+
+    @staticmethod
+    def _check_limits(
+        report: IngestReport, plan: _Plan, max_documents: int | None, max_chunks: int | None
+    ) -> None:
+        if max_documents is not None and report.documents > max_documents:
+            raise IngestLimitError(
+                f"the input holds {report.documents} documents, over the limit of "
+                f"{max_documents} per ingest; split it into smaller files"
+            )
+        if max_chunks is not None and len(plan.pending) > max_chunks:
+            raise IngestLimitError(
+                f"the input makes {len(plan.pending)} new passages, over the limit of "
+                f"{max_chunks} per ingest; split it into smaller files"
+            )
+
+    @staticmethod
+    def _own_or_new(
+        documents: Sequence[Document],
+        existing: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        origin: str,
+        report: IngestReport,
+    ) -> list[Document]:
+        """The documents an ingest of ``origin`` may write: new ones and its own."""
+        allowed = []
+        for document in documents:
+            stored = existing.get(document.source_id, {})
+            owners = {meta.get("origin") for meta in stored.values()}
+            if stored and owners != {origin}:
+                report.documents_refused += 1
+                report.warnings.append(
+                    f"record {document.source_id} is already in the index from another source; "
+                    "an upload cannot replace it, so it was kept as it was"
+                )
+                continue
+            allowed.append(document)
+        return allowed
 
     @staticmethod
     def _stored_chunks(store: ChromaStore) -> dict[str, dict[str, Mapping[str, Any]]]:

@@ -64,6 +64,7 @@ def chunk_metadata(chunk: Chunk, document: Document, *, doc_hash: str, n_chunks:
         "url": document.url,
         "licence": document.licence,
         "path": document.path,
+        "origin": document.origin,
         "authors": AUTHOR_SEPARATOR.join(document.authors) if document.authors else None,
         "section": chunk.section,
         "page": chunk.page,
@@ -96,6 +97,7 @@ def document_from_metadata(metadata: Mapping[str, Any]) -> Document:
         url=_optional_str(metadata, "url"),
         licence=_optional_str(metadata, "licence"),
         path=_optional_str(metadata, "path"),
+        origin=_optional_str(metadata, "origin"),
     )
 
 

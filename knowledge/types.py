@@ -6,7 +6,41 @@ Citations are rendered only from metadata that exists on the record; nothing is 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LINK_HOSTS = frozenset(
+    {
+        "pubmed.ncbi.nlm.nih.gov",
+        "www.ncbi.nlm.nih.gov",
+        "ncbi.nlm.nih.gov",
+        "pmc.ncbi.nlm.nih.gov",
+        "europepmc.org",
+        "doi.org",
+        "dx.doi.org",
+    }
+)
+"""Hosts a record's ``url`` may point at (PubMed, PMC, DOI); any other link is dropped."""
+
+UPLOAD_ORIGIN_PREFIX = "upload:"
+
+
+def allowed_link(url: str | None) -> str | None:
+    """``url`` when it is an http(s) URL on one of :data:`LINK_HOSTS` (no credentials, no port),
+    else None: a record's link can never be ``javascript:`` or an arbitrary site."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or parts.username or port is not None:
+        return None
+    if (parts.hostname or "").lower() not in LINK_HOSTS:
+        return None
+    return url.strip()
 
 
 class Document(BaseModel):
@@ -30,12 +64,27 @@ class Document(BaseModel):
     url: str | None = None
     licence: str | None = None
     path: str | None = None
+    origin: str | None = None
+    """Who added the record: None for the operator's corpus, ``upload:<key hash>`` for an upload
+    through the API (the hash is a keyed hash of the uploader's API key, or ``public``)."""
     text: str = Field(default="", repr=False)
     sections: tuple[tuple[str, int, int], ...] = Field(default=(), repr=False)
     """(label, start, end) character ranges of labelled sections inside ``text``."""
     pages: tuple[tuple[int, int, int], ...] = Field(default=(), repr=False)
     """(page number, start, end) character ranges inside ``text`` for paged sources (PDF)."""
     extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _known_link(cls, value: object) -> str | None:
+        return allowed_link(value) if isinstance(value, str) else None
+
+    @property
+    def provenance(self) -> str:
+        """``"corpus"`` (the operator's ingest) or ``"upload"`` (added through the API)."""
+        if self.origin and self.origin.startswith(UPLOAD_ORIGIN_PREFIX):
+            return "upload"
+        return "corpus"
 
     def reference_parts(self) -> list[str]:
         """``["Author et al.", "Title.", "Journal Year."]``, from the fields that exist."""
@@ -60,6 +109,8 @@ class Document(BaseModel):
             parts.append(f"doi:{self.doi}")
         else:
             parts.append(self.source_id)
+        if self.provenance == "upload":
+            parts.append("(uploaded through the API, not the operator's corpus)")
         text = " ".join(parts)
         return f"[{number}] {text}" if number is not None else text
 

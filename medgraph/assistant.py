@@ -39,12 +39,47 @@ from medgraph.tools.literature import EvidenceSearcher
 STREAM_MODES = ("updates", "custom", "messages")
 
 
+CHECKPOINT_DURABILITY = "exit"
+"""Checkpoint a turn when it ends (or stops to ask), not after every step: the conversation
+still resumes, and a turn stores its state once instead of once per node (the checkpointer
+grew by about 30x the question's size per turn with per-step checkpoints)."""
+
+
 class ThreadNotFoundError(MedgraphError):
     """A thread id was given to continue, but no such conversation exists."""
 
 
 class EmptyQuestionError(MedgraphError):
     """The question is empty or only whitespace."""
+
+
+class InvalidTextError(MedgraphError):
+    """The question holds characters that are not text (lone surrogates: bytes that were not
+    UTF-8, or a broken escape)."""
+
+
+class QuestionTooLongError(MedgraphError):
+    """The question is longer than ``graph.max_question_chars``."""
+
+
+def check_question(question: str, max_chars: int) -> str:
+    """``question`` without surrounding whitespace; raise EmptyQuestionError, InvalidTextError or
+    QuestionTooLongError naming the problem."""
+    text = question.strip() if isinstance(question, str) else ""
+    if not text:
+        raise EmptyQuestionError("the question is empty; ask something, e.g. 'Does aspirin ...?'")
+    if len(text) > max_chars:
+        raise QuestionTooLongError(
+            f"the question has {len(text)} characters, over the limit of {max_chars}; shorten "
+            "it (ingest long documents instead, or raise graph.max_question_chars)"
+        )
+    bad = next((i for i, char in enumerate(text) if "\ud800" <= char <= "\udfff"), None)
+    if bad is not None:
+        raise InvalidTextError(
+            f"the question is not valid text: character {bad + 1} is a lone surrogate (bytes "
+            "that are not UTF-8, or a broken \\u escape); send UTF-8 text"
+        )
+    return text
 
 
 class ClarificationPendingError(MedgraphError):
@@ -135,10 +170,7 @@ class Assistant:
         self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
     ) -> tuple[dict[str, Any] | Command[Any], RunnableConfig, str]:
         """The graph input (a new turn, or the resume of a pending clarification) and config."""
-        if not question or not question.strip():
-            raise EmptyQuestionError(
-                "the question is empty; ask something, e.g. 'Does aspirin ...?'"
-            )
+        question = check_question(question, self.settings.graph.max_question_chars)
         if thread_id is not None and not create and not self.thread_exists(thread_id):
             raise ThreadNotFoundError(
                 f"no conversation with thread id {thread_id!r}; omit --thread to start a new one"
@@ -153,12 +185,12 @@ class Assistant:
                         f"thread {thread_id!r} is waiting for a text reply to: {pending.text} "
                         "Reply without images, or start a new conversation to attach them"
                     )
-                return Command(resume=question.strip()), config, thread
+                return Command(resume=question), config, thread
         refs, attachments = self.attach(images)
         # The pixels travel in the run's config, which LangGraph never checkpoints; state holds
         # only ids, hashes and non-identifying metadata.
         config["configurable"][ATTACHMENTS_KEY] = attachments
-        state = {"messages": [HumanMessage(question.strip())], "images": refs}
+        state = {"messages": [HumanMessage(question)], "images": refs}
         return state, config, thread
 
     def _answer(self, config: RunnableConfig, thread: str) -> Answer:
@@ -186,7 +218,7 @@ class Assistant:
         ``--thread``).
         """
         graph_input, config, thread = self._prepare(question, images, thread_id, create)
-        result = self.graph.invoke(graph_input, config)
+        result = self.graph.invoke(graph_input, config, durability=CHECKPOINT_DURABILITY)
         if result.get("__interrupt__"):
             return self._answer(config, thread)
         answer: Answer = result["answer"]
@@ -207,7 +239,9 @@ class Assistant:
         ask a clarifying question (reply with ``stream(reply, thread_id=...)``, as for :meth:`ask`).
         """
         graph_input, config, thread = self._prepare(question, images, thread_id, create)
-        yield from self.graph.stream(graph_input, config, stream_mode=list(stream_mode))
+        yield from self.graph.stream(
+            graph_input, config, stream_mode=list(stream_mode), durability=CHECKPOINT_DURABILITY
+        )
         yield "answer", self._answer(config, thread)
 
     def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Any:

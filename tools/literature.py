@@ -32,6 +32,7 @@ from pydantic import (
 
 from medgraph.errors import ConfigurationError, MedgraphError
 from medgraph.knowledge.types import Evidence
+from medgraph.knowledge.untrusted import neutralise_untrusted
 
 __all__ = [
     "EVIDENCE_PREAMBLE",
@@ -54,13 +55,6 @@ YEAR_MIN = 1800
 YEAR_MAX = 2100
 _TITLE_MAX_CHARS = 300
 
-# A '<' (or a look-alike bracket) that starts something tag-like: '</evidence>', '<evidence n=..>',
-# but also Gemma's control tokens ('<end_of_turn>', '<start_of_image>'), which a tokenizer would
-# otherwise turn into real special tokens. Comparisons such as 'p < 0.05' or '<5 mm' stay as they
-# are because a digit or a space-then-digit follows the bracket.
-# Invisible format characters may sit between the bracket and the name: a reader skips them.
-_GAP = r"[\s\u00ad\u200b-\u200f\u2060\ufeff]*"
-_TAG_START = re.compile(rf"[<\uFF1C\uFE64\u2329\u27E8\u3008](?={_GAP}/?{_GAP}[^\W\d])")
 # C0/C1 control characters other than tab and newline (they have no place in a prompt).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -87,8 +81,7 @@ class EvidenceSearcher(Protocol):
 
 def _neutralise_passage(text: str) -> str:
     """Passage text that cannot close or open an ``<evidence>`` fence (or any other tag)."""
-    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return _TAG_START.sub("&lt;", text)
+    return neutralise_untrusted(text, bracket="&lt;")
 
 
 def _attribute(value: str, limit: int | None = None) -> str:

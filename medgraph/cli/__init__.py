@@ -6,10 +6,12 @@ exit with code 2; only bugs produce a traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from medgraph.cli import assistant as _assistant  # noqa: F401  (registers commands)
 from medgraph.cli import doctor as _doctor  # noqa: F401  (registers commands)
@@ -32,19 +34,44 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"medgraph: error: {error}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except ValidationError as error:
-        if error.title != Settings.__name__:
+        if error.title not in _settings_models():
             raise  # a bug, not a user's setting
         typer.echo(f"medgraph: error: {settings_problem(error)}", err=True)
         sys.exit(EXIT_USER_ERROR)
+    except SettingsError as error:  # a setting that does not parse at all (e.g. bad JSON)
+        field = re.search(r'field "(\w+)"', str(error))
+        variable = f"MEDGRAPH_{field.group(1).upper()}" if field else "a MEDGRAPH_ variable"
+        typer.echo(
+            f"medgraph: error: {variable} does not parse ({error}); give it as JSON or set "
+            f"its parts as {variable}__FIELD=value",
+            err=True,
+        )
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _settings_models() -> set[str]:
+    """Names of Settings and its section models (the titles of their validation errors)."""
+    sections = {
+        field.annotation.__name__
+        for field in Settings.model_fields.values()
+        if isinstance(field.annotation, type)
+    }
+    return {Settings.__name__, *sections}
+
+
+_SECRET_PARTS = ("key", "secret", "password", "token")
 
 
 def settings_problem(error: ValidationError) -> str:
-    """One line naming each bad setting, its environment variable and what it must be."""
+    """One line naming each bad setting, its environment variable and what it must be (the
+    value is shown unless the setting holds a secret)."""
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"])
         variable = "MEDGRAPH_" + "__".join(str(part).upper() for part in item["loc"])
-        problems.append(f"{field} ({variable}={item.get('input')!r}): {item['msg']}")
+        secret = any(part in field.lower() for part in _SECRET_PARTS)
+        shown = variable if secret else f"{variable}={item.get('input')!r}"
+        problems.append(f"{field} ({shown}): {item['msg']}")
     return "invalid setting " + "; ".join(problems) + ". Fix it in the environment or medgraph.toml"
 
 

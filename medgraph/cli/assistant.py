@@ -17,6 +17,7 @@ from medgraph.cli.options import (
     TextModelOption,
     settings_from_options,
 )
+from medgraph.cli.terminal import terminal_text
 
 if TYPE_CHECKING:
     from medgraph.assistant import Assistant
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 def print_clarification(answer: Answer) -> None:
     """A clarifying question (an answer of kind ``clarify``), for a terminal."""
-    typer.echo(f"Clarifying question: {answer.text}")
+    typer.echo(f"Clarifying question: {terminal_text(answer.text)}")
 
 
 def print_answer(answer: Answer) -> None:
@@ -33,15 +34,15 @@ def print_answer(answer: Answer) -> None:
     if answer.kind == "clarify":
         print_clarification(answer)
         return
-    typer.echo(answer.text)
+    typer.echo(terminal_text(answer.text))
     if answer.citations:
         typer.echo("\nReferences:")
         for citation in answer.citations:
-            typer.echo(f"  {citation.reference}")
+            typer.echo(f"  {terminal_text(citation.reference)}")
             if citation.url:
-                typer.echo(f"      {citation.url}")
+                typer.echo(f"      {terminal_text(citation.url)}")
     for finding in answer.findings:
-        typer.echo(f"\nImage {finding.scope or finding.image_id}: {finding.text}")
+        typer.echo(f"\nImage {finding.scope or finding.image_id}: {terminal_text(finding.text)}")
     verification = answer.verification
     typer.echo(
         f"\nVerified: {verification.supported_fraction:.0%} of claims supported"
@@ -85,7 +86,14 @@ def ask(
     When the question is too ambiguous, a clarifying question is printed instead (JSON kind
     "clarify"); answer it with: medgraph ask "ANSWER" --thread ID.
     """
-    with _open(model, image_model, text_model, index) as assistant:
+    from medgraph.assistant import Assistant, check_question
+
+    settings = settings_from_options(
+        model=model, image_model=image_model, text_model=text_model, index=index
+    )
+    # A bad question (e.g. bytes that are not UTF-8) is refused before any model loads.
+    check_question(question, settings.graph.max_question_chars)
+    with Assistant(settings) as assistant:
         answer = assistant.ask(question, images=image, thread_id=thread, create=thread is None)
     if as_json:
         typer.echo(json.dumps(answer.to_json_dict(), ensure_ascii=False))

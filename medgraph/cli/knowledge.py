@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from medgraph.cli.app import app, eval_app
+from medgraph.cli.terminal import terminal_text
 from medgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -66,6 +67,11 @@ def ingest(
 
     if fmt not in FORMATS:
         raise ConfigurationError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise ConfigurationError(
+            f"no such file or folder: {', '.join(missing)}; nothing was indexed"
+        )
     settings = _settings(index)
     try:
         with LiteratureIndex(settings) as literature:
@@ -129,11 +135,11 @@ def search(
         typer.echo("No passages matched.")
         return
     for rank, hit in enumerate(hits, start=1):
-        snippet = " ".join(hit.chunk.text.split())
+        snippet = " ".join(terminal_text(hit.chunk.text).split())
         if len(snippet) > _SNIPPET:
             snippet = snippet[: _SNIPPET - 1].rstrip() + "…"
-        section = f" ({hit.chunk.section})" if hit.chunk.section else ""
-        typer.echo(f"{hit.citation(rank)}  score {hit.score:.4f}{section}")
+        section = f" ({terminal_text(hit.chunk.section)})" if hit.chunk.section else ""
+        typer.echo(f"{terminal_text(hit.citation(rank))}  score {hit.score:.4f}{section}")
         typer.echo(f"    {snippet}")
 
 

@@ -11,6 +11,7 @@ import typer
 
 from medgraph.cli.app import app
 from medgraph.cli.options import IndexOption, ModelOption, TextModelOption, settings_from_options
+from medgraph.cli.terminal import terminal_text
 
 if TYPE_CHECKING:
     from medgraph.graphs.research import Report
@@ -164,5 +165,5 @@ def _deliver(report: Report, out: Path | None, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_json_dict(), ensure_ascii=False))
     elif report.status == "done" and out is None:
-        typer.echo(report.markdown)
+        typer.echo(terminal_text(report.markdown))
     _say(f"Thread: {report.thread_id}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import typer
 
 from medgraph.cli.app import app
@@ -46,8 +49,15 @@ def serve(
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if updates:
         settings.server = settings.server.model_copy(update=updates)
+    # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio.
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="medgraph-web-"))
     application = create_app(settings, web=not no_web)
-    auth = "on" if settings.server.api_keys else "off (set MEDGRAPH_API_KEYS)"
+    server = settings.server
+    auth = (
+        f"on: {len(server.api_keys)} reader key(s), {len(server.ingest_keys)} ingest key(s)"
+        if server.key_values()
+        else "off (local use only; set MEDGRAPH_API_KEYS)"
+    )
     typer.echo(
         f"medgraph serve: http://{settings.server.host}:{settings.server.port} "
         f"(engine {application.state.chat_service.engine}, auth {auth}). Not for clinical use.",

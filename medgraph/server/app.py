@@ -1,9 +1,10 @@
 """``create_app``: the FastAPI application of ``medgraph serve``.
 
 Routes: ``/v1/chat/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/ingest``,
-``/v1/search``, ``/v1/health``, and the web chat page at ``/``. Middleware, outermost first:
-CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with ``MEDGRAPH_API_KEYS``),
-body size.
+``/v1/search``, ``/v1/health``, ``/v1/openapi.json`` (only with ``server.openapi``), and the web
+chat page at ``/`` (behind a login with the API keys when keys are set). Middleware, outermost
+first: CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with
+``MEDGRAPH_API_KEYS``), body size.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from medgraph.server import knowledge_api, openai_api
-from medgraph.server.auth import ApiKeyMiddleware
+from medgraph.server.auth import API_PREFIX, ApiKeyMiddleware
 from medgraph.server.errors import ApiError, install_error_handlers
 from medgraph.server.limits import BodySizeLimitMiddleware
 from medgraph.server.service import ChatService
@@ -30,14 +31,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _mount_web_page(app: FastAPI, service: ChatService) -> bool:
-    """Mount the chat page at ``/`` if the web module is available; whether it was mounted."""
+def _mount_web_page(app: FastAPI, service: ChatService, settings: Settings) -> bool:
+    """Mount the chat page at ``/`` if the web module is available; whether it was mounted.
+
+    The page takes the API keys as its login, and Gradio may never serve or copy a file from the
+    server's home, index or data folders.
+    """
     try:
         from medgraph.server.web import mount_chat_ui
     except ImportError as error:
         logger.warning("web chat page not mounted: %s", error)
         return False
-    mount_chat_ui(app, service)
+    mount_chat_ui(
+        app,
+        service,
+        api_keys=settings.server.key_values(),
+        blocked_paths=[settings.home, settings.knowledge.index_dir, settings.data],
+    )
     return True
 
 
@@ -67,10 +77,15 @@ def create_app(
         if owned:
             assistant.close()
 
+    # No docs pages (Swagger UI and ReDoc load from a CDN); the schema only on request, under
+    # /v1 so that the API keys guard it.
     app = FastAPI(
         title="medgraph",
         description="Grounded medical question answering with MedGemma. Not for clinical use.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json" if settings.server.openapi else None,
     )
     app.state.chat_service = service
     app.state.settings = settings
@@ -102,7 +117,9 @@ def create_app(
 
     server = settings.server
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, keys=server.key_values())
+    app.add_middleware(
+        ApiKeyMiddleware, keys=server.key_values(), ingest_keys=server.ingest_key_values()
+    )
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -112,5 +129,5 @@ def create_app(
             expose_headers=["X-Conversation-Id", "Retry-After"],
         )
     if web:
-        _mount_web_page(app, service)
+        _mount_web_page(app, service, settings)
     return app

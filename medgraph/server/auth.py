@@ -41,15 +41,22 @@ async def send_json_error(
     await send({"type": "http.response.body", "body": body})
 
 
+READER = "reader"
+INGESTER = "ingester"
+
+
 class ApiKeyMiddleware:
     """With keys configured, ``/v1`` requests need ``Authorization: Bearer <key>`` (else 401).
 
-    The accepted key is put in ``scope["state"]["api_key"]`` so threads can be namespaced by it.
+    The accepted key is put in ``scope["state"]["api_key"]`` so threads can be namespaced by it,
+    and its role in ``scope["state"]["api_role"]``: ``ingester`` for one of ``ingest_keys``,
+    else ``reader``. Without keys every request is an anonymous ``ingester`` (local use).
     """
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Sequence[str], ingest_keys: Sequence[str] = ()) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys if key]
+        self.ingest_keys = {key.encode() for key in ingest_keys if key}
 
     def _matching_key(self, header: bytes | None) -> str | None:
         if header is None:
@@ -65,7 +72,11 @@ class ApiKeyMiddleware:
         return matched.decode() if matched is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or not _is_api_path(scope["path"]):
+        if scope["type"] != "http" or not _is_api_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if not self.keys:
+            scope.setdefault("state", {})["api_role"] = INGESTER
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization")
@@ -85,5 +96,7 @@ class ApiKeyMiddleware:
                 [(b"www-authenticate", b"Bearer")],
             )
             return
-        scope.setdefault("state", {})["api_key"] = key
+        state = scope.setdefault("state", {})
+        state["api_key"] = key
+        state["api_role"] = INGESTER if key.encode() in self.ingest_keys else READER
         await self.app(scope, receive, send)

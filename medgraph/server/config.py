@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -10,6 +11,9 @@ from pydantic_settings import NoDecode
 
 API_KEYS_ENV = "MEDGRAPH_API_KEYS"
 """Comma-separated API keys; when set, every ``/v1`` request needs ``Authorization: Bearer``."""
+
+MIN_KEY_LENGTH = 12
+_KEY = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a Bearer header can carry
 
 
 def _split_commas(value: Any) -> Any:
@@ -19,8 +23,40 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-def _api_keys_from_env() -> list[SecretStr]:
-    return [SecretStr(key) for key in _split_commas(os.environ.get(API_KEYS_ENV, ""))]
+INGEST_KEYS_ENV = "MEDGRAPH_INGEST_KEYS"
+"""Comma-separated keys that may also upload literature (``POST /v1/ingest``)."""
+
+
+def _api_keys_from_env() -> str | None:
+    """The raw ``MEDGRAPH_API_KEYS`` text (checked by the field validator), None when unset."""
+    return os.environ.get(API_KEYS_ENV)
+
+
+def _ingest_keys_from_env() -> str | None:
+    """The raw ``MEDGRAPH_INGEST_KEYS`` text, None when unset."""
+    return os.environ.get(INGEST_KEYS_ENV)
+
+
+def parse_api_keys(value: Any) -> list[Any]:
+    """The key list of ``value`` (comma-separated text or a list); raise ValueError when a key
+    list was given but holds no key, or a key is malformed (fail closed, never "auth off")."""
+    if value is None:
+        return []
+    given_as_text = isinstance(value, str)
+    keys = _split_commas(value)
+    if given_as_text and not keys:
+        raise ValueError(
+            f"the API key list {value!r} holds no key; give comma-separated keys of at least "
+            f"{MIN_KEY_LENGTH} characters, or unset it to serve without auth"
+        )
+    for key in keys:
+        text = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
+        if len(text) < MIN_KEY_LENGTH or not _KEY.fullmatch(text):
+            raise ValueError(
+                f"API key number {keys.index(key) + 1} is malformed: keys need at least "
+                f"{MIN_KEY_LENGTH} printable ASCII characters with no spaces or commas"
+            )
+    return list(keys)
 
 
 class ServerSettings(BaseModel):
@@ -36,12 +72,41 @@ class ServerSettings(BaseModel):
     # NoDecode: environment values are comma-separated text, not JSON.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=_api_keys_from_env,
-        description="Accepted bearer keys (MEDGRAPH_API_KEYS); empty = no auth.",
+        validate_default=True,
+        description="Accepted bearer keys (MEDGRAPH_API_KEYS); unset = no auth (local use). "
+        "A set but empty or malformed list is an error.",
+    )
+    ingest_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=_ingest_keys_from_env,
+        validate_default=True,
+        description="Keys that may read and also upload literature (MEDGRAPH_INGEST_KEYS); the "
+        "keys of api_keys are readers only. With auth on and no ingest key, nobody can upload.",
+    )
+    thread_secret: SecretStr | None = Field(
+        default=None,
+        description="Server secret of the keyed hash (HMAC) that namespaces conversation threads "
+        "per API key; default: a random secret kept in <home>/server-secret. Workers sharing a "
+        "checkpoint database must share it.",
+    )
+    openapi: bool = Field(
+        default=False,
+        description="Serve the API schema at /v1/openapi.json (behind the API keys); no docs "
+        "page (Swagger UI would load from a CDN).",
     )
     max_body_bytes: int = Field(
         default=25 * 1024 * 1024,
         ge=1024,
         description="Largest request body (chat payloads with base64 images, ingest uploads).",
+    )
+    max_message_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Most text (UTF-8 bytes) in all messages of one chat request, images aside.",
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest file uploaded through the web page (Gradio's upload limit).",
     )
     max_image_pixels: int = Field(
         default=25_000_000, ge=1, description="Largest width x height of an attached image."
@@ -64,9 +129,31 @@ class ServerSettings(BaseModel):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS; empty = CORS off."
     )
+    max_ingest_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, description="Largest file one ingest job takes."
+    )
+    max_ingest_documents: int = Field(
+        default=2000, ge=1, description="Most documents one ingest job may add or change."
+    )
+    max_ingest_chunks: int = Field(
+        default=5000, ge=1, description="Most new passages (chunks) one ingest job may embed."
+    )
+    max_ingest_jobs_per_key: int = Field(
+        default=2, ge=1, description="Ingest jobs one key may have waiting or running."
+    )
+    max_ingest_bytes_per_key: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        description="Bytes one key may upload for ingest while the server runs.",
+    )
     max_search_results: int = Field(default=50, ge=1, description="Largest k of /v1/search.")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "ingest_keys", mode="before")
+    @classmethod
+    def _checked_keys(cls, value: Any) -> list[Any]:
+        return parse_api_keys(value)
+
+    @field_validator("cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -78,5 +165,10 @@ class ServerSettings(BaseModel):
         return 1 if engine == "transformers" else 4
 
     def key_values(self) -> list[str]:
-        """The API keys as plain strings."""
-        return [key.get_secret_value() for key in self.api_keys]
+        """Every accepted key (readers and ingesters) as plain strings."""
+        keys = [key.get_secret_value() for key in [*self.api_keys, *self.ingest_keys]]
+        return list(dict.fromkeys(keys))
+
+    def ingest_key_values(self) -> list[str]:
+        """The keys that may upload literature, as plain strings."""
+        return [key.get_secret_value() for key in self.ingest_keys]

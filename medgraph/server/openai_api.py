@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from medgraph.assistant import check_question
 from medgraph.errors import MedgraphError
 from medgraph.graphs.state import Answer
 from medgraph.server.errors import ApiError, api_error_for
@@ -44,8 +46,9 @@ from medgraph.server.schemas import (
     completion_id,
     error_body,
 )
-from medgraph.server.service import ChatService, api_thread_id
+from medgraph.server.service import ChatService
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 _STARTED = int(time.time())
 _WORDS_PER_DELTA = 6
@@ -70,14 +73,15 @@ def text_deltas(text: str, words: int = _WORDS_PER_DELTA) -> list[str]:
 
 
 def _sse(data: dict[str, Any] | str) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    # ASCII JSON: any text (even a lone surrogate from an ingested record) encodes as UTF-8.
+    payload = data if isinstance(data, str) else json.dumps(data)
     return f"data: {payload}\n\n"
 
 
 def _progress_comment(data: Any) -> str | None:
     if not isinstance(data, dict) or "event" not in data:
         return None
-    return f": progress {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+    return f": progress {json.dumps(data, default=str)}\n\n"
 
 
 @router.get("/models")
@@ -126,14 +130,24 @@ async def chat_completions(
             "invalid_last_message",
             param="messages",
         )
-    question = last.text().strip()
-    if not question:
+    if not last.text().strip():
         raise ApiError(
             400,
             "the last user message has no text; ask a question",
             "empty_question",
             param="messages",
         )
+    total = sum(len(m.text().encode("utf-8", "surrogatepass")) for m in body.messages)
+    if total > limits.max_message_bytes:
+        raise ApiError(
+            400,
+            f"the messages hold {total} bytes of text, over the server's limit of "
+            f"{limits.max_message_bytes}; send the question alone (the server keeps the "
+            "conversation) or raise server.max_message_bytes",
+            "messages_too_large",
+            param="messages",
+        )
+    question = check_question(last.text(), service.settings.graph.max_question_chars)
     urls = last.image_urls()
     if len(urls) > limits.max_images:
         raise ApiError(
@@ -143,7 +157,7 @@ async def chat_completions(
             param="messages",
         )
     conversation_id = x_conversation_id or body.user or uuid.uuid4().hex
-    thread_id = api_thread_id(conversation_id, api_key_of(request))
+    thread_id = service.api_thread_id(conversation_id, api_key_of(request))
 
     folder = Path(tempfile.mkdtemp(prefix="medgraph-request-"))
     handed_off = False  # once streaming starts, the stream removes the folder
@@ -208,6 +222,11 @@ async def _stream_events(
     except MedgraphError as error:
         api_error = api_error_for(error)
         yield _sse(error_body(api_error.message, "invalid_request_error", api_error.code))
+    except Exception:  # the stream has started: end it with an error event, never a cut
+        logger.exception("chat stream %s failed", request_id)
+        yield _sse(
+            error_body("the server failed while answering; see its log", "server_error", "internal")
+        )
     finally:
         await items.aclose()  # type: ignore[attr-defined]
         shutil.rmtree(folder, ignore_errors=True)

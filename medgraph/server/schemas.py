@@ -83,7 +83,12 @@ def answer_extras(answer: Answer, conversation_id: str | None) -> dict[str, Any]
     """The medgraph fields added to a completion (and to the last stream chunk)."""
     data = answer.to_json_dict()
     citations = [
-        {**shown, "chunk_id": citation.chunk_id, "reference": citation.reference}
+        {
+            **shown,
+            "chunk_id": citation.chunk_id,
+            "reference": citation.reference,
+            "provenance": citation.provenance,
+        }
         for shown, citation in zip(data["citations"], answer.citations, strict=True)
     ]
     return {

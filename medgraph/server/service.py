@@ -7,27 +7,28 @@ transformers models, several for the extractive and openai engines); a request t
 slot within ``queue_wait_seconds`` fails with :class:`GenerationBusyError` (HTTP 429).
 
 Threads of different conversations are isolated by the checkpointer: each request names its own
-``thread_id``, and the API namespaces ids per API key (:func:`api_thread_id`) so one key cannot
-read another's conversations. The web page should use ids from :func:`web_thread_id`.
+``thread_id``, and the API namespaces ids per API key (:func:`api_thread_id`, a keyed hash with the
+server's secret) so one key cannot read another's conversations. The web page should use ids
+from :func:`web_thread_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
+import os
 import re
-import shutil
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medgraph.errors import MedgraphError
+from medgraph.errors import ConfigurationError, MedgraphError
+from medgraph.server.ingest_jobs import IngestJob, IngestJobs, IngestLimits
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -122,15 +123,60 @@ class GenerationGate:
         self._slots.release()
 
 
-def api_thread_id(conversation_id: str, api_key: str | None) -> str:
-    """The checkpointer thread of an API conversation: namespaced by a hash of the API key.
+def key_namespace(api_key: str, secret: bytes) -> str:
+    """A keyed hash (HMAC-SHA256 with the server's secret) of an API key, 32 hex characters.
+
+    Without the secret, a stored namespace cannot be matched to a key by hashing guesses.
+    """
+    return hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def api_thread_id(conversation_id: str, api_key: str | None, secret: bytes) -> str:
+    """The checkpointer thread of an API conversation: namespaced by :func:`key_namespace`.
 
     Two keys using the same conversation id get different threads; without auth every client
     shares the ``public`` namespace.
     """
     check_conversation_id(conversation_id)
-    namespace = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else "public"
+    namespace = key_namespace(api_key, secret) if api_key else "public"
     return f"api:{namespace}:{conversation_id}"
+
+
+SECRET_FILE = "server-secret"
+
+
+def load_thread_secret(settings: Settings) -> bytes:
+    """The server secret of thread ids: ``server.thread_secret``, else ``<home>/server-secret``
+    (created with 32 random bytes, mode 0600, on first use).
+
+    A shared checkpoint database (``graph.checkpoint_url``) needs the setting, the same on every
+    worker; without it this raises :class:`~medgraph.errors.ConfigurationError`.
+    """
+    configured = settings.server.thread_secret
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    if settings.graph.checkpoint_url:
+        raise ConfigurationError(
+            "workers sharing a checkpoint database need one thread secret: set "
+            "MEDGRAPH_SERVER__THREAD_SECRET to the same random text on every worker"
+        )
+    path = Path(settings.home) / SECRET_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(secrets.token_bytes(32))
+        except FileExistsError:
+            pass
+        secret = path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot keep the server secret in {path} ({error.strerror}); make MEDGRAPH_HOME "
+            "writable or set MEDGRAPH_SERVER__THREAD_SECRET"
+        ) from error
+    if len(secret) < 16:
+        raise ConfigurationError(f"{path} holds no usable secret; delete it to make a new one")
+    return secret
 
 
 def web_thread_id(session_id: str) -> str:
@@ -170,8 +216,8 @@ class ChatService:
       Raises :class:`GenerationBusyError` (before any item) when no slot frees up in time, and
       any :class:`~medgraph.errors.MedgraphError` of the assistant (empty question, bad image).
     - ``await service.ask(question, images, thread_id)`` -> :class:`~medgraph.graphs.state.Answer`.
-    - ``await service.search(query, k)``, ``await service.ingest(path)``, ``service.health()``,
-      ``service.thread_messages(thread_id)``.
+    - ``await service.search(query, k)``, ``service.submit_ingest(data, name, fmt, key)`` (a
+      background job), ``await service.health()``, ``service.thread_messages(thread_id)``.
     """
 
     def __init__(self, assistant: Assistant, settings: Settings | None = None) -> None:
@@ -185,10 +231,17 @@ class ChatService:
         self._executor = ThreadPoolExecutor(
             max_workers=limit + 4, thread_name_prefix="medgraph-generate"
         )
-        self._ingest_lock = threading.Lock()
+        self._jobs: IngestJobs | None = None
+        self.thread_secret = load_thread_secret(self.settings)
+
+    def api_thread_id(self, conversation_id: str, api_key: str | None) -> str:
+        """The thread of an API conversation of ``api_key`` (see :func:`api_thread_id`)."""
+        return api_thread_id(conversation_id, api_key, self.thread_secret)
 
     def close(self) -> None:
         """Stop the worker threads (after the running ones finish)."""
+        if self._jobs is not None:
+            self._jobs.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     @property
@@ -273,42 +326,65 @@ class ChatService:
         hits = await loop.run_in_executor(self._executor, lambda: self.index.search(query, k=k))
         return list(hits)
 
-    async def ingest(self, data: bytes, filename: str, fmt: str = "auto") -> dict[str, Any]:
-        """Ingest one uploaded file (written to a temp folder under its own name); the report.
+    def submit_ingest(self, data: bytes, filename: str, fmt: str, api_key: str | None) -> IngestJob:
+        """Queue one uploaded file for ingest as ``api_key``'s upload; the job (see
+        :mod:`medgraph.server.ingest_jobs`). Raises ReadOnlyIndexError or IngestQuotaError."""
+        return self._ingest_jobs().submit(data, filename, fmt, self.key_owner(api_key))
 
-        Ingests run one at a time; the report is :class:`~medgraph.knowledge.index.IngestReport`
-        as a dict (``failures`` lists files that could not be read).
-        """
-        ingest = getattr(self.index, "ingest", None)
-        if not callable(ingest):
-            raise ReadOnlyIndexError(
-                "this server's index cannot ingest (a custom searcher was given); "
-                "serve a LiteratureIndex to upload documents"
+    def ingest_job(self, job_id: str, api_key: str | None) -> IngestJob | None:
+        """The ingest job ``job_id`` if ``api_key`` submitted it."""
+        return self._ingest_jobs().get(job_id, self.key_owner(api_key))
+
+    def key_owner(self, api_key: str | None) -> str:
+        """The namespace of ``api_key`` (a keyed hash), ``public`` without auth."""
+        return key_namespace(api_key, self.thread_secret) if api_key else "public"
+
+    def _ingest_jobs(self) -> IngestJobs:
+        if self._jobs is None:
+            ingest = getattr(self.index, "ingest", None)
+            if not callable(ingest):
+                raise ReadOnlyIndexError(
+                    "this server's index cannot ingest (a custom searcher was given); "
+                    "serve a LiteratureIndex to upload documents"
+                )
+            server = self.settings.server
+            self._jobs = IngestJobs(
+                ingest,
+                IngestLimits(
+                    max_bytes=server.max_ingest_bytes,
+                    max_documents=server.max_ingest_documents,
+                    max_chunks=server.max_ingest_chunks,
+                    max_jobs_per_key=server.max_ingest_jobs_per_key,
+                    max_bytes_per_key=server.max_ingest_bytes_per_key,
+                ),
             )
+        return self._jobs
+
+    _HEALTH_WAIT_SECONDS = 1.0
+
+    def _index_health(self) -> dict[str, Any]:
+        if not callable(getattr(self.index, "stats", None)):
+            return {"ok": True}  # a custom searcher has no stats to report
+        try:
+            stats = self.index.stats()
+        except MedgraphError as error:
+            return {"ok": False, "error": str(error)}
+        return {"ok": True, "documents": stats.documents, "chunks": stats.chunks}
+
+    async def health(self) -> dict[str, Any]:
+        """Engine, index size, generation slots and ingest jobs (no model call).
+
+        The index is asked in a worker thread for at most a second; a busy index is reported
+        as such rather than holding up the event loop.
+        """
         loop = asyncio.get_running_loop()
-
-        def work() -> dict[str, Any]:
-            with self._ingest_lock, _upload_folder() as folder:
-                path = folder / _safe_filename(filename)
-                path.write_bytes(data)
-                report = ingest([path], fmt=fmt, progress=False)
-                result = asdict(report)
-                result["ok"] = report.ok
-                for failure in result["failures"]:
-                    failure["path"] = Path(str(failure.get("path", ""))).name
-                return result
-
-        return await loop.run_in_executor(self._executor, work)
-
-    def health(self) -> dict[str, Any]:
-        """Engine, index size and generation slots (cheap; no model call)."""
-        index: dict[str, Any] = {"ok": True}  # a custom searcher has no stats to report
-        if callable(getattr(self.index, "stats", None)):
-            try:
-                stats = self.index.stats()
-                index = {"ok": True, "documents": stats.documents, "chunks": stats.chunks}
-            except MedgraphError as error:
-                index = {"ok": False, "error": str(error)}
+        try:
+            index = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self._index_health),
+                self._HEALTH_WAIT_SECONDS,
+            )
+        except TimeoutError:
+            index = {"ok": True, "busy": True}
         return {
             "status": "ok" if index["ok"] else "degraded",
             "engine": self.engine,
@@ -318,20 +394,5 @@ class ChatService:
                 "waiting": self.gate.waiting,
                 "limit": self.gate.limit,
             },
+            "ingest_jobs": {"active": self._jobs.active if self._jobs is not None else 0},
         }
-
-
-@contextmanager
-def _upload_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="medgraph-upload-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _safe_filename(filename: str) -> str:
-    """The base name of an uploaded file with only safe characters (keeps the extension)."""
-    name = Path(filename.replace("\\", "/")).name
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
-    return name[:120] or "upload.txt"

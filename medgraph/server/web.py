@@ -9,24 +9,32 @@ The page takes a question with PNG, JPEG or DICOM attachments, streams the assis
 then shows the cited answer with a numbered, linked reference list whose quoted passages open on
 demand. The not-for-clinical-use notice stays above the chat. Every browser session (every tab)
 gets its own conversation thread; "clear" starts a new one.
+
+Files: the page only ever opens files that came through Gradio's own upload flow (they live in
+Gradio's upload folder). A client that names any other server path in a request is refused by
+Gradio's upload-folder check (switched on here: a mounted app skips it otherwise) before anything
+is copied, and again by :func:`check_uploads`. With API keys configured the whole page (uploads,
+the queue, ``/gradio_api/file=``) sits behind Gradio's login form, whose password is an API key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import gradio as gr
 from fastapi import FastAPI
+from gradio.utils import get_upload_folder
 
 from medgraph.agents.images import load_image
-from medgraph.errors import MedgraphError
+from medgraph.errors import ImageLoadError, MedgraphError
 from medgraph.graphs.safety import NOT_FOR_CLINICAL_USE
 from medgraph.graphs.state import Answer
 from medgraph.server.web_format import (
@@ -68,7 +76,7 @@ class UploadLimits:
 
     max_images: int = 4
     max_image_pixels: int = 25_000_000
-    max_file_bytes: int = 25 * 1024 * 1024
+    max_file_bytes: int = 20 * 1024 * 1024
 
     @classmethod
     def of(cls, service: object) -> UploadLimits:
@@ -78,7 +86,7 @@ class UploadLimits:
         return cls(
             max_images=getattr(server, "max_images", defaults.max_images),
             max_image_pixels=getattr(server, "max_image_pixels", defaults.max_image_pixels),
-            max_file_bytes=getattr(server, "max_body_bytes", defaults.max_file_bytes),
+            max_file_bytes=getattr(server, "max_upload_bytes", defaults.max_file_bytes),
         )
 
 
@@ -86,19 +94,38 @@ class TooManyImagesError(MedgraphError):
     """A web question came with more images than the server accepts."""
 
 
+class NotAnUploadError(MedgraphError):
+    """A web question named a file that did not come through the page's upload flow."""
+
+
+def upload_folder() -> Path:
+    """Gradio's upload folder (``GRADIO_TEMP_DIR``, else ``<tmp>/gradio``), resolved."""
+    return Path(get_upload_folder()).resolve()
+
+
 def check_uploads(files: list[Path], limits: UploadLimits) -> None:
     """Raise a MedgraphError naming the problem unless every upload is an acceptable image.
 
-    Each file is decoded once here (pixel count checked from the header first), so an oversized
-    or unreadable upload is refused before it takes a generation slot.
+    A file outside Gradio's upload folder is refused unread (the page never opens a path a
+    client sent). Each file is decoded once here (pixel count checked from the header first), so
+    an oversized or unreadable upload is refused before it takes a generation slot. Messages name
+    images by their number, never by a server path.
     """
     if len(files) > limits.max_images:
         raise TooManyImagesError(
             f"{len(files)} images attached; this server accepts at most {limits.max_images} "
             "per question"
         )
-    for path in files:
-        load_image(path, max_pixels=limits.max_image_pixels)
+    folder = upload_folder()
+    for number, path in enumerate(files, start=1):
+        if not path.resolve().is_relative_to(folder):
+            raise NotAnUploadError(
+                f"image {number} was not uploaded through this page; attach it with the clip button"
+            )
+        try:
+            load_image(path.read_bytes(), max_pixels=limits.max_image_pixels)
+        except ImageLoadError as error:
+            raise ImageLoadError(f"image {number}: {error}") from error
 
 
 def new_thread_id() -> str:
@@ -284,20 +311,39 @@ def build_chat_ui(
     return blocks
 
 
+def key_login(keys: Sequence[str]) -> Callable[[str, str], bool]:
+    """Gradio's login check: any user name, and one of ``keys`` as the password."""
+    encoded = [key.encode() for key in keys if key]
+
+    def check(username: str, password: str) -> bool:
+        del username  # the page has no accounts: the key is the credential
+        given = password.encode()
+        matched = False
+        for key in encoded:  # compare with every key: timing does not reveal which matched
+            matched |= hmac.compare_digest(given, key)
+        return matched
+
+    return check
+
+
 def mount_chat_ui(
     app: FastAPI,
     service: ChatStreamer,
     path: str = "/",
     *,
     concurrency_limit: int | None = None,
+    api_keys: Sequence[str] = (),
+    blocked_paths: Sequence[Path] = (),
 ) -> None:
     """Mount the chat page on ``app`` at ``path``.
 
     Call it after every API route is registered: a mount at "/" takes all paths not matched
     before it. ``concurrency_limit`` caps simultaneous chat turns in Gradio's queue, where further
     turns wait their turn (default: the service's ``gate.limit``, else no cap). Uploads are capped
-    by ``service.settings.server`` (``max_body_bytes`` per file, ``max_images``,
-    ``max_image_pixels``).
+    by ``service.settings.server`` (``max_upload_bytes`` per file, ``max_images``,
+    ``max_image_pixels``). With ``api_keys`` the page, its uploads and its files need a login
+    whose password is one of the keys. Gradio never serves or copies files under
+    ``blocked_paths`` (the server's home, index and data folders).
     """
     if concurrency_limit is None:
         limit = getattr(getattr(service, "gate", None), "limit", None)
@@ -309,10 +355,15 @@ def mount_chat_ui(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],
     )
+    keys = [key for key in api_keys if key]
     gr.mount_gradio_app(
         app,
         blocks,
         path=path,
+        auth=key_login(keys) if keys else None,
+        auth_message="Sign in with any name and one of the server's API keys as the password.",
+        allowed_paths=[],
+        blocked_paths=[str(Path(folder).resolve()) for folder in blocked_paths],
         footer_links=[],
         run_history=False,
         show_error=False,
@@ -322,3 +373,6 @@ def mount_chat_ui(
         theme=theme,
         css=PAGE_CSS,
     )
+    # Gradio checks that files named in a request were uploaded (are in its upload folder) only
+    # for apps started with launch(); a mounted app skips the check unless marked as launched.
+    blocks.has_launched = True

@@ -535,17 +535,18 @@ def test_generic_jsonl_metadata(tmp_path: Path) -> None:
                     "authors": ["Doe JA"],
                     "journal": "Example Guidelines",
                     "doi": "10.0000/g7",
-                    "url": "https://example.org/g7",
+                    "url": "https://pmc.ncbi.nlm.nih.gov/articles/PMC7/",
                     "pmid": "33333333",
                     "publisher": "Nobody",
                     "grade": 2,
                     "tags": ["x", "y"],
                 },
             },
-            {"id": 8, "text": "No metadata here."},
+            {"id": 8, "text": "No metadata here.", "url": "https://example.org/g8"},
         ],
     )
     first, second = read_file(path)
+    assert second.url is None  # links only to PubMed, PMC or DOI hosts are kept
     assert first.source_id == "guideline-7"
     assert first.title == "Invented guideline"
     assert first.year == 2022
@@ -553,7 +554,7 @@ def test_generic_jsonl_metadata(tmp_path: Path) -> None:
     assert first.journal == "Example Guidelines"
     assert (first.doi, first.url, first.pmid) == (
         "10.0000/g7",
-        "https://example.org/g7",
+        "https://pmc.ncbi.nlm.nih.gov/articles/PMC7/",
         "33333333",
     )
     assert first.extra == {"publisher": "Nobody", "grade": "2", "tags": "x; y"}

@@ -123,3 +123,20 @@ def user_message(text: str, *image_urls: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
     parts += [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
     return {"role": "user", "content": parts}
+
+
+def ingest_upload(
+    post: Any, get: Any, name: str, payload: bytes, timeout: float = 300
+) -> dict[str, Any]:
+    """Upload ``payload`` through ``POST /v1/ingest`` (202 + job) and poll the job until it has
+    finished; the finished job. ``post``/``get`` are httpx-style callables taking a path."""
+    response = post("/v1/ingest", files={"file": (name, payload, "text/plain")})
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    assert response.headers["location"] == f"/v1/ingest/{job['id']}"
+    deadline = time.monotonic() + timeout
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, f"ingest job {job['id']} did not finish"
+        time.sleep(0.05)
+        job = get(f"/v1/ingest/{job['id']}").json()
+    return job

@@ -24,7 +24,7 @@ from medgraph.errors import IndexUnavailableError
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.server.app import create_app
 from medgraph.server.openai_api import text_deltas
-from medgraph.server.service import ChatService, api_thread_id
+from medgraph.server.service import ChatService
 from tests.graphs.support import dev_questions
 from tests.knowledge.index_support import corpus_records
 from tests.server.api_support import (
@@ -35,6 +35,7 @@ from tests.server.api_support import (
     build_settings,
     data_url,
     indexed_records,
+    ingest_upload,
     png_data_url,
     record_text,
     running,
@@ -64,7 +65,7 @@ class Server:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
 
     def human_texts(self, conversation_id: str, key: str = KEY_A) -> list[str]:
-        messages = self.service.thread_messages(api_thread_id(conversation_id, key))
+        messages = self.service.thread_messages(self.service.api_thread_id(conversation_id, key))
         return [str(m.text) for m in messages if isinstance(m, HumanMessage)]
 
 
@@ -74,6 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = build_settings(
         root,
         api_keys=[KEY_A, KEY_B],
+        ingest_keys=[KEY_A],
         max_body_bytes=MAX_BODY,
         max_image_pixels=MAX_PIXELS,
         max_concurrent_generations=4,
@@ -380,7 +382,7 @@ def test_streaming_parsed_by_the_openai_client(server: Server) -> None:
     assert_citations_resolve(server, body)
     assert extras["route"][-1] == "finalize" and "verification" in extras
     # The stored answer is exactly the streamed text.
-    messages = server.service.thread_messages(api_thread_id(conversation, KEY_A))
+    messages = server.service.thread_messages(server.service.api_thread_id(conversation, KEY_A))
     assert str(messages[-1].text) == text
     assert server.human_texts(conversation) == [QUESTION]
 
@@ -431,7 +433,7 @@ def test_images_png_jpeg_and_dicom_are_attached(server: Server) -> None:
         )
     assert response.status_code == 200, response.text
     state = server.service.assistant.graph.get_state(
-        {"configurable": {"thread_id": api_thread_id(conversation, KEY_A)}}
+        {"configurable": {"thread_id": server.service.api_thread_id(conversation, KEY_A)}}
     )
     refs = state.values["images"]
     assert [ref.image_id for ref in refs] == ["img-1", "img-2", "img-3"]
@@ -467,20 +469,18 @@ def test_ingest_upload_then_search_finds_the_new_document(server: Server) -> Non
     with server.client() as client:
         before = client.get("/v1/search", params={"q": query, "k": 5}).json()["data"]
         assert new_record["pmid"] not in {hit["source_id"] for hit in before}
-        report = client.post(
-            "/v1/ingest", files={"file": ("../../evil name.jsonl", payload, "application/json")}
-        )
-        assert report.status_code == 200, report.text
-        body = report.json()
+        job = ingest_upload(client.post, client.get, "../../evil name.jsonl", payload)
+        assert job["state"] == "succeeded" and job["filename"] == "evil_name.jsonl", job
+        body = job["report"]
         assert body["documents_added"] == 1 and body["ok"] and body["chunks_added"] >= 1
         assert body["index_documents"] == len(known) + 1
         hits = client.get("/v1/search", params={"q": query, "k": 5}).json()["data"]
         assert hits[0]["source_id"] == new_record["pmid"]
         assert hits[0]["text"] in record_text(new_record)
         assert hits[0]["url"] == f"https://pubmed.ncbi.nlm.nih.gov/{new_record['pmid']}/"
-        broken = client.post("/v1/ingest", files={"file": ("bad.jsonl", b"{oops\n", "text/plain")})
-        assert broken.status_code == 200 and not broken.json()["ok"]
-        assert broken.json()["failures"][0]["path"] == "bad.jsonl"
+        broken = ingest_upload(client.post, client.get, "bad.jsonl", b"{oops\n")
+        assert broken["state"] == "succeeded" and not broken["report"]["ok"]
+        assert broken["report"]["failures"][0]["path"] == "bad.jsonl"
         assert_error(client.post("/v1/ingest", files={"file": ("e.txt", b"", "text/plain")}), 400)
 
 

@@ -19,7 +19,7 @@ from langchain_core.messages import HumanMessage
 
 from medgraph.assistant import Assistant
 from medgraph.server.app import create_app
-from medgraph.server.service import ChatService, api_thread_id
+from medgraph.server.service import ChatService
 from tests.graphs.support import dev_questions
 from tests.knowledge.index_support import corpus_records, write_jsonl
 from tests.server.api_support import (
@@ -27,6 +27,7 @@ from tests.server.api_support import (
     build_index,
     build_settings,
     indexed_records,
+    ingest_upload,
     record_text,
     running,
 )
@@ -51,15 +52,11 @@ def test_two_workers_share_one_chroma_server(tmp_path: Path) -> None:
         first_url, _ = _worker(stack, tmp_path, "worker-1", chroma_url=chroma_url)
         second_url, second = _worker(stack, tmp_path, "worker-2", chroma_url=chroma_url)
         with httpx.Client(base_url=first_url, timeout=60) as first_client:
-            seeded = first_client.post(
-                "/v1/ingest", files={"file": ("seed.jsonl", seed.read_bytes(), "text/plain")}
-            )
-            assert seeded.status_code == 200 and seeded.json()["documents_added"] == 20
-            added = first_client.post(
-                "/v1/ingest",
-                files={"file": ("new.jsonl", json.dumps(new_record).encode(), "text/plain")},
-            )
-            assert added.json()["documents_added"] == 1
+            c = first_client
+            seeded = ingest_upload(c.post, c.get, "seed.jsonl", seed.read_bytes())
+            assert seeded["report"]["documents_added"] == 20, seeded
+            added = ingest_upload(c.post, c.get, "new.jsonl", json.dumps(new_record).encode())
+            assert added["report"]["documents_added"] == 1, added
         # Vectors live on the server, not in either worker's folder.
         assert not (tmp_path / "worker-1" / "index" / "chroma").exists()
         query = new_record["sections"][0]["text"][:120]
@@ -96,7 +93,9 @@ def test_two_workers_share_one_postgres_checkpointer(tmp_path: Path, postgres_ur
     with ExitStack() as stack:
         workers = []
         for name in ("worker-1", "worker-2"):
-            settings = build_settings(tmp_path / name, api_keys=[KEY_A])
+            settings = build_settings(
+                tmp_path / name, api_keys=[KEY_A], thread_secret="shared-worker-secret"
+            )
             settings.knowledge = settings.knowledge.model_copy(update={"index_dir": index_dir})
             settings.graph = settings.graph.model_copy(update={"checkpoint_url": postgres_url})
             index = stack.enter_context(build_index(settings))
@@ -113,7 +112,7 @@ def test_two_workers_share_one_postgres_checkpointer(tmp_path: Path, postgres_ur
             )
             assert response.status_code == 200, response.text
         for _, service in workers:
-            messages = service.thread_messages(api_thread_id(conversation, KEY_A))
+            messages = service.thread_messages(service.api_thread_id(conversation, KEY_A))
             humans = [str(m.text) for m in messages if isinstance(m, HumanMessage)]
             assert humans == [first_question, follow_up]
     assert not (tmp_path / "worker-1" / "home" / "checkpoints.sqlite").exists()
@@ -126,7 +125,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "MEDGRAPH_HOME": str(tmp_path / "home"),
-        "MEDGRAPH_API_KEYS": f"{KEY_A},other-key",
+        "MEDGRAPH_API_KEYS": f"{KEY_A},other-key-0123",
+        "MEDGRAPH_INGEST_KEYS": KEY_A,
     }
     index = str(tmp_path / "index")
     port = free_port()
@@ -164,10 +164,9 @@ def test_medgraph_serve_command(served: tuple[str, Path]) -> None:
     health = httpx.get(f"{url}/v1/health", headers=auth).json()
     assert health["status"] == "degraded" and not health["index"]["ok"]  # nothing ingested yet
     corpus = "".join(json.dumps(record) + "\n" for record in indexed_records(6)).encode()
-    report = httpx.post(
-        f"{url}/v1/ingest", files={"file": ("six.jsonl", corpus)}, headers=auth, timeout=300
-    )
-    assert report.status_code == 200 and report.json()["documents_added"] == 6, report.text
+    with httpx.Client(base_url=url, headers=auth, timeout=300) as client:
+        job = ingest_upload(client.post, client.get, "six.jsonl", corpus)
+    assert job["report"]["documents_added"] == 6, job
     assert httpx.get(f"{url}/v1/health", headers=auth).json()["index"]["documents"] == 6
     with openai.OpenAI(base_url=f"{url}/v1", api_key=KEY_A, max_retries=0, timeout=120) as client:
         assert [m.id for m in client.models.list().data] == ["medgraph"]

@@ -4,6 +4,7 @@ function's streaming and threads, and the page mounted on a FastAPI app."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
@@ -341,12 +342,24 @@ def test_errors_show_in_the_chat_instead_of_an_answer() -> None:
     assert "secret internal detail" not in final[-1].content
 
 
-def test_uploads_are_checked_before_the_assistant_runs(tmp_path: Path) -> None:
-    image = sample_image()
-    dicom = shared_data_dir() / "images" / "dicom" / "encapsulated_cxr.dcm"
+def test_uploads_are_checked_before_the_assistant_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    uploads.mkdir()
+    image = Path(shutil.copy(sample_image(), uploads))
+    dicom = Path(
+        shutil.copy(shared_data_dir() / "images" / "dicom" / "encapsulated_cxr.dcm", uploads)
+    )
     ok = FakeStreamer(SCRIPT)
     run_turn(ok, {"text": "q", "files": [{"path": str(image)}, str(dicom)]})
     assert ok.calls[0][1] == [image, dicom]
+
+    elsewhere = FakeStreamer(SCRIPT)
+    final = run_turn(elsewhere, {"text": "q", "files": [str(sample_image())]})[-1][0]
+    assert elsewhere.calls == [] and "not uploaded through this page" in final[-1].content
+    assert str(sample_image().parent) not in final[-1].content
 
     too_many = FakeStreamer(SCRIPT)
     final = run_turn(
@@ -360,7 +373,7 @@ def test_uploads_are_checked_before_the_assistant_runs(tmp_path: Path) -> None:
     )[-1][0]
     assert too_big.calls == [] and "Could not answer" in final[-1].content
 
-    broken = tmp_path / "scan.png"
+    broken = uploads / "scan.png"
     broken.write_bytes(b"not an image at all")
     unreadable = FakeStreamer(SCRIPT)
     final = run_turn(unreadable, {"text": "q", "files": [str(broken)]})[-1][0]
