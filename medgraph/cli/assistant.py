@@ -14,6 +14,7 @@ from medgraph.cli.options import (
     ImageModelOption,
     IndexOption,
     ModelOption,
+    PresetOption,
     TextModelOption,
     settings_from_options,
 )
@@ -52,12 +53,16 @@ def print_answer(answer: Answer) -> None:
 
 
 def _open(
-    model: str | None, image_model: str | None, text_model: str | None, index: str | None
+    model: str | None,
+    image_model: str | None,
+    text_model: str | None,
+    index: str | None,
+    preset: str | None,
 ) -> Assistant:
     from medgraph.assistant import Assistant
 
     settings = settings_from_options(
-        model=model, image_model=image_model, text_model=text_model, index=index
+        model=model, image_model=image_model, text_model=text_model, index=index, preset=preset
     )
     return Assistant(settings)
 
@@ -77,6 +82,7 @@ def ask(
     model: str | None = ModelOption,
     image_model: str | None = ImageModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     thread: str | None = typer.Option(None, "--thread", help="Continue this conversation."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -85,7 +91,7 @@ def ask(
     When the question is too ambiguous, a clarifying question is printed instead (JSON kind
     "clarify"); answer it with: medgraph ask "ANSWER" --thread ID.
     """
-    with _open(model, image_model, text_model, index) as assistant:
+    with _open(model, image_model, text_model, index, preset) as assistant:
         answer = assistant.ask(question, images=image, thread_id=thread, create=thread is None)
     if as_json:
         typer.echo(json.dumps(answer.to_json_dict(), ensure_ascii=False))
@@ -106,6 +112,7 @@ def chat(
     model: str | None = ModelOption,
     image_model: str | None = ImageModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     thread: str | None = typer.Option(None, "--thread", help="Resume this conversation."),
 ) -> None:
     """A conversation with memory: /image PATH attaches an image, /new starts over, /quit ends.
@@ -115,7 +122,7 @@ def chat(
     from medgraph.assistant import ClarificationPendingError
     from medgraph.errors import MedgraphError
 
-    with _open(model, image_model, text_model, index) as assistant:
+    with _open(model, image_model, text_model, index, preset) as assistant:
         if thread is not None and not assistant.thread_exists(thread):
             from medgraph.assistant import ThreadNotFoundError
 
@@ -176,7 +183,7 @@ def demo(
         settings.knowledge = settings.knowledge.model_copy(
             update={"index_dir": settings.home / "demo-index"}
         )
-    corpus = find_corpus(settings, settings.home / "data")
+    corpus = find_corpus(settings)
     typer.echo(f"Literature: {corpus}")
     with LiteratureIndex(settings.knowledge) as literature:
         report = literature.ingest([corpus], progress=sys.stderr.isatty())
