@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -20,15 +21,66 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """MEDGRAPH_DATA if set, else ``../shared/data`` beside the repository; fails if absent."""
+    """The real datasets the tests read, in the layout of the shared data folder's README.
+
+    ``MEDGRAPH_DATA`` if set, else ``../shared/data`` beside the repository, else a folder built
+    for this machine: PubMedQA fetched once into the user's data cache (checked by sha256, see
+    :mod:`medgraph.datasets`) beside stand-in images drawn by :mod:`tests.synthetic_images`.
+    """
     configured = os.environ.get("MEDGRAPH_DATA")
-    folder = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
-    if not (folder / "pubmedqa" / "corpus.jsonl").is_file():
-        raise RuntimeError(
-            f"shared test data not found at {folder}; set MEDGRAPH_DATA to the folder that holds "
-            "pubmedqa/corpus.jsonl"
-        )
+    if configured:
+        folder = Path(configured)
+        if not (folder / "pubmedqa" / "corpus.jsonl").is_file():
+            raise RuntimeError(
+                f"MEDGRAPH_DATA={folder} holds no pubmedqa/corpus.jsonl; point it at a folder laid "
+                "out like the shared data README, or unset it to fetch PubMedQA into the cache"
+            )
+        return folder
+    beside = REPO_ROOT.parent / "shared" / "data"
+    if (beside / "pubmedqa" / "corpus.jsonl").is_file():
+        return beside
+    return _fetched_test_data()
+
+
+_FETCHED: list[Path] = []
+
+
+def _fetched_test_data() -> Path:
+    """PubMedQA from the data cache (fetched if needed) and synthetic images, in a temp folder."""
+    if _FETCHED:
+        return _FETCHED[0]
+    from medgraph.datasets import ensure_pubmedqa
+    from tests.synthetic_images import write_test_images
+
+    pubmedqa = ensure_pubmedqa()
+    folder = Path(tempfile.mkdtemp(prefix="medgraph-test-data-"))
+    (folder / "pubmedqa").symlink_to(pubmedqa, target_is_directory=True)
+    write_test_images(folder / "images")
+    _FETCHED.append(folder)
     return folder
+
+
+NOT_FETCHABLE = {
+    "medqa/sample.jsonl": "MedQA-US as redistributed by the MIRAGE benchmark "
+    "(github.com/Teddy-XiongGZ/MIRAGE, MIT); medgraph pins no download of it yet",
+    "bioasq": "BioASQ golden files via MIRAGE; licensed for evaluation inside this project only, "
+    "so never downloaded by medgraph",
+}
+
+
+def require_shared_file(relative: str) -> Path:
+    """``shared_data_dir() / relative``; skips, naming the file and its source, when it is absent.
+
+    Only for files with no public download medgraph may fetch (:data:`NOT_FETCHABLE`): with the
+    shared data folder present these tests always run.
+    """
+    import pytest
+
+    path = shared_data_dir() / relative
+    if not path.is_file():
+        source = next(text for key, text in NOT_FETCHABLE.items() if relative.startswith(key))
+        pytest.skip(f"needs {relative} ({source}); set MEDGRAPH_DATA to a folder holding it")
+    return path
 
 
 @dataclass(frozen=True)
