@@ -27,6 +27,20 @@ def find_corpus(settings: Settings, *, timeout: float = 20.0) -> Path:
     return ensure_pubmedqa(data_cache_dir(), timeout=timeout) / "corpus.jsonl"
 
 
+def first_records(corpus: Path, limit: int, target: Path) -> Path:
+    """Write the first ``limit`` records of a JSON-lines corpus to ``target`` and return it."""
+    kept: list[str] = []
+    with corpus.open(encoding="utf-8", newline="\n") as lines:
+        for line in lines:
+            if line.strip():
+                kept.append(line if line.endswith("\n") else line + "\n")
+            if len(kept) == limit:
+                break
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(kept), encoding="utf-8")
+    return target
+
+
 def weights_available(settings: Settings) -> bool:
     """Whether both model roles' weights are on this machine (folder or Hub cache)."""
     return all(

@@ -37,6 +37,18 @@ def _chest(size: int, seed: int) -> np.ndarray:
     return np.clip(picture + noise, 0, 245).astype(np.uint8)
 
 
+def _smear() -> np.ndarray:
+    """A blood-smear-like RGB picture: pale background with smooth pink cells."""
+    rows, cols = np.mgrid[0:480, 0:640]
+    picture = np.empty((480, 640, 3), dtype=np.float64)
+    picture[...] = (226, 214, 200)
+    for index, (row, col) in enumerate(np.random.default_rng(7).integers(30, 450, (40, 2))):
+        distance = np.hypot(rows - row, cols - col * 1.35)
+        cell = np.clip(1 - distance / (22 + index % 7), 0, 1)[..., None]
+        picture = picture * (1 - cell) + np.array((205, 110, 130)) * cell
+    return picture.astype(np.uint8)
+
+
 def _file_meta(sop_class: str, transfer_syntax: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -104,8 +116,7 @@ def write_test_images(images: Path) -> Path:
         Image.fromarray(_chest(512, seed=seed), mode="L").save(cxr / name)
     bccd = images / "bccd"
     bccd.mkdir(parents=True, exist_ok=True)
-    smear = np.random.default_rng(7).integers(120, 230, (480, 640, 3), dtype=np.uint8)
-    Image.fromarray(smear, mode="RGB").save(bccd / "BloodImage_00000.jpg", quality=90)
+    Image.fromarray(_smear(), mode="RGB").save(bccd / "BloodImage_00000.jpg", quality=90)
     dicom = images / "dicom"
     dicom.mkdir(parents=True, exist_ok=True)
     encapsulated_cr(dicom / "encapsulated_cxr.dcm")

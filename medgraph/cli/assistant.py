@@ -172,10 +172,13 @@ def chat(
 def demo(
     index: str | None = IndexOption,
     question: str | None = typer.Option(None, "--question", help="Ask this instead."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Index only the first N abstracts (a quicker look)."
+    ),
 ) -> None:
     """Index the PubMedQA literature and answer a sample question with citations."""
     from medgraph.assistant import Assistant
-    from medgraph.demo import DEMO_QUESTION, find_corpus, weights_available
+    from medgraph.demo import DEMO_QUESTION, find_corpus, first_records, weights_available
     from medgraph.knowledge.index import LiteratureIndex
 
     settings = settings_from_options(index=index)
@@ -184,7 +187,9 @@ def demo(
             update={"index_dir": settings.home / "demo-index"}
         )
     corpus = find_corpus(settings)
-    typer.echo(f"Literature: {corpus}")
+    typer.echo(f"Literature: {corpus}" + (f" (the first {limit} records)" if limit else ""))
+    if limit is not None:
+        corpus = first_records(corpus, limit, settings.home / "demo-corpus.jsonl")
     with LiteratureIndex(settings.knowledge) as literature:
         report = literature.ingest([corpus], progress=sys.stderr.isatty())
         typer.echo(report.summary(problems=True))
