@@ -201,6 +201,14 @@ def _json_object(remote: RemoteFile, body: bytes) -> dict[str, dict[str, object]
     return parsed
 
 
+def cached_pubmedqa(folder: Path | None = None) -> Path | None:
+    """``folder/pubmedqa`` (default: the data cache) if both its files pass the sha256 check."""
+    folder = folder or data_cache_dir()
+    if all(_is_verified(folder, derived) for derived in (PUBMEDQA_CORPUS, PUBMEDQA_DEV)):
+        return folder / "pubmedqa"
+    return None
+
+
 def ensure_pubmedqa(folder: Path | None = None, *, timeout: float = 20.0) -> Path:
     """``folder/pubmedqa`` holding verified ``corpus.jsonl`` and ``dev.jsonl``, fetched if needed.
 
@@ -208,11 +216,20 @@ def ensure_pubmedqa(folder: Path | None = None, *, timeout: float = 20.0) -> Pat
     the wrong hash is rebuilt from the public source.
     """
     folder = folder or data_cache_dir()
-    wanted = (PUBMEDQA_CORPUS, PUBMEDQA_DEV)
-    if all(_is_verified(folder, derived) for derived in wanted):
-        return folder / "pubmedqa"
-    raw = _json_object(PUBMEDQA_PQAL, fetch(PUBMEDQA_PQAL, timeout=timeout))
-    test_pmids = set(_json_object(PUBMEDQA_TEST_SPLIT, fetch(PUBMEDQA_TEST_SPLIT, timeout=timeout)))
+    cached = cached_pubmedqa(folder)
+    if cached is not None:
+        return cached
+    try:
+        pqal = fetch(PUBMEDQA_PQAL, timeout=timeout)
+        test_split = fetch(PUBMEDQA_TEST_SPLIT, timeout=timeout)
+    except DataUnavailableError as error:
+        raise DataUnavailableError(
+            f"PubMedQA (pubmedqa/corpus.jsonl and dev.jsonl) is not in {folder} and {error}. "
+            "Set MEDGRAPH_DATA to a folder that holds pubmedqa/, or MEDGRAPH_DATA_MIRROR to a "
+            "mirror of the public files"
+        ) from error
+    raw = _json_object(PUBMEDQA_PQAL, pqal)
+    test_pmids = set(_json_object(PUBMEDQA_TEST_SPLIT, test_split))
     # Both are checked before either is written: a bad source leaves the cache as it was.
     corpus = jsonl_bytes(pqal_corpus(raw))
     dev = jsonl_bytes(pqal_dev(raw, test_pmids))
@@ -221,3 +238,16 @@ def ensure_pubmedqa(folder: Path | None = None, *, timeout: float = 20.0) -> Pat
     write_verified(folder, PUBMEDQA_CORPUS, corpus, source=PUBMEDQA_SOURCE)
     write_verified(folder, PUBMEDQA_DEV, dev, source=PUBMEDQA_SOURCE)
     return folder / "pubmedqa"
+
+
+def main() -> None:
+    """``python -m medgraph.datasets``: fetch what the demo and the tests read into the cache."""
+    try:
+        folder = ensure_pubmedqa()
+    except ConfigurationError as error:
+        raise SystemExit(f"medgraph: error: {error}") from error
+    print(f"PubMedQA verified in {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -24,8 +24,9 @@ def shared_data_dir() -> Path:
     """The real datasets the tests read, in the layout of the shared data folder's README.
 
     ``MEDGRAPH_DATA`` if set, else ``../shared/data`` beside the repository, else a folder built
-    for this machine: PubMedQA fetched once into the user's data cache (checked by sha256, see
-    :mod:`medgraph.datasets`) beside stand-in images drawn by :mod:`tests.synthetic_images`.
+    for this machine: PubMedQA from the user's data cache (fetched there by ``make data``, checked
+    by sha256, see :mod:`medgraph.datasets`) beside stand-in images drawn by
+    :mod:`tests.synthetic_images`.
     """
     configured = os.environ.get("MEDGRAPH_DATA")
     if configured:
@@ -49,10 +50,18 @@ def _fetched_test_data() -> Path:
     """PubMedQA from the data cache (fetched if needed) and synthetic images, in a temp folder."""
     if _FETCHED:
         return _FETCHED[0]
-    from medgraph.datasets import ensure_pubmedqa
+    from medgraph.datasets import cached_pubmedqa, data_cache_dir
     from tests.synthetic_images import write_test_images
 
-    pubmedqa = ensure_pubmedqa()
+    # Tests never reach the network: `make data` (python -m medgraph.datasets) fetches beforehand.
+    pubmedqa = cached_pubmedqa()
+    if pubmedqa is None:
+        raise RuntimeError(
+            f"no test data: MEDGRAPH_DATA is unset, {REPO_ROOT.parent / 'shared' / 'data'} is "
+            f"absent and the data cache {data_cache_dir()} holds no verified PubMedQA. Run "
+            "`make data` (fetches it from github.com/pubmedqa/pubmedqa, checked by sha256) or set "
+            "MEDGRAPH_DATA"
+        )
     folder = Path(tempfile.mkdtemp(prefix="medgraph-test-data-"))
     (folder / "pubmedqa").symlink_to(pubmedqa, target_is_directory=True)
     write_test_images(folder / "images")
