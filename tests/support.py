@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -63,6 +64,7 @@ def _fetched_test_data() -> Path:
             "MEDGRAPH_DATA"
         )
     folder = Path(tempfile.mkdtemp(prefix="medgraph-test-data-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / "pubmedqa").symlink_to(pubmedqa, target_is_directory=True)
     write_test_images(folder / "images")
     _FETCHED.append(folder)
