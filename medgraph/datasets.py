@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -245,7 +246,8 @@ def main() -> None:
     try:
         folder = ensure_pubmedqa()
     except ConfigurationError as error:
-        raise SystemExit(f"medgraph: error: {error}") from error
+        print(f"medgraph: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     print(f"PubMedQA verified in {folder}")
 
 

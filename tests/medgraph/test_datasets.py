@@ -105,3 +105,23 @@ def test_settings_data_defaults_to_the_user_cache(
     assert Settings().data == tmp_path / "xdg" / "medgraph" / "data"
     monkeypatch.setenv("MEDGRAPH_DATA_CACHE", str(tmp_path / "mine"))
     assert data_cache_dir() == Settings().data == tmp_path / "mine"
+
+
+def test_make_data_command_fetches_or_exits_2(
+    sources: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from medgraph.datasets import main
+
+    monkeypatch.setenv("MEDGRAPH_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDGRAPH_DATA_MIRROR", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("medgraph: error: PubMedQA (pubmedqa/corpus.jsonl")
+    with serve_files(sources, tmp_path / "served") as url:
+        monkeypatch.setenv("MEDGRAPH_DATA_MIRROR", url)
+        main()
+    assert f"PubMedQA verified in {tmp_path / 'cache' / 'pubmedqa'}" in capsys.readouterr().out
