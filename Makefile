@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medgraph-installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-test-deps test lint format demo bench bench-gpu clean
+.PHONY: install system-test-deps data test lint format demo bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ install: $(STAMP)
 system-test-deps:
 	@scripts/install-system-test-deps.sh
 
-test: $(STAMP) system-test-deps
+# The public data the tests read (PubMedQA), fetched once into ~/.cache/medgraph/data and checked by
+# sha256; nothing to do where MEDGRAPH_DATA or ../shared/data is there.
+data: $(STAMP)
+	@if [ -n "$$MEDGRAPH_DATA" ] || [ -f ../shared/data/pubmedqa/corpus.jsonl ]; then :; \
+	  else $(BIN)/python -m medgraph.datasets; fi
+
+test: $(STAMP) system-test-deps data
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from medgraph.agents.config import ModelSettings
+from medgraph.datasets import data_cache_dir
 from medgraph.errors import ConfigurationError
 from medgraph.graphs.config import GraphSettings, ResearchSettings
 from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.server.config import ServerSettings
-
-PresetName = Literal["offline", "single-gpu", "full", "remote"]
-
-
-def _default_data_dir() -> Path:
-    """``MEDGRAPH_DATA`` if set, else ``../shared/data`` beside the working directory."""
-    return Path("../shared/data")
 
 
 class Settings(BaseSettings):
@@ -49,8 +44,8 @@ class Settings(BaseSettings):
     research: ResearchSettings = Field(default_factory=ResearchSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     data: Path = Field(
-        default_factory=_default_data_dir,
-        description="Folder with the shared datasets (MEDGRAPH_DATA).",
+        default_factory=data_cache_dir,
+        description="Folder with the datasets (MEDGRAPH_DATA); default: the user's data cache.",
     )
     home: Path = Field(default=Path(".medgraph"), description="Checkpoints and caches.")
 
@@ -73,25 +68,59 @@ class Settings(BaseSettings):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Settings:
-        """Settings for a named preset: offline, single-gpu, full or remote."""
-        presets: dict[str, dict[str, Any]] = {
-            "offline": {"engine": "extractive"},
-            "single-gpu": {
-                "engine": "transformers",
-                "image_model": "google/medgemma-4b-it",
-                "text_model": "google/medgemma-4b-it",
-            },
-            "full": {
-                "engine": "transformers",
-                "image_model": "google/medgemma-4b-it",
-                "text_model": "google/medgemma-27b-text-it",
-            },
-            "remote": {"engine": "openai"},
-        }
-        if name not in presets:
+        """Settings for a named preset (see :data:`PRESETS`), applied under everything else.
+
+        Precedence, highest first: ``overrides`` > ``MEDGRAPH_*`` environment > TOML file > the
+        preset > defaults. So ``MEDGRAPH_MODELS__TEXT_MODEL`` still picks the text model under
+        ``Settings.preset("full")``.
+        """
+        if name not in PRESETS:
             raise ConfigurationError(
-                f"unknown preset {name!r}; choose one of: {', '.join(sorted(presets))}"
+                f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
             )
-        settings = cls(**overrides)
-        settings.models = settings.models.model_copy(update=presets[name])
-        return settings
+        preset_values = PRESETS[name]
+
+        class _UnderPreset(cls):  # type: ignore[valid-type,misc]
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                preset_source = InitSettingsSource(settings_cls, init_kwargs=preset_values)
+                return (
+                    init_settings,
+                    env_settings,
+                    TomlConfigSettingsSource(settings_cls),
+                    preset_source,
+                )
+
+        # Sources are merged section by section, so a single field set in the environment or the
+        # TOML file keeps the rest of the preset's section.
+        resolved = _UnderPreset(**overrides)
+        fields = {name: getattr(resolved, name) for name in cls.model_fields}
+        return cls.model_construct(_fields_set=resolved.model_fields_set, **fields)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "offline": {"models": {"engine": "extractive"}},
+    "single-gpu": {
+        "models": {
+            "engine": "transformers",
+            "image_model": "google/medgemma-4b-it",
+            "text_model": "google/medgemma-4b-it",
+        }
+    },
+    "full": {
+        "models": {
+            "engine": "transformers",
+            "image_model": "google/medgemma-4b-it",
+            "text_model": "google/medgemma-27b-text-it",
+        }
+    },
+    "remote": {"models": {"engine": "openai"}},
+}
+"""Named starting points: values that sit under the TOML file, the environment and overrides."""

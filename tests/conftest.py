@@ -1,4 +1,4 @@
-"""Shared fixtures: offline mode, the shared data folder, tiny random-weight Gemma 3 checkpoints."""
+"""Shared fixtures: offline mode, the test data folder, tiny random-weight Gemma 3 checkpoints."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tests.tiny_gemma import build_multimodal, build_text_only
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared real datasets (MEDGRAPH_DATA, else ../shared/data beside the checkout)."""
+    """The real datasets (MEDGRAPH_DATA, else ../shared/data, else the data cache; see support)."""
     return shared_data_dir()
 
 

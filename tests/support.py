@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -20,15 +22,76 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """MEDGRAPH_DATA if set, else ``../shared/data`` beside the repository; fails if absent."""
+    """The real datasets the tests read, in the layout of the shared data folder's README.
+
+    ``MEDGRAPH_DATA`` if set, else ``../shared/data`` beside the repository, else a folder built
+    for this machine: PubMedQA from the user's data cache (fetched there by ``make data``, checked
+    by sha256, see :mod:`medgraph.datasets`) beside stand-in images drawn by
+    :mod:`tests.synthetic_images`.
+    """
     configured = os.environ.get("MEDGRAPH_DATA")
-    folder = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
-    if not (folder / "pubmedqa" / "corpus.jsonl").is_file():
+    if configured:
+        folder = Path(configured)
+        if not (folder / "pubmedqa" / "corpus.jsonl").is_file():
+            raise RuntimeError(
+                f"MEDGRAPH_DATA={folder} holds no pubmedqa/corpus.jsonl; point it at a folder laid "
+                "out like the shared data README, or unset it to fetch PubMedQA into the cache"
+            )
+        return folder
+    beside = REPO_ROOT.parent / "shared" / "data"
+    if (beside / "pubmedqa" / "corpus.jsonl").is_file():
+        return beside
+    return _fetched_test_data()
+
+
+_FETCHED: list[Path] = []
+
+
+def _fetched_test_data() -> Path:
+    """PubMedQA from the data cache (fetched if needed) and synthetic images, in a temp folder."""
+    if _FETCHED:
+        return _FETCHED[0]
+    from medgraph.datasets import cached_pubmedqa, data_cache_dir
+    from tests.synthetic_images import write_test_images
+
+    # Tests never reach the network: `make data` (python -m medgraph.datasets) fetches beforehand.
+    pubmedqa = cached_pubmedqa()
+    if pubmedqa is None:
         raise RuntimeError(
-            f"shared test data not found at {folder}; set MEDGRAPH_DATA to the folder that holds "
-            "pubmedqa/corpus.jsonl"
+            f"no test data: MEDGRAPH_DATA is unset, {REPO_ROOT.parent / 'shared' / 'data'} is "
+            f"absent and the data cache {data_cache_dir()} holds no verified PubMedQA. Run "
+            "`make data` (fetches it from github.com/pubmedqa/pubmedqa, checked by sha256) or set "
+            "MEDGRAPH_DATA"
         )
+    folder = Path(tempfile.mkdtemp(prefix="medgraph-test-data-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    (folder / "pubmedqa").symlink_to(pubmedqa, target_is_directory=True)
+    write_test_images(folder / "images")
+    _FETCHED.append(folder)
     return folder
+
+
+NOT_FETCHABLE = {
+    "medqa/sample.jsonl": "MedQA-US as redistributed by the MIRAGE benchmark "
+    "(github.com/Teddy-XiongGZ/MIRAGE, MIT); medgraph pins no download of it yet",
+    "bioasq": "BioASQ golden files via MIRAGE; licensed for evaluation inside this project only, "
+    "so never downloaded by medgraph",
+}
+
+
+def require_shared_file(relative: str) -> Path:
+    """``shared_data_dir() / relative``; skips, naming the file and its source, when it is absent.
+
+    Only for files with no public download medgraph may fetch (:data:`NOT_FETCHABLE`): with the
+    shared data folder present these tests always run.
+    """
+    import pytest
+
+    path = shared_data_dir() / relative
+    if not path.is_file():
+        source = next(text for key, text in NOT_FETCHABLE.items() if relative.startswith(key))
+        pytest.skip(f"needs {relative} ({source}); set MEDGRAPH_DATA to a folder holding it")
+    return path
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from medgraph.cli.options import (
     ImageModelOption,
     IndexOption,
     ModelOption,
+    PresetOption,
     TextModelOption,
     settings_from_options,
 )
@@ -53,12 +54,16 @@ def print_answer(answer: Answer) -> None:
 
 
 def _open(
-    model: str | None, image_model: str | None, text_model: str | None, index: str | None
+    model: str | None,
+    image_model: str | None,
+    text_model: str | None,
+    index: str | None,
+    preset: str | None,
 ) -> Assistant:
     from medgraph.assistant import Assistant
 
     settings = settings_from_options(
-        model=model, image_model=image_model, text_model=text_model, index=index
+        model=model, image_model=image_model, text_model=text_model, index=index, preset=preset
     )
     return Assistant(settings)
 
@@ -78,6 +83,7 @@ def ask(
     model: str | None = ModelOption,
     image_model: str | None = ImageModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     thread: str | None = typer.Option(None, "--thread", help="Continue this conversation."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -89,7 +95,7 @@ def ask(
     from medgraph.assistant import Assistant, check_question
 
     settings = settings_from_options(
-        model=model, image_model=image_model, text_model=text_model, index=index
+        model=model, image_model=image_model, text_model=text_model, index=index, preset=preset
     )
     # A bad question (e.g. bytes that are not UTF-8) is refused before any model loads.
     check_question(question, settings.graph.max_question_chars)
@@ -114,6 +120,7 @@ def chat(
     model: str | None = ModelOption,
     image_model: str | None = ImageModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     thread: str | None = typer.Option(None, "--thread", help="Resume this conversation."),
 ) -> None:
     """A conversation with memory: /image PATH attaches an image, /new starts over, /quit ends.
@@ -123,7 +130,7 @@ def chat(
     from medgraph.assistant import ClarificationPendingError
     from medgraph.errors import MedgraphError
 
-    with _open(model, image_model, text_model, index) as assistant:
+    with _open(model, image_model, text_model, index, preset) as assistant:
         if thread is not None and not assistant.thread_exists(thread):
             from medgraph.assistant import ThreadNotFoundError
 
@@ -173,10 +180,13 @@ def chat(
 def demo(
     index: str | None = IndexOption,
     question: str | None = typer.Option(None, "--question", help="Ask this instead."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Index only the first N abstracts (a quicker look)."
+    ),
 ) -> None:
     """Index the PubMedQA literature and answer a sample question with citations."""
     from medgraph.assistant import Assistant
-    from medgraph.demo import DEMO_QUESTION, find_corpus, weights_available
+    from medgraph.demo import DEMO_QUESTION, find_corpus, first_records, weights_available
     from medgraph.knowledge.index import LiteratureIndex
 
     settings = settings_from_options(index=index)
@@ -184,8 +194,10 @@ def demo(
         settings.knowledge = settings.knowledge.model_copy(
             update={"index_dir": settings.home / "demo-index"}
         )
-    corpus = find_corpus(settings, settings.home / "data")
-    typer.echo(f"Literature: {corpus}")
+    corpus = find_corpus(settings)
+    typer.echo(f"Literature: {corpus}" + (f" (the first {limit} records)" if limit else ""))
+    if limit is not None:
+        corpus = first_records(corpus, limit, settings.home / "demo-corpus.jsonl")
     with LiteratureIndex(settings.knowledge) as literature:
         report = literature.ingest([corpus], progress=sys.stderr.isatty())
         typer.echo(report.summary(problems=True))

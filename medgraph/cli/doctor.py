@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medgraph.cli.app import app
-from medgraph.cli.options import settings_from_options
+from medgraph.cli.options import PresetOption, settings_from_options
 
 
 @app.command()
@@ -15,12 +15,15 @@ def doctor(
     model: str | None = typer.Option(None, help="Use this model for both roles (or 'none')."),
     image_model: str | None = typer.Option(None, help="Hub id or folder of the image reader."),
     text_model: str | None = typer.Option(None, help="Hub id or folder of the text reasoner."),
+    preset: str | None = PresetOption,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Check Python, torch, CUDA and memory, and whether each model role's weights are here."""
     from medgraph.doctor import run_doctor
 
-    settings = settings_from_options(model=model, image_model=image_model, text_model=text_model)
+    settings = settings_from_options(
+        model=model, image_model=image_model, text_model=text_model, preset=preset
+    )
     report = run_doctor(settings.models)
     if as_json:
         typer.echo(report.to_json())

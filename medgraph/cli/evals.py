@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from medgraph.cli.app import eval_app
-from medgraph.cli.options import IndexOption, ModelOption, TextModelOption, settings_from_options
+from medgraph.cli.options import (
+    IndexOption,
+    ModelOption,
+    PresetOption,
+    TextModelOption,
+    settings_from_options,
+)
 from medgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -37,9 +43,13 @@ SaveOption = typer.Option(
 
 
 def _settings(
-    model: str | None, text_model: str | None, index: str | None, max_tokens: int | None
+    model: str | None,
+    text_model: str | None,
+    index: str | None,
+    max_tokens: int | None,
+    preset: str | None,
 ) -> Settings:
-    settings = settings_from_options(model=model, text_model=text_model, index=index)
+    settings = settings_from_options(model=model, text_model=text_model, index=index, preset=preset)
     if max_tokens is not None:
         if max_tokens < 1:
             raise ConfigurationError(f"--max-tokens must be a positive number, got {max_tokens}")
@@ -123,6 +133,7 @@ def eval_pubmedqa(
     ),
     model: str | None = ModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     index: str | None = IndexOption,
     max_tokens: int | None = MaxTokensOption,
     as_json: bool = JsonOption,
@@ -136,7 +147,7 @@ def eval_pubmedqa(
     from medgraph.evals.records import read_pubmedqa
 
     items = _limited(read_pubmedqa(questions), limit)
-    settings = _settings(model, text_model, index, max_tokens)
+    settings = _settings(model, text_model, index, max_tokens, preset)
     _finish(_run_answers("pubmedqa", questions, items, no_retrieval, settings, save), as_json)
 
 
@@ -154,6 +165,7 @@ def eval_mcq(
     ),
     model: str | None = ModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     index: str | None = IndexOption,
     max_tokens: int | None = MaxTokensOption,
     as_json: bool = JsonOption,
@@ -166,7 +178,7 @@ def eval_mcq(
     from medgraph.evals.records import read_mcq
 
     items = _limited(read_mcq(questions), limit)
-    settings = _settings(model, text_model, index, max_tokens)
+    settings = _settings(model, text_model, index, max_tokens, preset)
     _finish(_run_answers("mcq", questions, items, no_retrieval, settings, save), as_json)
 
 
@@ -187,6 +199,7 @@ def eval_citations(
     limit: int | None = LimitOption,
     model: str | None = ModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     max_tokens: int | None = MaxTokensOption,
     as_json: bool = JsonOption,
     save: Path | None = SaveOption,
@@ -213,7 +226,7 @@ def eval_citations(
         assert nli_model is not None
         grader = NLIJudge(nli_model)
     else:
-        settings = _settings(model, text_model, None, max_tokens)
+        settings = _settings(model, text_model, None, max_tokens, preset)
         if settings.models.engine == "extractive":
             raise ExtractiveEngineError(
                 "no citation judge: the extractive engine (--model none) has no language model. "

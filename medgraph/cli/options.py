@@ -7,12 +7,18 @@ from typing import Any
 
 import typer
 
-from medgraph.settings import Settings
+from medgraph.settings import PRESETS, Settings
 
 ModelOption = typer.Option(None, "--model", help="'none' (extractive), a Hub id or a folder.")
 ImageModelOption = typer.Option(None, "--image-model", help="Image reader (Hub id or folder).")
 TextModelOption = typer.Option(None, "--text-model", help="Text reasoner (Hub id or folder).")
 IndexOption = typer.Option(None, "--index", help="Index folder (default .medgraph/index).")
+PresetOption = typer.Option(
+    None,
+    "--preset",
+    help=f"Start from a preset ({', '.join(PRESETS)}); the environment, medgraph.toml and the "
+    "other flags override it.",
+)
 
 
 def settings_from_options(
@@ -21,12 +27,14 @@ def settings_from_options(
     image_model: str | None = None,
     text_model: str | None = None,
     index: str | None = None,
+    preset: str | None = None,
 ) -> Settings:
-    """Settings with the common ``--model``/``--image-model``/``--text-model``/``--index`` applied.
+    """Settings from the shared flags: --preset, --model, --image-model, --text-model, --index.
 
+    ``--preset`` sits under the environment and the TOML file; the other flags sit above both.
     ``--model none`` selects the extractive engine; ``--model X`` sets both roles to ``X``.
     """
-    settings = Settings()
+    settings = Settings.preset(preset) if preset is not None else Settings()
     models: dict[str, Any] = {}
     if model is not None:
         if model.lower() == "none":

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from medgraph.cli.app import app
-from medgraph.cli.options import IndexOption, ModelOption, TextModelOption, settings_from_options
+from medgraph.cli.options import (
+    IndexOption,
+    ModelOption,
+    PresetOption,
+    TextModelOption,
+    settings_from_options,
+)
 from medgraph.cli.terminal import terminal_text
 
 if TYPE_CHECKING:
@@ -92,6 +98,7 @@ def research(
     index: str | None = IndexOption,
     model: str | None = ModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     max_subquestions: int | None = typer.Option(
         None, "--max-subquestions", help="Most sub-questions researched."
     ),
@@ -120,7 +127,7 @@ def research(
             "the research topic is empty; give a topic, e.g. medgraph research "
             "'statins for primary prevention in older adults'"
         )
-    settings = settings_from_options(model=model, text_model=text_model, index=index)
+    settings = settings_from_options(model=model, text_model=text_model, index=index, preset=preset)
     budgets: dict[str, Any] = {
         "max_subquestions": max_subquestions,
         "evidence_per_subquestion": evidence,

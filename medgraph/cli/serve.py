@@ -12,6 +12,7 @@ from medgraph.cli.options import (
     ImageModelOption,
     IndexOption,
     ModelOption,
+    PresetOption,
     TextModelOption,
     settings_from_options,
 )
@@ -25,6 +26,7 @@ def serve(
     model: str | None = ModelOption,
     image_model: str | None = ImageModelOption,
     text_model: str | None = TextModelOption,
+    preset: str | None = PresetOption,
     no_web: bool = typer.Option(False, "--no-web", help="Serve the API only, no chat page."),
 ) -> None:
     """Serve the assistant: OpenAI-compatible API at /v1 and the web chat page at /.
@@ -44,7 +46,7 @@ def serve(
         ) from error
 
     settings = settings_from_options(
-        model=model, image_model=image_model, text_model=text_model, index=index
+        model=model, image_model=image_model, text_model=text_model, index=index, preset=preset
     )
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if updates:

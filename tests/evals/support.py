@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from medgraph.cli import main
-from tests.support import shared_data_dir
+from tests.support import require_shared_file, shared_data_dir
 
 DEV_QUESTIONS = 8
 """The first dev questions used by these tests; the small index holds their gold abstracts."""
@@ -25,7 +25,7 @@ def dev_lines(limit: int = DEV_QUESTIONS) -> list[str]:
 
 def medqa_lines(limit: int) -> list[str]:
     """The first ``limit`` lines of the shared MedQA sample, unchanged."""
-    lines = (shared_data_dir() / "medqa" / "sample.jsonl").read_text(encoding="utf-8").split("\n")
+    lines = require_shared_file("medqa/sample.jsonl").read_text(encoding="utf-8").split("\n")
     return [line for line in lines if line.strip()][:limit]
 
 

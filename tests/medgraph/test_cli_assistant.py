@@ -187,8 +187,11 @@ def test_demo_without_data_says_where_to_get_it(tmp_path: Path) -> None:
         "demo",
         cwd=tmp_path,
         MEDGRAPH_DATA=str(tmp_path / "nowhere"),
+        MEDGRAPH_DATA_CACHE=str(tmp_path / "empty-cache"),
         HTTPS_PROXY="http://127.0.0.1:9",
         https_proxy="http://127.0.0.1:9",
     )
     assert result.returncode == 2
+    assert "pubmedqa/corpus.jsonl" in result.stderr
     assert "github.com/pubmedqa/pubmedqa" in result.stderr
+    assert not (tmp_path / "empty-cache").exists()
