@@ -24,6 +24,8 @@ class OpenAIEngine:
 
     name = "openai"
     supports_images = True
+    json_chars_per_token = 2.0
+    """The server's tokenizer is unknown: decision budgets assume short tokens."""
 
     def __init__(
         self,

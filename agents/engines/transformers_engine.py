@@ -9,6 +9,7 @@ quantisation), so two roles naming the same checkpoint share one copy.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,7 @@ from transformers import (
 from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
 from medgraph.agents.grammar import GrammarCompiler
+from medgraph.agents.protocol import DEFAULT_CHARS_PER_TOKEN
 from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
 
 HUB_TERMS_HINT = (
@@ -38,6 +40,12 @@ HUB_TERMS_HINT = (
     "the checkpoint"
 )
 _END_MARKERS = ("<end_of_turn>", "<eos>")
+# A typical decision, to measure how many characters of decision JSON one token carries.
+_SAMPLE_DECISION = (
+    '{"tool_calls": [{"name": "search_literature", "arguments": {"query": "statins after '
+    'ischaemic stroke in older adults", "k": 5}}, {"name": "body_mass_index", "arguments": '
+    '{"weight_kg": 81.5, "height_cm": 177}}]}'
+)
 _DROP_MARKERS = ("<pad>", "<bos>")
 
 
@@ -216,6 +224,12 @@ class TransformersEngine:
         self.model_id = model
         self.loaded = load_model(model, dtype, device_map, quantization)
         self.temperature = temperature
+
+    @functools.cached_property
+    def json_chars_per_token(self) -> float:
+        """Characters of decision JSON per token of this tokenizer (for decision budgets)."""
+        count = len(self.loaded.tokenizer(_SAMPLE_DECISION, add_special_tokens=False)["input_ids"])
+        return min(DEFAULT_CHARS_PER_TOKEN, len(_SAMPLE_DECISION) / max(1, count))
 
     @property
     def supports_images(self) -> bool:
