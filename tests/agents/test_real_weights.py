@@ -20,7 +20,7 @@ from medgraph.agents.protocol import MAX_NUMBER_DIGITS, tool_specs
 from medgraph.tools.calculators import CALCULATOR_TOOLS
 from medgraph.tools.literature import build_search_literature_tool
 
-pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
+pytestmark = [pytest.mark.real_weights, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DECISION_TOKEN_LIMIT = 128
 
