@@ -259,12 +259,15 @@ class MedGemmaChat(BaseChatModel):
             system_suffix=suffix,
         )
         budget = int(kwargs.get("max_new_tokens", self.max_new_tokens))
+        if response_schema is None and schema is not None:
+            # A tool decision needs no more tokens than its schema allows, however the model
+            # behaves. (Structured outputs keep max_new_tokens: their schemas are the caller's.)
+            budget = decision_token_budget(
+                schema, ceiling=budget, chars_per_token=self._chars_per_token(schema)
+            )
         request = GenerationRequest(
             conversation=conversation,
-            # A decision needs no more tokens than its schema allows, however the model behaves.
-            max_new_tokens=decision_token_budget(
-                schema, ceiling=budget, chars_per_token=self._chars_per_token(schema)
-            ),
+            max_new_tokens=budget,
             json_schema=schema,
             stop=tuple(stop or self.stop or ()),
         )
