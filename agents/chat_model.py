@@ -31,11 +31,13 @@ from medgraph.agents.config import DEFAULT_IMAGE_MODEL, ModelSettings
 from medgraph.agents.conversation import Conversation, TextPart, Turn, to_conversation
 from medgraph.agents.engines.base import Completion, Engine, GenerationRequest
 from medgraph.agents.protocol import (
+    DEFAULT_CHARS_PER_TOKEN,
     THINKING_CLOSE,
     THINKING_OPEN,
     ParsedReply,
     ToolSpec,
     decision_schema,
+    decision_token_budget,
     normalise_tool_choice,
     parse_reply,
     render_tools_prompt,
@@ -45,6 +47,7 @@ from medgraph.agents.protocol import (
     tool_specs,
 )
 from medgraph.errors import ConfigurationError
+from medgraph.loading import MODEL_LOAD_LOCK
 
 THINKING_INSTRUCTION = "SYSTEM INSTRUCTION: think silently if needed."
 
@@ -163,28 +166,31 @@ class MedGemmaChat(BaseChatModel):
     @property
     def backend(self) -> Engine:
         """The inference engine, created (and weights loaded) on first use."""
+        if self._engine is None and self.engine == "transformers":
+            # Graph branches may build engines in parallel threads: import and load under the
+            # process-wide lock (see medgraph.loading).
+            with MODEL_LOAD_LOCK:
+                if self._engine is None:
+                    from medgraph.agents.engines.transformers_engine import TransformersEngine
+
+                    self._engine = TransformersEngine(
+                        self.model,
+                        dtype=self.dtype,
+                        device_map=self.device_map,
+                        quantization=self.quantization,
+                        temperature=self.temperature,
+                    )
         if self._engine is None:
-            if self.engine == "transformers":
-                from medgraph.agents.engines.transformers_engine import TransformersEngine
+            from medgraph.agents.engines.openai_engine import OpenAIEngine
 
-                self._engine = TransformersEngine(
-                    self.model,
-                    dtype=self.dtype,
-                    device_map=self.device_map,
-                    quantization=self.quantization,
-                    temperature=self.temperature,
-                )
-            else:
-                from medgraph.agents.engines.openai_engine import OpenAIEngine
-
-                self._engine = OpenAIEngine(
-                    self.model,
-                    base_url=self.base_url,
-                    api_key=self.api_key.get_secret_value() if self.api_key else None,
-                    timeout=self.timeout,
-                    temperature=self.temperature,
-                    max_retries=self.max_retries,
-                )
+            self._engine = OpenAIEngine(
+                self.model,
+                base_url=self.base_url,
+                api_key=self.api_key.get_secret_value() if self.api_key else None,
+                timeout=self.timeout,
+                temperature=self.temperature,
+                max_retries=self.max_retries,
+            )
         return self._engine
 
     def bind_tools(
@@ -252,15 +258,28 @@ class MedGemmaChat(BaseChatModel):
             system_prefix=THINKING_INSTRUCTION if self.thinking else "",
             system_suffix=suffix,
         )
+        budget = int(kwargs.get("max_new_tokens", self.max_new_tokens))
+        if response_schema is None and schema is not None:
+            # A tool decision needs no more tokens than its schema allows, however the model
+            # behaves. (Structured outputs keep max_new_tokens: their schemas are the caller's.)
+            budget = decision_token_budget(
+                schema, ceiling=budget, chars_per_token=self._chars_per_token(schema)
+            )
         request = GenerationRequest(
             conversation=conversation,
-            max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)),
+            max_new_tokens=budget,
             json_schema=schema,
             stop=tuple(stop or self.stop or ()),
         )
         return _Plan(
             request=request, specs=specs, tool_choice=choice, structured=response_schema is not None
         )
+
+    def _chars_per_token(self, schema: dict[str, Any] | None) -> float:
+        """The engine's measure of its tokenizer on decision JSON (loads it when constrained)."""
+        if schema is None:
+            return DEFAULT_CHARS_PER_TOKEN
+        return float(getattr(self.backend, "json_chars_per_token", DEFAULT_CHARS_PER_TOKEN))
 
     def _read(self, plan: _Plan, text: str) -> ParsedReply:
         if plan.structured or not plan.specs or plan.tool_choice == "none":
@@ -272,7 +291,7 @@ class MedGemmaChat(BaseChatModel):
                 reasoning=reasoning,
                 error=None,
             )
-        return parse_reply(text, plan.specs, plan.tool_choice)
+        return parse_reply(text, plan.specs, plan.tool_choice, max_calls=self.max_tool_calls)
 
     def _repair_request(self, plan: _Plan, reply: str, error: str) -> GenerationRequest:
         turns = [Turn(t.role, list(t.parts)) for t in plan.request.conversation.turns]

@@ -39,7 +39,9 @@ __all__ = [
     "ToolChoice",
     "ToolProtocolError",
     "ToolSpec",
+    "bounded_schema",
     "decision_schema",
+    "decision_token_budget",
     "normalise_tool_choice",
     "parse_reply",
     "render_tool_calls",
@@ -68,6 +70,16 @@ _MAX_EMBEDDED_JSON_STARTS = 64
 _MAX_PYTHONIC_PARSES = 128
 _MAX_ERRORS_REPORTED = 5
 _MAX_QUOTED_REPLY_CHARS = 4000
+
+MAX_NUMBER_DIGITS = 15
+"""Most significant digits a number in a constrained decision may have."""
+_INTEGER_LIMIT = 10**MAX_NUMBER_DIGITS - 1
+# Range grammars allow up to 6 decimals: 9 integer digits + 6 decimals = 15 significant digits.
+_NUMBER_LIMIT = 10**9 - 1
+DEFAULT_STRING_MAX_CHARS = 256
+"""Cap on a free-text argument (a string with no maxLength, enum, const, pattern or format)."""
+DEFAULT_CHARS_PER_TOKEN = 3.0
+"""A generous floor for Gemma's tokenizer on decision JSON, when the engine has no measurement."""
 
 
 class ToolProtocolError(ConfigurationError, ValueError):
@@ -392,7 +404,7 @@ def _contains_ref(schema: Any) -> bool:
 
 
 def _call_schema(spec: ToolSpec, hoisted_defs: dict[str, Any]) -> dict[str, Any]:
-    arguments: dict[str, Any] = dict(spec.parameters)
+    arguments: dict[str, Any] = bounded_schema(dict(spec.parameters))
     if _contains_ref(arguments):
         # Local refs inside the tool's schema would point into the decision schema once nested;
         # hoist the tool's root and its definitions to the decision schema's $defs instead.
@@ -428,6 +440,128 @@ def _calls_object_schema(
         "required": ["tool_calls"],
         "additionalProperties": False,
     }
+
+
+def _schema_types(schema: Mapping[str, Any]) -> set[str]:
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {t for t in declared if isinstance(t, str)}
+    return set()
+
+
+def _clamp_range(schema: dict[str, Any], limit: int) -> None:
+    """Declare (or tighten) minimum/maximum so the number has at most the allowed digits."""
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if not isinstance(low, int | float) or low < -limit:
+        schema.pop("exclusiveMinimum", None)
+        schema["minimum"] = -limit
+    if not isinstance(high, int | float) or high > limit:
+        schema.pop("exclusiveMaximum", None)
+        schema["maximum"] = limit
+
+
+def bounded_schema(schema: Any) -> Any:
+    """A copy of a JSON schema whose every value has a bounded length, for constrained decoding.
+
+    Integers get a range of at most :data:`MAX_NUMBER_DIGITS` digits, numbers one of at most 9
+    integer digits (range grammars add up to 6 decimals, and no exponent), declared ranges that fit
+    are kept; free-text strings without ``maxLength`` get :data:`DEFAULT_STRING_MAX_CHARS`. The
+    original schema still validates the arguments: the bounds only narrow what can be generated.
+    """
+    if isinstance(schema, list):
+        return [bounded_schema(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    bounded: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SUBSCHEMA_KEYS:
+            bounded[key] = bounded_schema(value)
+        elif key in _SUBSCHEMA_LIST_KEYS and isinstance(value, list):
+            bounded[key] = [bounded_schema(item) for item in value]
+        elif key in _SUBSCHEMA_MAP_KEYS and isinstance(value, Mapping):
+            bounded[key] = {name: bounded_schema(sub) for name, sub in value.items()}
+        else:
+            bounded[key] = value
+    types = _schema_types(bounded)
+    if "enum" in bounded or "const" in bounded:
+        return bounded
+    if types & {"integer", "number"} and not types - {"integer", "number", "null"}:
+        _clamp_range(bounded, _INTEGER_LIMIT if types & {"number"} == set() else _NUMBER_LIMIT)
+    if (
+        "string" in types
+        and "maxLength" not in bounded
+        and not {"pattern", "format"} & set(bounded)
+    ):
+        bounded["maxLength"] = DEFAULT_STRING_MAX_CHARS
+    return bounded
+
+
+_UNBOUNDED = 10**9
+
+
+def decision_token_budget(
+    schema: Mapping[str, Any] | None,
+    *,
+    ceiling: int,
+    chars_per_token: float = DEFAULT_CHARS_PER_TOKEN,
+) -> int:
+    """Tokens one reply following ``schema`` can need at most, never more than ``ceiling``.
+
+    Counts the characters of the longest reply the schema allows: JSON punctuation and keys, each
+    string's ``maxLength``, each number's digits, ``maxItems`` repeats of an array's items and the
+    longest branch of an ``anyOf``; ``chars_per_token`` (the engine's tokenizer on decision JSON)
+    turns characters into tokens. A part with no bound (a string without ``maxLength``, an array
+    without ``maxItems``) leaves the ceiling as the budget.
+    """
+    if schema is None:
+        return ceiling
+    definitions = schema.get("$defs") or {}
+
+    def tokens(chars: int) -> int:
+        return math.ceil(chars / chars_per_token)
+
+    def chars(part: Any, depth: int) -> int:
+        """Characters of the longest JSON value ``part`` allows."""
+        if depth > 32 or not isinstance(part, Mapping):
+            return _UNBOUNDED
+        if "$ref" in part:
+            name = str(part["$ref"]).rsplit("/", 1)[-1].replace("~1", "/").replace("~0", "~")
+            target = definitions.get(name)
+            return chars(target, depth + 1) if target is not None else _UNBOUNDED
+        for key in ("anyOf", "oneOf"):
+            if isinstance(part.get(key), list):
+                return max((chars(item, depth + 1) for item in part[key]), default=0)
+        if "const" in part or "enum" in part:
+            options = part.get("enum") or [part.get("const")]
+            return max(len(_json_compact(option)) for option in options)
+        types = _schema_types(part) or {"object"}
+        if "object" in types:
+            properties = part.get("properties") or {}
+            return 2 + sum(
+                len(name) + 6 + chars(sub, depth + 1) for name, sub in properties.items()
+            )
+        if "array" in types:
+            items = part.get("maxItems")
+            if not isinstance(items, int):
+                return _UNBOUNDED
+            return 2 + items * (2 + chars(part.get("items", {}), depth + 1))
+        if "string" in types:
+            length = part.get("maxLength")
+            return length + 2 if isinstance(length, int) else _UNBOUNDED
+        if types & {"integer", "number"}:
+            low, high = part.get("minimum"), part.get("maximum")
+            if not isinstance(low, int | float) or not isinstance(high, int | float):
+                return _UNBOUNDED
+            digits = len(str(int(max(abs(low), abs(high))))) + 1
+            digits += 7 if "number" in types else 0  # a point and up to six decimals
+            return math.ceil(digits * chars_per_token)  # tokenizers often split digits one by one
+        return 5  # true, false, null
+
+    # Two tokens of slack: the end-of-turn token and a possible leading space.
+    return max(1, min(ceiling, tokens(chars(schema, 0)) + 2))
 
 
 def decision_schema(
@@ -914,6 +1048,13 @@ def _check_call(
             f"argument {non_finite!r} of tool {call.name!r} is out of range: numbers must be "
             "finite (no NaN, Infinity or overflowing exponents)"
         )
+    oversized = _first_oversized_number(arguments)
+    if oversized is not None:
+        return None, (
+            f"argument {oversized!r} of tool {call.name!r} is out of range: numbers may have at "
+            f"most {MAX_NUMBER_DIGITS} significant digits and a magnitude below "
+            f"1e{MAX_NUMBER_DIGITS}"
+        )
     try:
         validator = _validator(json.dumps(spec.parameters, sort_keys=True, default=str))
         errors = list(validator.iter_errors(arguments))
@@ -922,6 +1063,29 @@ def _check_call(
     if errors:
         return None, _format_validation_errors(call.name, errors)
     return arguments, None
+
+
+def _is_oversized(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > _INTEGER_LIMIT
+    return isinstance(value, float) and abs(value) > _INTEGER_LIMIT
+
+
+def _first_oversized_number(value: Any, path: str = "") -> str | None:
+    """The path of the first number with more than :data:`MAX_NUMBER_DIGITS` digits, if any."""
+    if _is_oversized(value):
+        return path or "value"
+    if isinstance(value, dict):
+        children: Iterable[tuple[str, Any]] = (
+            (f"{path}.{k}" if path else str(k), v) for k, v in value.items()
+        )
+    elif isinstance(value, list):
+        children = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((p for k, v in children if (p := _first_oversized_number(v, k)) is not None), None)
 
 
 def _first_non_finite(value: Any, path: str = "") -> str | None:
@@ -960,18 +1124,26 @@ def _required_call_text(tool_choice: ToolChoice) -> str:
     return f"a call to the tool {tool_choice!r}"
 
 
-def parse_reply(text: str, specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> ParsedReply:
+def parse_reply(
+    text: str, specs: Sequence[ToolSpec], tool_choice: ToolChoice, *, max_calls: int | None = None
+) -> ParsedReply:
     """Understand one model reply as tool calls and/or answer text. Never raises.
 
     Reads JSON decisions (bare, fenced, or inside prose), bare call objects and lists,
     ``"parameters"``/``"args"`` instead of ``"arguments"``, arguments as a JSON string, Gemma's
     pythonic ``[fn(a=1)]`` and ```` ```tool_code```` blocks, and thinking blocks. Each call is
     checked against the bound tools and its argument schema; failures go to
-    ``invalid_tool_calls`` with the reason. ``error`` is set when nothing usable came out: an
-    empty or unreadable reply, only invalid calls, or no call where ``tool_choice`` demands one.
+    ``invalid_tool_calls`` with the reason. Identical valid calls count once; valid calls past
+    ``max_calls`` (one for a named ``tool_choice``) go to ``invalid_tool_calls``. ``error`` is set
+    when nothing usable came out: an empty or unreadable reply, only invalid calls, or no call
+    where ``tool_choice`` demands one.
     """
+    if tool_choice not in ("auto", "any", "none"):
+        max_calls = 1
     try:
-        return _parse_reply(text if isinstance(text, str) else str(text), specs, tool_choice)
+        return _parse_reply(
+            text if isinstance(text, str) else str(text), specs, tool_choice, max_calls
+        )
     except Exception as exc:  # the contract is "never raises": a bug here must not kill a run
         return ParsedReply(
             content=text if isinstance(text, str) else "",
@@ -979,7 +1151,9 @@ def parse_reply(text: str, specs: Sequence[ToolSpec], tool_choice: ToolChoice) -
         )
 
 
-def _parse_reply(text: str, specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> ParsedReply:
+def _parse_reply(
+    text: str, specs: Sequence[ToolSpec], tool_choice: ToolChoice, max_calls: int | None
+) -> ParsedReply:
     cleaned = _strip_end_markers(text)
     bound = {spec.name: spec for spec in specs}
     # A reply that is one decision (JSON or pythonic) as a whole is taken literally, before looking
@@ -1023,9 +1197,20 @@ def _parse_reply(text: str, specs: Sequence[ToolSpec], tool_choice: ToolChoice) 
     tool_calls: list[dict[str, Any]] = []
     invalid_calls: list[dict[str, Any]] = []
     problems: list[str] = []
+    seen_calls: set[str] = set()
     for call in decision.calls:
         arguments, problem = _check_call(call, bound, tool_choice)
         if arguments is not None:
+            identity = json.dumps([call.name, arguments], sort_keys=True)
+            if identity in seen_calls:
+                continue
+            if max_calls is not None and len(tool_calls) >= max_calls:
+                arguments, problem = (
+                    None,
+                    (f"a reply may make at most {max_calls} tool call(s); this one was dropped"),
+                )
+        if arguments is not None:
+            seen_calls.add(identity)
             tool_calls.append(
                 {"name": call.name, "args": arguments, "id": _new_call_id(), "type": "tool_call"}
             )

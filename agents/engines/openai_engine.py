@@ -18,12 +18,34 @@ from medgraph.agents.engines.base import Completion, GenerationRequest, truncate
 from medgraph.agents.images import image_to_data_url
 from medgraph.errors import ConfigurationError, EngineError
 
+SCHEMA_FORMS = ("json_schema", "json_object_schema", "guided_json", "format")
+"""How a JSON schema can travel, strongest first: OpenAI/vLLM ``response_format`` json_schema,
+llama.cpp's ``{"type": "json_object", "schema": ...}``, vLLM's ``guided_json``, Ollama's
+``format``."""
+_SCHEMA_REFUSAL_STATUSES = frozenset({400, 422, 500})
+
+
+def _schema_arguments(form: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``chat.completions.create`` arguments that carry ``schema`` in ``form``."""
+    if form == "json_schema":
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "decision", "schema": schema},
+            }
+        }
+    if form == "json_object_schema":
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    return {"extra_body": {"guided_json" if form == "guided_json" else "format": schema}}
+
 
 class OpenAIEngine:
     """Sends Gemma conversations to an OpenAI-compatible chat-completions endpoint."""
 
     name = "openai"
     supports_images = True
+    json_chars_per_token = 2.0
+    """The server's tokenizer is unknown: decision budgets assume short tokens."""
 
     def __init__(
         self,
@@ -45,8 +67,8 @@ class OpenAIEngine:
         self.base_url = base_url
         self.temperature = temperature
         self.timeout = timeout
-        self.schema_supported = True
-        """False once the server refused ``response_format``; later requests go without it."""
+        self._schema_form_index = 0
+        """Index into SCHEMA_FORMS of the first form this server took (len: none)."""
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",
@@ -83,26 +105,43 @@ class OpenAIEngine:
         }
         if request.stop:
             kwargs["stop"] = list(request.stop)
-        if request.json_schema is not None and self.schema_supported:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "decision", "schema": request.json_schema},
-            }
+        if request.json_schema is None:
+            return self._create(kwargs)
+        # Servers take the schema in different forms and refuse the others with a 400 or a 500:
+        # try from the strongest form this server accepted before, remember the first it takes.
+        start = self._schema_form_index
+        for index in range(start, len(SCHEMA_FORMS)):
+            try:
+                response = self._client.chat.completions.create(
+                    **kwargs, **_schema_arguments(SCHEMA_FORMS[index], request.json_schema)
+                )
+            except openai.APIStatusError as error:
+                if error.status_code not in _SCHEMA_REFUSAL_STATUSES:
+                    raise self._engine_error(error) from error
+                continue
+            except openai.APIError as error:
+                raise self._engine_error(error) from error
+            self._schema_form_index = index
+            return response
+        # No form accepted: ask without the schema; the parser and its repair round do the work.
+        try:
+            response = self._create(kwargs)
+        except EngineError:
+            # Refused without the schema too: the schema was not what it objected to.
+            self._schema_form_index = 0
+            raise
+        self._schema_form_index = len(SCHEMA_FORMS)
+        return response
+
+    @property
+    def schema_form(self) -> str | None:
+        """The schema form this server is sent first (``None``: it took none of them)."""
+        index = self._schema_form_index
+        return SCHEMA_FORMS[index] if index < len(SCHEMA_FORMS) else None
+
+    def _create(self, kwargs: dict[str, Any]) -> Any:
         try:
             return self._client.chat.completions.create(**kwargs)
-        except openai.BadRequestError as error:
-            if "response_format" not in kwargs:
-                raise self._engine_error(error) from error
-            # The server may not do guided decoding: ask again without the schema; the
-            # parser and its repair round then do the work.
-            self.schema_supported = False
-            try:
-                return self._request(request, stream)
-            except EngineError as retry_error:
-                if isinstance(retry_error.__cause__, openai.BadRequestError):
-                    # Refused without the schema too: the schema was not what it objected to.
-                    self.schema_supported = True
-                raise
         except openai.APIError as error:
             raise self._engine_error(error) from error
 

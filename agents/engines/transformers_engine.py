@@ -9,6 +9,7 @@ quantisation), so two roles naming the same checkpoint share one copy.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,9 @@ from transformers import (
 
 from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
+from medgraph.agents.gemma_template import ensure_chat_template
 from medgraph.agents.grammar import GrammarCompiler
+from medgraph.agents.protocol import DEFAULT_CHARS_PER_TOKEN
 from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
 
 HUB_TERMS_HINT = (
@@ -38,6 +41,12 @@ HUB_TERMS_HINT = (
     "the checkpoint"
 )
 _END_MARKERS = ("<end_of_turn>", "<eos>")
+# A typical decision, to measure how many characters of decision JSON one token carries.
+_SAMPLE_DECISION = (
+    '{"tool_calls": [{"name": "search_literature", "arguments": {"query": "statins after '
+    'ischaemic stroke in older adults", "k": 5}}, {"name": "body_mass_index", "arguments": '
+    '{"weight_kg": 81.5, "height_cm": 177}}]}'
+)
 _DROP_MARKERS = ("<pad>", "<bos>")
 
 
@@ -106,14 +115,40 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def is_multimodal(model: str) -> bool:
-    """Whether the checkpoint at ``model`` (Hub id or folder) has a vision tower."""
+    """Whether the checkpoint at ``model`` (Hub id, folder or GGUF file) has a vision tower."""
     config = _load_config(model)
     return getattr(config, "vision_config", None) is not None
 
 
-def _load_config(model: str) -> Any:
+def is_gguf(model: str) -> bool:
+    """Whether ``model`` names a GGUF file."""
+    return model.lower().endswith(".gguf")
+
+
+def _source(model: str) -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` reads ``model`` and with which extra arguments.
+
+    A GGUF file loads from its folder with ``gguf_file=``: transformers dequantises the weights
+    to ``dtype`` on load (the text model only; GGUF files keep a vision tower in a separate file).
+    """
+    if not is_gguf(model):
+        return model, {}
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file {model!r} does not exist; give the path of a .gguf file")
     try:
-        return AutoConfig.from_pretrained(model)
+        import gguf  # noqa: F401
+    except ImportError as error:
+        raise ConfigurationError(
+            f"loading the GGUF file {model!r} needs the gguf package: pip install 'medgraph[gguf]'"
+        ) from error
+    return str(path.parent), {"gguf_file": path.name}
+
+
+def _load_config(model: str) -> Any:
+    source, extra = _source(model)
+    try:
+        return AutoConfig.from_pretrained(source, **extra)
     except (OSError, ValueError) as error:
         where = "folder" if Path(model).exists() else "model id"
         raise ModelLoadError(
@@ -155,20 +190,22 @@ def load_model(
         quantization_config = _quantization_config(quantization)
         if quantization_config is not None:
             kwargs["quantization_config"] = quantization_config
+        source, extra = _source(model)
         try:
             if getattr(config, "vision_config", None) is not None:
-                processor = AutoProcessor.from_pretrained(model)
+                processor = AutoProcessor.from_pretrained(source, **extra)
                 tokenizer = processor.tokenizer
-                network = AutoModelForImageTextToText.from_pretrained(model, **kwargs)
+                network = AutoModelForImageTextToText.from_pretrained(source, **extra, **kwargs)
             else:
                 processor = None
-                tokenizer = AutoTokenizer.from_pretrained(model)
-                network = AutoModelForCausalLM.from_pretrained(model, **kwargs)
+                tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+                network = AutoModelForCausalLM.from_pretrained(source, **extra, **kwargs)
         except OSError as error:
             raise ModelLoadError(
                 f"cannot load weights of {model!r}: {str(error).splitlines()[0]}. {HUB_TERMS_HINT}"
             ) from error
         network.eval()
+        ensure_chat_template(tokenizer)  # GGUF files and base models may ship without one
         tokenizer.padding_side = "left"
         loaded = LoadedModel(key, network, tokenizer, processor, time.perf_counter() - started)
         _CACHE[key] = loaded
@@ -216,6 +253,12 @@ class TransformersEngine:
         self.model_id = model
         self.loaded = load_model(model, dtype, device_map, quantization)
         self.temperature = temperature
+
+    @functools.cached_property
+    def json_chars_per_token(self) -> float:
+        """Characters of decision JSON per token of this tokenizer (for decision budgets)."""
+        count = len(self.loaded.tokenizer(_SAMPLE_DECISION, add_special_tokens=False)["input_ids"])
+        return min(DEFAULT_CHARS_PER_TOKEN, len(_SAMPLE_DECISION) / max(1, count))
 
     @property
     def supports_images(self) -> bool:

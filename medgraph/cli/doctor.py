@@ -49,4 +49,4 @@ def doctor(
     console.print(table)
     for role in report.roles:
         for note in role.notes:
-            console.print(f"{role.role}: {note}")
+            console.print(f"{role.role}: {note}", markup=False)

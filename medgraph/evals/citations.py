@@ -133,11 +133,13 @@ class NLIJudge:
     def __init__(self, name_or_path: str, *, batch_size: int = 16) -> None:
         """Load the cross-encoder (a Hub id in the local cache, or a folder)."""
         from medgraph.knowledge.embeddings import resolve_model_source
+        from medgraph.loading import MODEL_LOAD_LOCK
 
         try:
-            from sentence_transformers import CrossEncoder
+            with MODEL_LOAD_LOCK:
+                from sentence_transformers import CrossEncoder
 
-            self.model = CrossEncoder(resolve_model_source(name_or_path))
+                self.model = CrossEncoder(resolve_model_source(name_or_path))
         except Exception as error:  # every loading failure becomes one clear message
             raise ModelLoadError(
                 f"could not load NLI model {name_or_path!r}: {str(error).splitlines()[0]}; give "

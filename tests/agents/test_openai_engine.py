@@ -382,23 +382,27 @@ def test_structured_output_is_guided_by_the_schema(
 def test_server_without_guided_decoding_falls_back_to_parse_and_repair(
     make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer
 ) -> None:
+    from medgraph.agents.engines.openai_engine import SCHEMA_FORMS
+    from tests.openai_server import schema_form_of
+
     chat = make_chat(max_new_tokens=24).bind_tools(TOOLS, tool_choice="any")
-    with served.behaving(reject_response_format=True):
+    with served.behaving(schema_forms=()):
         first = chat.invoke("Find trials of aspirin.")
         after_first = len(served.chat_exchanges())
         second = chat.invoke("Compute a BMI for 70 kg and 1.7 m.")
 
     exchanges = served.chat_exchanges()
-    refused = exchanges[0]
-    assert refused.status == 400 and refused.body is not None
-    assert "response_format" in refused.body
-    assert refused.response is not None
-    assert "response_format" in refused.response["error"]["message"]
-    # The question was asked again without the schema, and the engine remembered.
-    assert len(exchanges) > after_first >= 2
-    for exchange in exchanges[1:]:
+    refused = exchanges[: len(SCHEMA_FORMS)]
+    # Every schema form was tried once and refused, strongest first...
+    assert [schema_form_of(e.body or {}) for e in refused] == list(SCHEMA_FORMS)
+    for exchange in refused:
+        assert exchange.status == 400 and exchange.response is not None
+        assert "schema form" in exchange.response["error"]["message"]
+    # ...then the question was asked again without the schema, and the engine remembered.
+    assert len(exchanges) > after_first >= len(SCHEMA_FORMS) + 1
+    for exchange in exchanges[len(SCHEMA_FORMS) :]:
         assert exchange.status == 200 and exchange.body is not None
-        assert "response_format" not in exchange.body
+        assert schema_form_of(exchange.body) is None
         assert "compute_bmi" in exchange.body["messages"][0]["content"]  # tools in the prompt
     for message in (first, second):
         assert isinstance(message, AIMessage)
@@ -417,10 +421,14 @@ def test_a_400_unrelated_to_the_schema_is_an_error_and_keeps_guided_decoding(
         chat.invoke("Find trials of aspirin.")
     message = chat.invoke("Find trials of aspirin.")
 
-    bodies = [e.body or {} for e in served.chat_exchanges()]
-    assert ["response_format" in b for b in bodies[:2]] == [True, False]  # asked twice, refused
-    assert "response_format" in bodies[2], "a 400 about something else disabled guided decoding"
-    assert len(bodies) == 3  # guided again, so no repair round
+    from medgraph.agents.engines.openai_engine import SCHEMA_FORMS
+    from tests.openai_server import schema_form_of
+
+    forms = [schema_form_of(e.body or {}) for e in served.chat_exchanges()]
+    tries = len(SCHEMA_FORMS) + 1
+    assert forms[:tries] == [*SCHEMA_FORMS, None]  # every form, then without: all refused
+    assert forms[tries] == "json_schema", "a 400 about something else disabled guided decoding"
+    assert len(forms) == tries + 1  # guided again, so no repair round
     assert message.tool_calls and message.invalid_tool_calls == []
 
 
@@ -504,3 +512,36 @@ def test_models_endpoint_lists_the_served_model(served: OpenAICompatibleServer) 
     assert [m.id for m in client.models.list()] == [served.model_name]
     with served.behaving(api_key="k"), pytest.raises(openai.AuthenticationError):
         client.models.list()
+
+
+@pytest.mark.parametrize(
+    ("accepted", "refusal"),
+    [("json_object_schema", 500), ("guided_json", 400), ("format", 422)],
+)
+def test_schema_form_is_negotiated_and_remembered(
+    make_chat: Callable[..., MedGemmaChat],
+    served: OpenAICompatibleServer,
+    accepted: str,
+    refusal: int,
+) -> None:
+    from tests.openai_server import schema_form_of
+
+    chat = make_chat(max_new_tokens=TOOL_BUDGET)
+    bound = chat.bind_tools(TOOLS, tool_choice="any")
+    with served.behaving(schema_forms=(accepted,), schema_refusal_status=refusal):
+        first = bound.invoke("Find trials of aspirin.")
+        asked_first = len(served.chat_exchanges())
+        streamed = list(bound.stream("Compute a BMI for 70 kg and 1.7 m."))
+    whole = streamed[0]
+    for chunk in streamed[1:]:
+        whole = whole + chunk
+    for reply in (first, whole):
+        assert reply.tool_calls and not reply.invalid_tool_calls
+    exchanges = served.chat_exchanges()
+    forms = [schema_form_of(e.body or {}) for e in exchanges]
+    # Stronger forms were refused (never raised), the accepted one carried the schema...
+    assert [e.status for e in exchanges[: asked_first - 1]] == [refusal] * (asked_first - 1)
+    assert forms[asked_first - 1] == accepted and exchanges[asked_first - 1].status == 200
+    # ...and the next decision went straight to it.
+    assert forms[asked_first:] == [accepted]
+    assert chat.backend.schema_form == accepted  # type: ignore[attr-defined]
