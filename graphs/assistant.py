@@ -31,11 +31,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send, StateSnapshot, interrupt
 
-from medgraph.agents.extractive import EXTRACTIVE_LABEL, extractive_answer
+from medgraph.agents.extractive import EXTRACTIVE_LABEL, answer_notes, extractive_answer
 from medgraph.agents.images import LoadedImage, image_to_data_url, load_image
 from medgraph.errors import MedgraphError
 from medgraph.graphs.config import GraphSettings
-from medgraph.graphs.prompts import IMAGE_PROMPT, JUDGE_PROMPT, REASON_SYSTEM, WRITE_SYSTEM
+from medgraph.graphs.prompts import (
+    GROUNDING_JUDGE_PROMPT,
+    IMAGE_PROMPT,
+    REASON_SYSTEM,
+    WRITE_SYSTEM,
+)
 from medgraph.graphs.safety import (
     NOT_FOR_CLINICAL_USE,
     emergency_answer,
@@ -63,8 +68,9 @@ from medgraph.knowledge.citations import (
     renumber_sentences,
     resolve_record_citations,
 )
+from medgraph.knowledge.injection import flag_instructions
 from medgraph.knowledge.types import Evidence
-from medgraph.knowledge.verification import Judge, rewrite_query, verify_sentences
+from medgraph.knowledge.verification import GroundingJudge, rewrite_query, verify_sentences
 from medgraph.tools.calculators import CALCULATOR_TOOLS
 from medgraph.tools.image import build_analyze_image_tool
 from medgraph.tools.literature import (
@@ -363,8 +369,9 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if parts.index is None or not query.strip():
             return []
         _emit("retrieve", query=query)
-        hits = parts.index.search(query, k=config.retrieve_k)
-        _emit("retrieved", query=query, hits=len(hits))
+        hits = flag_instructions(parts.index.search(query, k=config.retrieve_k))
+        flagged = [e.source_id for e in hits if e.flags]
+        _emit("retrieved", query=query, hits=len(hits), flagged=flagged)
         return hits
 
     def retrieve(state: AssistantState) -> dict[str, Any]:
@@ -486,24 +493,36 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         _emit("write", sentences=len(sentences))
         return {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
 
-    def judge_factory() -> Judge | None:
+    def judge_factory() -> GroundingJudge | None:
         if parts.text_model is None:
             return None
         structured = parts.text_model.with_structured_output(
             {
                 "type": "object",
-                "properties": {"supported": {"type": "boolean"}},
-                "required": ["supported"],
+                "properties": {"supported": {"type": "boolean"}, "relevant": {"type": "boolean"}},
+                "required": ["supported", "relevant"],
             }
         )
 
-        def judge(pairs: Sequence[tuple[str, str]]) -> list[float]:
+        def judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
             prompts = [
-                [HumanMessage(JUDGE_PROMPT.format(claim=c, passages=fence_untrusted("passage", p)))]
-                for c, p in pairs
+                [
+                    HumanMessage(
+                        GROUNDING_JUDGE_PROMPT.format(
+                            question=q, claim=c, passages=fence_untrusted("passage", p)
+                        )
+                    )
+                ]
+                for q, c, p in triples
             ]
             results = structured.batch(prompts)  # type: ignore[arg-type]
-            return [1.0 if isinstance(r, dict) and r.get("supported") else 0.0 for r in results]
+            return [
+                (
+                    1.0 if isinstance(r, dict) and r.get("supported") is True else 0.0,
+                    1.0 if isinstance(r, dict) and r.get("relevant") is True else 0.0,
+                )
+                for r in results
+            ]
 
         return judge
 
@@ -515,15 +534,23 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         kept, report = verify_sentences(
             claims,
             evidence,
-            judge=judge_factory(),
+            question=state.get("question", ""),
+            grounding_judge=judge_factory(),
             embed=parts.embed,
             threshold=config.support_threshold,
+            relevance_floor=config.relevance_floor,
             action=config.unsupported,
+            off_topic=config.off_topic,
         )
         kept, report = [*computed, *kept], with_computed(report, computed)
         rounds = state.get("verify_rounds", 0)
         report = report.model_copy(update={"rounds": rounds})
-        _emit("verify", supported_fraction=report.supported_fraction, removed=len(report.removed))
+        _emit(
+            "verify",
+            supported_fraction=report.supported_fraction,
+            relevant_fraction=report.relevant_fraction,
+            removed=len(report.removed),
+        )
         update: dict[str, Any] = {"route": ["verify"], "retry": False}
         best = state.get("best")
         if best is None or report.supported_fraction >= best.verification.supported_fraction:
@@ -555,7 +582,8 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if sentences:
             text = render_answer(sentences)
             if parts.extractive:
-                text = f"{EXTRACTIVE_LABEL}\n\n{text}"
+                notes = answer_notes(state.get("question", ""), best.sentences, pool)
+                text = "\n\n".join([EXTRACTIVE_LABEL, text, *notes])
         else:
             text, kind = NO_EVIDENCE_TEXT, "no_evidence"
         answer = Answer(
