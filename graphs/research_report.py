@@ -368,11 +368,17 @@ def compose_report(
                     "of its claims are supported by the passages they cite."
                 )
         if section.verification.removed:
-            count = len(section.verification.removed)
-            limitations.append(
-                f"{label}: {count} unsupported or off-topic sentence{'s' if count > 1 else ''} "
-                "removed."
-            )
+            supported_of = {c.sentence: c.supported for c in section.verification.sentences}
+            removed_sentences = [split_flags(t)[0] for t in section.verification.removed]
+            unsupported = sum(not supported_of.get(t, False) for t in removed_sentences)
+            for count, kind in (
+                (unsupported, "unsupported"),
+                (len(removed_sentences) - unsupported, "off-topic"),
+            ):
+                if count:
+                    limitations.append(
+                        f"{label}: {count} {kind} sentence{'s' if count > 1 else ''} removed."
+                    )
         flags = [split_flags(s.text)[1] for s in section.sentences]
         marked += sum(bool(f) for f in flags)
         for flag in (UNSUPPORTED_FLAG, OFF_TOPIC_FLAG):

@@ -9,8 +9,9 @@ the same outcome:
 - **superior / not superior** ("was superior to placebo" vs "was not superior to placebo",
   "inferior to").
 
-"Same outcome" means the words right after the direction word (the outcome window) share a
-content term, and the two statements share at least :data:`MIN_SHARED_TERMS` content terms in all.
+"Same outcome" means the words right after the direction word, up to where the population or
+setting begins ("in", "among", a comma, ...), share a content term, and the two statements share
+at least :data:`MIN_SHARED_TERMS` content terms in all.
 The rules read direction words only; they do not weigh study quality or effect size. With a
 language model, the research graph asks the model to judge conflicts instead.
 """
@@ -65,6 +66,8 @@ _NEGATED_CHANGE = re.compile(
     r"|decrease|reduction|improvement))\b",
     re.I,
 )
+# The outcome ends where the population or setting begins ("... of stroke in older adults").
+_POPULATION_BREAK = re.compile(r"[,;:.()]|\b(?:in|among|for|during|after|before|when|than)\b", re.I)
 _LEADING_FUNCTION_WORDS = frozenset({"with", "the", "of", "to", "in", "on", "for", "a", "an", "by"})
 _DIRECTION_TEXT = """
     increase increased increases increasing raise raised elevated elevate higher greater improve
@@ -106,7 +109,8 @@ class _Direction:
 
 
 def _window_after(text: str, end: int) -> tuple[frozenset[str], str]:
-    words = re.findall(r"[^\W_][\w-]*", text[end:])[:_OUTCOME_WINDOW]
+    words = re.findall(r"[^\W_][\w-]*", _POPULATION_BREAK.split(text[end:], maxsplit=1)[0])
+    words = words[:_OUTCOME_WINDOW]
     while words and words[0].lower() in _LEADING_FUNCTION_WORDS:
         words.pop(0)
     phrase = " ".join(words)

@@ -121,10 +121,7 @@ def _gold_sentences(record: Record) -> int:
 
 
 def _cites_gold(record: Record) -> bool:
-    gold = record.get("gold")
-    return bool(gold) and any(
-        same_record(s, gold) for item in record["sentences"] for s in item["sources"]
-    )
+    return _gold_sentences(record) > 0
 
 
 def rouge_l(candidate: str, reference: str) -> float:

@@ -117,7 +117,7 @@ def test_reasoner_sees_the_combined_question_and_no_model_runs_before_the_interr
                 ]
             }
         if call.schema:
-            return {"supported": True}
+            return {"supported": True, "relevant": True}
         return AIMessage("Enough evidence.")
 
     model = ScriptedChatModel(handler)
