@@ -31,7 +31,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send, StateSnapshot, interrupt
 
-from medgraph.agents.extractive import EXTRACTIVE_LABEL, answer_notes, extractive_answer
+from medgraph.agents.extractive import (
+    EXTRACTIVE_LABEL,
+    answer_notes,
+    extractive_answer,
+    on_topic_records,
+)
 from medgraph.agents.images import LoadedImage, image_to_data_url, load_image
 from medgraph.errors import MedgraphError
 from medgraph.graphs.config import GraphSettings
@@ -83,6 +88,10 @@ if TYPE_CHECKING:
     from medgraph.settings import Settings
 
 Embed = Callable[[Sequence[str]], np.ndarray]
+RECORD_CONTEXT_PER_RECORD = 4
+"""Passages read from each record about the question before the extractive engine quotes it."""
+RECORD_CONTEXT_LIMIT = 12
+
 NO_EVIDENCE_TEXT = (
     "I found no passages in the literature index that address this question, so I cannot give a "
     "cited answer."
@@ -478,10 +487,26 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         new = evidence[len(state.get("evidence", [])) :]
         return {"messages": replies, "evidence": new, "route": ["tools"]}
 
+    def record_context(question: str, evidence: Sequence[Evidence]) -> list[Evidence]:
+        """The other passages of the records about the question (their results, conclusions)."""
+        if parts.index is None or not config.read_whole_records or not evidence:
+            return []
+        records = sorted(on_topic_records(question, evidence))
+        if not records:
+            return []
+        k = min(RECORD_CONTEXT_LIMIT, RECORD_CONTEXT_PER_RECORD * len(records))
+        hits = parts.index.search(question, k=k, where={"source_ids": records})
+        _emit("record_context", records=len(records), hits=len(hits))
+        return flag_instructions([h for h in hits if h.source_id in records])
+
     def write(state: AssistantState) -> dict[str, Any]:
         evidence = state.get("evidence", [])
         question = state.get("question", "")
+        extra: list[Evidence] = []
         if parts.extractive:
+            # quote from the whole of each record about the question, conclusions included
+            extra = record_context(question, evidence)
+            evidence = merge_evidence(list(evidence), extra)
             sentences = extractive_answer(
                 question,
                 evidence,
@@ -491,7 +516,8 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         else:
             sentences = _model_write(parts, state, evidence, question)
         _emit("write", sentences=len(sentences))
-        return {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+        update = {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+        return {**update, "evidence": extra} if extra else update
 
     def judge_factory() -> GroundingJudge | None:
         if parts.text_model is None:

@@ -29,6 +29,10 @@ class GraphSettings(BaseModel):
         default="remove",
         description="Claims not about the question: drop them, or keep them flagged [off-topic].",
     )
+    read_whole_records: bool = Field(
+        default=True,
+        description="Extractive engine: read the other passages of the records about the question.",
+    )
     relevance_floor: float = Field(
         default=0.5, ge=0, le=1, description="Per-sentence relevance to the question needed."
     )

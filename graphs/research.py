@@ -441,7 +441,12 @@ def research_branch(parts: AssistantParts, task: BranchTask) -> SectionResult:
     budgets, sub_question = task["budgets"], task["subquestion"]
     cap = budgets.evidence_per_subquestion
     graph_settings = parts.settings.model_copy(
-        update={"retrieve_k": cap + 1, "max_answer_sentences": budgets.sentences_per_section}
+        update={
+            "retrieve_k": cap + 1,
+            "max_answer_sentences": budgets.sentences_per_section,
+            # the evidence budget bounds what a branch reads
+            "read_whole_records": False,
+        }
     )
     branch_parts = replace(parts, settings=graph_settings)
     nodes = build_nodes(branch_parts)
