@@ -26,9 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-import numpy.typing as npt
-
 from medgraph.knowledge.citations import content_terms, stem
 
 COVERAGE_FLOOR = 0.4
@@ -116,17 +113,6 @@ def sentence_link(keys: set[str], sentence: str, cosine: float | None) -> bool:
     return cosine is not None and cosine >= SENTENCE_COSINE_FLOOR
 
 
-def question_cosines(
-    embed_rows: npt.NDArray[np.floating], question_row: int, rows: Sequence[int]
-) -> list[float]:
-    """Cosines between row ``question_row`` of an embedding matrix and each of ``rows``."""
-    matrix = np.asarray(embed_rows, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    matrix = matrix / norms
-    return [float(matrix[row] @ matrix[question_row]) for row in rows]
-
-
 def relevance_score(
     question: str, sentence: str, passages: Sequence[str], cosine: float | None = None
 ) -> float:
@@ -155,7 +141,6 @@ __all__ = [
     "key_coverage",
     "key_terms",
     "matched_terms",
-    "question_cosines",
     "relevance_score",
     "sentence_link",
 ]

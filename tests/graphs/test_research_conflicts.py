@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from medgraph.assistant import Assistant
-from medgraph.graphs.research import Report, rule_plan
+from medgraph.graphs.research import Report, model_conflicts, rule_plan
+from medgraph.knowledge.conflicts import Statement
 from medgraph.knowledge.types import Document
 from medgraph.settings import Settings
 from tests.graphs.support import KeywordIndex, corpus_documents
+from tests.scripted import Call, ScriptedChatModel
 
 
 def abstract(pmid: str, sections: list[tuple[str, str]]) -> Document:
@@ -113,3 +115,29 @@ def test_rule_plan_covers_the_topics_facets() -> None:
     assert [s.question for s in rule_plan("Risk factors for stroke")] == [
         "What is known about stroke?"
     ]
+
+
+def test_the_model_judges_conflicts_in_one_constrained_call() -> None:
+    statements = [
+        Statement("Coffee raised the risk of atrial fibrillation.", "A", 1),
+        Statement("Coffee lowered the risk of atrial fibrillation.", "B", 2),
+        Statement("Coffee lowered atrial fibrillation in a second analysis.", "B", 2),
+    ]
+
+    def judge(call: Call) -> dict[str, object]:
+        assert call.schema is not None
+        indices = call.schema["properties"]["conflicts"]["items"]["properties"]["first"]["enum"]
+        assert indices == [1, 2, 3]
+        listing = "\n".join(m.text for m in call.messages)
+        assert all(s.text in listing for s in statements) and "untrusted_data" in listing
+        pairs = [(1, 2, "atrial fibrillation risk"), (2, 3, "same record")]
+        return {"conflicts": [{"first": a, "second": b, "outcome": o} for a, b, o in pairs]}
+
+    model = ScriptedChatModel(judge)
+    found = model_conflicts(model, statements)
+    assert len(model.calls) == 1
+    # the pair from one record is dropped
+    assert [(c.first.number, c.second.number, c.outcome) for c in found] == [
+        (1, 2, "atrial fibrillation risk")
+    ]
+    assert model_conflicts(ScriptedChatModel(judge), statements[1:]) == []  # one record only
