@@ -31,7 +31,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send, StateSnapshot, interrupt
 
-from medgraph.agents.extractive import EXTRACTIVE_LABEL, extractive_answer
+from medgraph.agents.extractive import (
+    EXTRACTIVE_LABEL,
+    answer_notes,
+    extractive_answer,
+    on_topic_records,
+)
 from medgraph.agents.images import LoadedImage, image_to_data_url
 from medgraph.agents.series import PreparedSeries
 from medgraph.errors import MedgraphError
@@ -45,7 +50,12 @@ from medgraph.graphs.image_reading import (
     series_message,
     unread_text,
 )
-from medgraph.graphs.prompts import IMAGE_PROMPT, JUDGE_PROMPT, REASON_SYSTEM, WRITE_SYSTEM
+from medgraph.graphs.prompts import (
+    GROUNDING_JUDGE_PROMPT,
+    IMAGE_PROMPT,
+    REASON_SYSTEM,
+    WRITE_SYSTEM,
+)
 from medgraph.graphs.safety import (
     NOT_FOR_CLINICAL_USE,
     emergency_answer,
@@ -73,8 +83,9 @@ from medgraph.knowledge.citations import (
     renumber_sentences,
     resolve_record_citations,
 )
+from medgraph.knowledge.injection import flag_instructions
 from medgraph.knowledge.types import Evidence
-from medgraph.knowledge.verification import Judge, rewrite_query, verify_sentences
+from medgraph.knowledge.verification import GroundingJudge, rewrite_query, verify_sentences
 from medgraph.tools.calculators import CALCULATOR_TOOLS
 from medgraph.tools.image import build_analyze_image_tool
 from medgraph.tools.literature import (
@@ -87,6 +98,10 @@ if TYPE_CHECKING:
     from medgraph.settings import Settings
 
 Embed = Callable[[Sequence[str]], np.ndarray]
+RECORD_CONTEXT_PER_RECORD = 4
+"""Passages read from each record about the question before the extractive engine quotes it."""
+RECORD_CONTEXT_LIMIT = 12
+
 NO_EVIDENCE_TEXT = (
     "I found no passages in the literature index that address this question, so I cannot give a "
     "cited answer."
@@ -397,8 +412,9 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if parts.index is None or not query.strip():
             return []
         _emit("retrieve", query=query)
-        hits = parts.index.search(query, k=config.retrieve_k)
-        _emit("retrieved", query=query, hits=len(hits))
+        hits = flag_instructions(parts.index.search(query, k=config.retrieve_k))
+        flagged = [e.source_id for e in hits if e.flags]
+        _emit("retrieved", query=query, hits=len(hits), flagged=flagged)
         return hits
 
     def retrieve(state: AssistantState) -> dict[str, Any]:
@@ -508,10 +524,26 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         new = evidence[len(state.get("evidence", [])) :]
         return {"messages": replies, "evidence": new, "route": ["tools"]}
 
+    def record_context(question: str, evidence: Sequence[Evidence]) -> list[Evidence]:
+        """The other passages of the records about the question (their results, conclusions)."""
+        if parts.index is None or not config.read_whole_records or not evidence:
+            return []
+        records = sorted(on_topic_records(question, evidence))
+        if not records:
+            return []
+        k = min(RECORD_CONTEXT_LIMIT, RECORD_CONTEXT_PER_RECORD * len(records))
+        hits = parts.index.search(question, k=k, where={"source_ids": records})
+        _emit("record_context", records=len(records), hits=len(hits))
+        return flag_instructions([h for h in hits if h.source_id in records])
+
     def write(state: AssistantState) -> dict[str, Any]:
         evidence = state.get("evidence", [])
         question = state.get("question", "")
+        extra: list[Evidence] = []
         if parts.extractive:
+            # quote from the whole of each record about the question, conclusions included
+            extra = record_context(question, evidence)
+            evidence = merge_evidence(list(evidence), extra)
             sentences = extractive_answer(
                 question,
                 evidence,
@@ -521,26 +553,39 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         else:
             sentences = _model_write(parts, state, evidence, question)
         _emit("write", sentences=len(sentences))
-        return {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+        update = {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+        return {**update, "evidence": extra} if extra else update
 
-    def judge_factory() -> Judge | None:
+    def judge_factory() -> GroundingJudge | None:
         if parts.text_model is None:
             return None
         structured = parts.text_model.with_structured_output(
             {
                 "type": "object",
-                "properties": {"supported": {"type": "boolean"}},
-                "required": ["supported"],
+                "properties": {"supported": {"type": "boolean"}, "relevant": {"type": "boolean"}},
+                "required": ["supported", "relevant"],
             }
         )
 
-        def judge(pairs: Sequence[tuple[str, str]]) -> list[float]:
+        def judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
             prompts = [
-                [HumanMessage(JUDGE_PROMPT.format(claim=c, passages=fence_untrusted("passage", p)))]
-                for c, p in pairs
+                [
+                    HumanMessage(
+                        GROUNDING_JUDGE_PROMPT.format(
+                            question=q, claim=c, passages=fence_untrusted("passage", p)
+                        )
+                    )
+                ]
+                for q, c, p in triples
             ]
             results = structured.batch(prompts)  # type: ignore[arg-type]
-            return [1.0 if isinstance(r, dict) and r.get("supported") else 0.0 for r in results]
+            return [
+                (
+                    1.0 if isinstance(r, dict) and r.get("supported") is True else 0.0,
+                    1.0 if isinstance(r, dict) and r.get("relevant") is True else 0.0,
+                )
+                for r in results
+            ]
 
         return judge
 
@@ -552,15 +597,23 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         kept, report = verify_sentences(
             claims,
             evidence,
-            judge=judge_factory(),
+            question=state.get("question", ""),
+            grounding_judge=judge_factory(),
             embed=parts.embed,
             threshold=config.support_threshold,
+            relevance_floor=config.relevance_floor,
             action=config.unsupported,
+            off_topic=config.off_topic,
         )
         kept, report = [*computed, *kept], with_computed(report, computed)
         rounds = state.get("verify_rounds", 0)
         report = report.model_copy(update={"rounds": rounds})
-        _emit("verify", supported_fraction=report.supported_fraction, removed=len(report.removed))
+        _emit(
+            "verify",
+            supported_fraction=report.supported_fraction,
+            relevant_fraction=report.relevant_fraction,
+            removed=len(report.removed),
+        )
         update: dict[str, Any] = {"route": ["verify"], "retry": False}
         best = state.get("best")
         if best is None or report.supported_fraction >= best.verification.supported_fraction:
@@ -592,7 +645,8 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if sentences:
             text = render_answer(sentences)
             if parts.extractive:
-                text = f"{EXTRACTIVE_LABEL}\n\n{text}"
+                notes = answer_notes(state.get("question", ""), best.sentences, pool)
+                text = "\n\n".join([EXTRACTIVE_LABEL, text, *notes])
         else:
             text, kind = NO_EVIDENCE_TEXT, "no_evidence"
         answer = Answer(

@@ -25,6 +25,17 @@ class GraphSettings(BaseModel):
         default=0.5, ge=0, le=1, description="Per-sentence support score needed."
     )
     unsupported: Literal["remove", "mark"] = "remove"
+    off_topic: Literal["remove", "mark"] = Field(
+        default="remove",
+        description="Claims not about the question: drop them, or keep them flagged [off-topic].",
+    )
+    read_whole_records: bool = Field(
+        default=True,
+        description="Extractive engine: read the other passages of the records about the question.",
+    )
+    relevance_floor: float = Field(
+        default=0.5, ge=0, le=1, description="Per-sentence relevance to the question needed."
+    )
     max_answer_sentences: int = Field(default=6, ge=1, le=20)
     clarify_ambiguous: bool = Field(
         default=True,

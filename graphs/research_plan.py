@@ -1,8 +1,9 @@
 """Research planning: a topic becomes a list of sub-questions, each with why it matters.
 
 - :func:`split_bullets`: the user's own bullet or numbered list, when the topic has one.
-- :func:`rule_plan`: the extractive engine's plan, by rules (the topic's noun phrases paired with
-  its subject), deterministic.
+- :func:`rule_plan`: the extractive engine's plan, by rules (one sub-question per facet the topic
+  names — effectiveness, safety, cost, ... — then the topic's noun phrases paired with its
+  subject), deterministic.
 - :func:`model_plan`: structured output from the text model.
 - :func:`limit_plan`: the ``max_subquestions`` budget, with a note naming what was cut.
 - :func:`parse_decision`: the answer to the plan-approval interrupt (accept, edit, cancel).
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidPlanDecisionError",
     "PlanDecision",
     "SubQuestion",
+    "facets",
     "limit_plan",
     "model_plan",
     "noun_phrases",
@@ -76,6 +78,46 @@ _GENERIC_TEXT = """
 GENERIC_WORDS = frozenset(_GENERIC_TEXT.split())
 """Generic words: they start no noun phrase, and do not name a sub-question's subject."""
 _EXTRA_BREAKS = frozenset({"versus", "vs", "compared", "like", "regarding", "concerning"})
+
+# Facets of a topic: the words that name one, and the sub-question that covers it ({subject}).
+_FACETS: tuple[tuple[str, frozenset[str], str], ...] = (
+    (
+        "effectiveness",
+        frozenset({"effectiveness", "efficacy", "effective", "efficacious", "benefit", "benefits"}),
+        "How effective is {subject}: what outcomes and benefits are reported?",
+    ),
+    (
+        "safety",
+        frozenset({"safety", "safe", "harm", "harms", "adverse", "complication", "complications",
+                   "toxicity"}),
+        "How safe is {subject}: what adverse events and complications are reported?",
+    ),
+    (
+        "cost",
+        frozenset({"cost", "costs", "cost-effectiveness", "economic", "economics"}),
+        "What are the costs and cost-effectiveness of {subject}?",
+    ),
+    (
+        "accuracy",
+        frozenset({"accuracy", "sensitivity", "specificity"}),
+        "How accurate is {subject} for diagnosis?",
+    ),
+    (
+        "mechanism",
+        frozenset({"mechanism", "mechanisms", "pathophysiology", "pathway", "pathways"}),
+        "What mechanisms underlie {subject}?",
+    ),
+    (
+        "prognosis",
+        frozenset({"prognosis", "prognostic"}),
+        "What is the prognosis of {subject}?",
+    ),
+    (
+        "epidemiology",
+        frozenset({"prevalence", "incidence", "epidemiology", "burden"}),
+        "What are the prevalence and incidence of {subject}?",
+    ),
+)  # fmt: skip
 
 
 def split_bullets(topic: str) -> tuple[str, list[str]]:
@@ -134,28 +176,49 @@ def _lower_initial(phrase: str, topic: str) -> str:
     return phrase
 
 
-def rule_plan(topic: str) -> list[SubQuestion]:
-    """The plan of the extractive engine: the topic's subject paired with each other noun phrase.
+def facets(topic: str) -> list[str]:
+    """The facets the topic names, in the order it names them ("effectiveness and safety of
+    colonoscopy" -> ``["effectiveness", "safety"]``)."""
+    found: list[str] = []
+    for word in _WORD.findall(topic.lower()):
+        for name, words, _ in _FACETS:
+            if word in words and name not in found:
+                found.append(name)
+    return found
 
-    ``"Metformin and lactic acidosis in chronic kidney disease"`` gives "What is known about
-    metformin and lactic acidosis?" and "... metformin and chronic kidney disease?". A topic with
-    one noun phrase gives one sub-question about it; one with none, the topic itself.
+
+def rule_plan(topic: str) -> list[SubQuestion]:
+    """The plan of the extractive engine: one sub-question per facet the topic names, then the
+    topic's subject paired with each other noun phrase.
+
+    ``"Effectiveness and safety of colonoscopy"`` gives "How effective is colonoscopy: ...?" and
+    "How safe is colonoscopy: ...?". ``"Metformin and lactic acidosis in chronic kidney
+    disease"`` gives "What is known about metformin and lactic acidosis?" and "... metformin and
+    chronic kidney disease?". A topic with one noun phrase and no facet gives one sub-question
+    about it; one with no noun phrase, the topic itself.
     """
     phrases = [_lower_initial(p, topic) for p in noun_phrases(topic)]
     if not phrases:
         text = topic.strip().rstrip("?.")
         return [SubQuestion(question=f"What is known about {text}?", why="The topic as asked.")]
     subject, others = phrases[0], phrases[1:]
-    if not others:
-        return [
-            SubQuestion(question=f"What is known about {subject}?", why="The topic's only subject.")
-        ]
-    return [
+    templates = {name: template for name, _, template in _FACETS}
+    plan = [
+        SubQuestion(
+            question=templates[name].format(subject=subject),
+            why=f"The topic asks about the {name} of {subject}.",
+        )
+        for name in facets(topic)
+    ]
+    plan += [
         SubQuestion(
             question=f"What is known about {subject} and {other}?",
             why=f'Relates the topic\'s subject to "{other}", a key term of the topic.',
         )
         for other in others
+    ]
+    return plan or [
+        SubQuestion(question=f"What is known about {subject}?", why="The topic's only subject.")
     ]
 
 

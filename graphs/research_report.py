@@ -8,16 +8,18 @@ report of a run cancelled at plan approval.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from medgraph.agents.extractive import EXTRACTIVE_LABEL
+from medgraph.agents.extractive import EXTRACTIVE_LABEL, section_kind
 from medgraph.graphs.config import ResearchSettings
 from medgraph.graphs.research_plan import SubQuestion
 from medgraph.graphs.safety import NOT_FOR_CLINICAL_USE
+from medgraph.knowledge.chunking import split_sentences
 from medgraph.knowledge.citations import (
+    OFF_TOPIC_FLAG,
     UNSUPPORTED_FLAG,
     Citation,
     DraftSentence,
@@ -25,16 +27,20 @@ from medgraph.knowledge.citations import (
     evidence_by_number,
     render_answer,
     resolve_citations,
+    split_flags,
 )
+from medgraph.knowledge.conflicts import Conflict, Statement, find_conflicts
 from medgraph.knowledge.types import Document, Evidence
 
 __all__ = [
-    "CONFLICT_NOTE",
     "NOT_RESEARCHED_SECTION",
     "NO_EVIDENCE_SECTION",
+    "RULE_CONFLICT_CHECK",
     "UNSUPPORTED_SECTION",
     "BibliographyEntry",
+    "ConflictFinder",
     "Report",
+    "ReportConflict",
     "ReportSection",
     "ReportStatus",
     "ReportVerification",
@@ -43,6 +49,7 @@ __all__ = [
     "bibliography_line",
     "cancelled_report",
     "compose_report",
+    "conflict_statements",
 ]
 
 NO_EVIDENCE_SECTION = (
@@ -55,10 +62,14 @@ UNSUPPORTED_SECTION = (
 NOT_RESEARCHED_SECTION = (
     "Not researched: the language-model call budget was used up before this sub-question."
 )
-CONFLICT_NOTE = (
-    "Findings that differ between sources are not reconciled automatically; compare the cited "
-    "passages before drawing conclusions."
+RULE_CONFLICT_CHECK = (
+    "by rules on the cited findings and conclusions: increased/decreased, associated/not "
+    "associated, superior/not superior on the same outcome"
 )
+"""How the extractive engine checks for conflicts, as the Limitations say it."""
+
+ConflictFinder = Callable[[Sequence[Statement]], list[Conflict]]
+"""Finds the conflicts among findings of different records (rules, or the model as judge)."""
 
 
 SectionStatus = Literal["answered", "no_evidence", "unsupported", "not_researched"]
@@ -111,8 +122,20 @@ class ReportVerification(BaseModel):
     claims: int = 0
     supported: int = 0
     supported_fraction: float = 1.0
+    relevant: int = 0
+    relevant_fraction: float = 1.0
     removed: int = 0
     marked: int = 0
+
+
+class ReportConflict(BaseModel):
+    """Two cited records reporting opposite findings on one outcome (numbers as in the report)."""
+
+    first: int
+    second: int
+    first_text: str
+    second_text: str
+    outcome: str = ""
 
 
 ReportStatus = Literal["done", "awaiting_approval", "cancelled"]
@@ -131,6 +154,7 @@ class Report(BaseModel):
     verification: ReportVerification = Field(default_factory=ReportVerification)
     plan: list[SubQuestion] = Field(default_factory=list)
     limitations: list[str] = Field(default_factory=list)
+    conflicts: list[ReportConflict] = Field(default_factory=list)
     budget_notes: list[str] = Field(default_factory=list)
     model_calls: int = 0
     engine: str
@@ -166,11 +190,51 @@ def _sources(section: SectionResult) -> list[tuple[DraftSentence, list[str]]]:
 
 
 def _summary_sentence(keyed: list[tuple[DraftSentence, list[str]]]) -> int | None:
-    """Index of the first cited sentence not flagged unsupported."""
+    """Index of the first cited sentence not flagged unsupported or off-topic."""
     for index, (sentence, sources) in enumerate(keyed):
-        if sources and not sentence.text.endswith(UNSUPPORTED_FLAG):
+        if sources and not split_flags(sentence.text)[1]:
             return index
     return None
+
+
+def conflict_statements(
+    sections: Sequence[SectionResult], numbers: dict[str, int]
+) -> list[Statement]:
+    """The findings to compare: each section's kept, unflagged sentences, and the sentences of
+    the CONCLUSIONS sections of the records they cite, numbered as in the report."""
+    statements: dict[tuple[str, str], Statement] = {}
+    for section in sections:
+        known = evidence_by_number(section.evidence)
+        cited: set[str] = set()
+        for sentence in section.sentences:
+            text, flags = split_flags(sentence.text)
+            sources = [known[n].source_id for n in sentence.citations if n in known]
+            cited.update(sources)
+            if sources and not flags and sources[0] in numbers:
+                statements.setdefault(
+                    (sources[0], text), Statement(text, sources[0], numbers[sources[0]])
+                )
+        for item in section.evidence:
+            if item.source_id not in cited or item.source_id not in numbers:
+                continue
+            if section_kind(item.chunk.section) != "conclusion":
+                continue
+            for start, end in split_sentences(item.chunk.text):
+                text = item.chunk.text[start:end]
+                statements.setdefault(
+                    (item.source_id, text),
+                    Statement(text, item.source_id, numbers[item.source_id]),
+                )
+    return list(statements.values())
+
+
+def _conflict_line(conflict: ReportConflict) -> str:
+    on = f" on {conflict.outcome}" if conflict.outcome else ""
+    return (
+        f'Conflicting evidence{on}: [{conflict.first}] reports "{conflict.first_text}", while '
+        f'[{conflict.second}] reports "{conflict.second_text}". Compare the two records before '
+        "drawing conclusions."
+    )
 
 
 def _global(sentence: DraftSentence, sources: list[str], numbers: dict[str, int]) -> DraftSentence:
@@ -194,8 +258,15 @@ def compose_report(
     engine: str,
     extractive: bool,
     min_supported_fraction: float,
+    find: ConflictFinder = find_conflicts,
+    conflict_check: str = RULE_CONFLICT_CHECK,
 ) -> Report:
-    """Merge the branches into one report with one citation numbering, in reading order."""
+    """Merge the branches into one report with one citation numbering, in reading order.
+
+    ``find`` lists the conflicts between the cited records' findings
+    (:func:`conflict_statements`); each goes under Limitations with both citations, and
+    ``conflict_check`` says how they were looked for when none is found.
+    """
     ordered = sorted(sections, key=lambda s: s.index)
     keyed = [_sources(s) for s in ordered]
     documents = {e.source_id: e.document for s in ordered for e in s.evidence}
@@ -228,7 +299,7 @@ def compose_report(
     report_sections: list[ReportSection] = []
     limitations: list[str] = []
     budget_notes = list(notes)
-    claims = supported = removed = marked = 0
+    claims = supported = relevant = removed = marked = 0
     capped = [k + 1 for k, s in enumerate(ordered) if s.evidence_capped]
     for k, (section, pairs) in enumerate(zip(ordered, keyed, strict=True), start=1):
         known = evidence_by_number(section.evidence)
@@ -256,6 +327,7 @@ def compose_report(
         claim_checks = [c for c in checks if c.method != "no-claim"]
         claims += len(claim_checks)
         supported += sum(c.supported for c in claim_checks)
+        relevant += sum(c.relevant for c in claim_checks)
         removed += len(section.verification.removed)
         text = {
             "answered": render_answer([_global(s, src, numbers) for s, src in pairs]),
@@ -296,17 +368,32 @@ def compose_report(
                     "of its claims are supported by the passages they cite."
                 )
         if section.verification.removed:
-            count = len(section.verification.removed)
-            limitations.append(
-                f"{label}: {count} unsupported sentence{'s' if count > 1 else ''} removed."
+            supported_of = {c.sentence: c.supported for c in section.verification.sentences}
+            removed_sentences = [split_flags(t)[0] for t in section.verification.removed]
+            unsupported = sum(not supported_of.get(t, False) for t in removed_sentences)
+            for count, kind in (
+                (unsupported, "unsupported"),
+                (len(removed_sentences) - unsupported, "off-topic"),
+            ):
+                if count:
+                    limitations.append(
+                        f"{label}: {count} {kind} sentence{'s' if count > 1 else ''} removed."
+                    )
+        flags = [split_flags(s.text)[1] for s in section.sentences]
+        marked += sum(bool(f) for f in flags)
+        for flag in (UNSUPPORTED_FLAG, OFF_TOPIC_FLAG):
+            flagged = sum(flag in f for f in flags)
+            if not flagged:
+                continue
+            them, it_is = ("them", "they are") if flagged > 1 else ("it", "it is")
+            why = (
+                f"the cited passages do not support {them}"
+                if flag == UNSUPPORTED_FLAG
+                else f"{it_is} not about the sub-question"
             )
-        flagged = sum(s.text.endswith(UNSUPPORTED_FLAG) for s in section.sentences)
-        marked += flagged
-        if flagged:
-            them = "them" if flagged > 1 else "it"
             limitations.append(
                 f"{label}: {flagged} sentence{'s' if flagged > 1 else ''} kept but marked "
-                f"{UNSUPPORTED_FLAG}: the cited passages do not support {them}."
+                f"{flag}: {why}."
             )
         for note in section.notes:
             target = budget_notes if "budget" in note else limitations
@@ -319,8 +406,22 @@ def compose_report(
             f"{listed}."
         )
     used = plan_calls + sum(s.model_calls for s in ordered)
-    if numbers:
-        limitations.append(CONFLICT_NOTE)
+    conflicts = [
+        ReportConflict(
+            first=c.first.number,
+            second=c.second.number,
+            first_text=c.first.text,
+            second_text=c.second.text,
+            outcome=c.outcome,
+        )
+        for c in find(conflict_statements(ordered, numbers))
+    ]
+    limitations += [_conflict_line(conflict) for conflict in conflicts]
+    if len(numbers) > 1 and not conflicts:
+        limitations.append(
+            f"No conflicting findings were found between the cited records (checked "
+            f"{conflict_check}); absence of a detected conflict is not agreement."
+        )
     if extractive:
         limitations.append(
             "Extractive engine: sections quote sentences from the sources; nothing is "
@@ -330,10 +431,10 @@ def compose_report(
         limitations.append(
             "The plan was made by rules (the topic's noun phrases), not by a language model."
         )
-    fraction = supported / claims if claims else 1.0
     report_verification = ReportVerification(
-        claims=claims, supported=supported, supported_fraction=fraction, removed=removed,
-        marked=marked,
+        claims=claims, supported=supported, relevant=relevant, removed=removed, marked=marked,
+        supported_fraction=supported / claims if claims else 1.0,
+        relevant_fraction=relevant / claims if claims else 1.0,
     )  # fmt: skip
     markdown = _markdown(
         title=title,
@@ -354,6 +455,7 @@ def compose_report(
         verification=report_verification,
         plan=list(plan),
         limitations=[*budget_notes, *limitations],
+        conflicts=conflicts,
         budget_notes=budget_notes,
         model_calls=used,
         engine=engine,
@@ -381,7 +483,9 @@ def _markdown(
     lines.append(
         f"Cited evidence was found for {answered} of {len(sections)} sub-questions; "
         f"{verification.supported} of {verification.claims} checked claims "
-        f"({_percent(verification.supported_fraction)}) are supported by the passages they cite."
+        f"({_percent(verification.supported_fraction)}) are supported by the passages they cite, "
+        f"{verification.relevant} ({_percent(verification.relevant_fraction)}) are about their "
+        "sub-question."
     )
     for number, section in enumerate(sections, start=1):
         lines += ["", f"## {number}. {section.question}", ""]
@@ -391,10 +495,11 @@ def _markdown(
         checks = [c for c in section.verification.sentences if c.method != "no-claim"]
         if section.status == "answered":
             supported = sum(c.supported for c in checks)
+            relevant = sum(c.relevant for c in checks)
             lines += [
                 "",
                 f"*Verification: {supported} of {len(checks)} claims supported by the cited "
-                "passages.*",
+                f"passages; {relevant} of {len(checks)} about the sub-question.*",
             ]
     lines += ["", "## Limitations", ""]
     lines += [f"- {item}" for item in limitations] or ["- None noted."]

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medgraph.errors import MedgraphError
+from medgraph.knowledge.injection import looks_like_injection
 from medgraph.knowledge.untrusted import neutralise_untrusted
 
 __all__ = [
@@ -1258,45 +1259,3 @@ def parse_fenced(text: str) -> list[FencedBlock]:
         FencedBlock(label=m.group("label"), body=m.group("body"), fence_id=m.group("id"))
         for m in _FENCE_PATTERN.finditer(text)
     ]
-
-
-_INJECTION_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(pattern, re.IGNORECASE | re.MULTILINE)
-    for pattern in (
-        r"\b(?:ignore|disregard|forget|override|bypass|skip)\s+(?:all\s+|any\s+|the\s+|your\s+|"
-        r"these\s+|those\s+|every\s+)*(?:of\s+the\s+)?(?:previous|prior|above|preceding|earlier|"
-        r"former|system|original|initial|safety|developer)?\s*(?:instructions?|prompts?|rules|"
-        r"directions|directives|guidelines|guardrails|messages|context)\b",
-        r"\byou are now\b",
-        r"\bfrom now on,?\s+you\b",
-        r"\b(?:pretend|act)\s+(?:to be|as if you|as an?\s+(?:ai|assistant|language model|chatbot|"
-        r"unrestricted))\b",
-        r"\bsystem\s+prompt\b",
-        r"\b(?:developer|system)\s+(?:mode|message|instructions?)\b",
-        r"\bnew\s+(?:instructions?|task|role)\s*:",
-        r"\byour\s+(?:new\s+)?(?:task|role|instructions?|goal)\s+(?:is|are|now)\b",
-        r"\b(?:reveal|print|output|repeat|show)\s+(?:me\s+)?(?:your|the)\s+(?:system\s+)?"
-        r"(?:prompt|instructions)\b",
-        r"\b(?:do not|don't|never)\s+(?:tell|inform|mention (?:this|it) to)\s+the\s+user\b",
-        r"\b(?:call|invoke|execute|trigger)\s+(?:the\s+)?(?:tool|function)\b",
-        r"\b(?:call|invoke|run|execute|trigger)\s+`?[a-z]+_[a-z_]+`?\s*(?:\(|with\b)",
-        r"\b(?:search_literature|analyze_image|search_pubmed|pubmed_search)\b",
-        r"\brespond\s+only\s+with\b",
-        r"\bas\s+an?\s+(?:ai|assistant|language model),?\s+you\s+(?:must|should|will)\b",
-        r"<\|?/?\s*(?:start_of_turn|end_of_turn|im_start|im_end|system|user|assistant|model|bos|"
-        r"eos|endoftext|unused\d+|start_of_image|end_of_image)\s*\|?>",
-        r"\[/?INST\]|<<\s*/?SYS\s*>>",
-        r"^\s*(?:#{1,4}\s*)?(?:system|assistant|instruction|instructions)\s*:",
-        r'"tool_calls?"\s*:|"(?:name|function)"\s*:\s*"(?:search|analy[sz]e|calculate)',
-    )
-)
-
-
-def looks_like_injection(text: str) -> bool:
-    """Heuristically, does ``text`` address the model rather than the reader?
-
-    Flags phrases such as "ignore previous instructions", "you are now", "system prompt",
-    requests to call tools, and chat-template role tags. Meant for logging and flagging evidence,
-    not for dropping it: a medical abstract that discusses prompt injection would also match.
-    """
-    return any(pattern.search(text) for pattern in _INJECTION_PATTERNS)

@@ -79,7 +79,7 @@ class Citation(BaseModel):
 
 
 class SentenceCheck(BaseModel):
-    """Whether one answer sentence is supported by the passages it cites."""
+    """Whether one answer sentence is supported by the passages it cites and is on the question."""
 
     sentence: str
     citations: list[int] = Field(default_factory=list)
@@ -88,15 +88,21 @@ class SentenceCheck(BaseModel):
     """Support score in [0, 1] (judge probability, or the lexical/embedding score)."""
     method: str
     """"judge", "lexical+embedding", or "no-claim" for sentences that assert nothing."""
+    relevant: bool = True
+    """Whether the sentence is about the question it answers (see ``relevance``)."""
+    relevance: float = 1.0
+    """Relevance to the question in [0, 1] (judge verdict, or the key-term/embedding score)."""
 
 
 class Verification(BaseModel):
-    """Per-sentence support and the supported fraction of an answer."""
+    """Per-sentence support and relevance, and the supported and relevant fractions of an answer."""
 
     sentences: list[SentenceCheck] = Field(default_factory=list)
     supported_fraction: float = 1.0
+    relevant_fraction: float = 1.0
+    """Claims about the question over claims (1.0 when there are none)."""
     removed: list[str] = Field(default_factory=list)
-    """Sentences dropped because nothing they cite supports them."""
+    """Sentences dropped because nothing they cite supports them or they are off the question."""
     rounds: int = 0
     """Extra retrieval rounds run because support was low."""
 
@@ -214,12 +220,15 @@ def terms_with_numbers(text: str) -> set[str]:
 
 UNSUPPORTED_FLAG = "[unsupported]"
 """Appended (after a space) to an answer sentence that verification kept but could not support."""
+OFF_TOPIC_FLAG = "[off-topic]"
+"""Appended (after a space) to an answer sentence that verification kept but found off-question."""
+FLAGS = (UNSUPPORTED_FLAG, OFF_TOPIC_FLAG)
 
 # Citation numbers are 1-3 digits so a bracketed year ("[2010]") is never read as a marker.
 _MARKER_BODY = r"\d{1,3}(?:\s*[-–—,]\s*\d{1,3})*"
 _MARKER = re.compile(rf"\s*\[\s*({_MARKER_BODY})\s*\]")
-_FLAG = re.compile(r"\s*\[unsupported\]")
-_MARKER_OR_FLAG = rf"\[\s*{_MARKER_BODY}\s*\]|\[unsupported\]"
+_FLAG = re.compile(r"\s*\[(?:unsupported|off-topic)\]")
+_MARKER_OR_FLAG = rf"\[\s*{_MARKER_BODY}\s*\]|\[(?:unsupported|off-topic)\]"
 # Markers written after the final punctuation ("glucose.[1] It") belong to the sentence before it.
 _MARKERS_AFTER_PUNCTUATION = re.compile(
     rf"([.!?…]+[\"'”’)]*)((?:\s*(?:{_MARKER_OR_FLAG}))+)(?=\s|$)"
@@ -229,7 +238,7 @@ _CITATION_RANGE_LIMIT = 50
 
 
 def strip_markers(text: str) -> str:
-    """``text`` without citation markers and without the ``[unsupported]`` flag."""
+    """``text`` without citation markers and without the ``[unsupported]``/``[off-topic]`` flags."""
     return _FLAG.sub("", _MARKER.sub("", text)).strip()
 
 
@@ -251,8 +260,8 @@ def parse_cited_text(text: str) -> list[DraftSentence]:
     ``"Metformin lowers glucose [1][3]. It is cheap [2]."`` gives two sentences citing
     ``[1, 3]`` and ``[2]``. Markers may be ``[1]``, ``[1, 3]``, ``[1-3]`` or runs like
     ``[1][2]``, inside the sentence, before its final period or right after it. Marker text is
-    removed from the sentence; a trailing ``[unsupported]`` flag stays at the end of its
-    sentence's text. Sentences are found with
+    removed from the sentence; trailing ``[unsupported]`` and ``[off-topic]`` flags stay at the
+    end of its sentence's text. Sentences are found with
     :func:`~medgraph.knowledge.chunking.split_sentences`; text without markers gives sentences
     citing nothing.
     """
@@ -263,7 +272,7 @@ def parse_cited_text(text: str) -> list[DraftSentence]:
         citations: list[int] = []
         for marker in _MARKER.finditer(raw):
             citations.extend(_marker_numbers(marker.group(1)))
-        flagged = _FLAG.search(raw) is not None
+        flags = [flag for flag in FLAGS if flag in raw]
         plain = strip_markers(raw)
         if not plain:
             # a run of markers on its own cites for the sentence before it
@@ -271,19 +280,28 @@ def parse_cited_text(text: str) -> list[DraftSentence]:
                 previous = sentences[-1]
                 previous.citations = list(dict.fromkeys([*previous.citations, *citations]))
             continue
-        if flagged:
-            plain = f"{plain} {UNSUPPORTED_FLAG}"
+        if flags:
+            plain = " ".join([plain, *flags])
         sentences.append(DraftSentence(text=plain, citations=list(dict.fromkeys(citations))))
     return sentences
 
 
+def split_flags(text: str) -> tuple[str, list[str]]:
+    """``text`` without its trailing verification flags, and those flags in order."""
+    text = text.strip()
+    flags: list[str] = []
+    while True:
+        flag = next((f for f in FLAGS if text.endswith(f)), None)
+        if flag is None:
+            return text, flags
+        text = text[: -len(flag)].rstrip()
+        flags.insert(0, flag)
+
+
 def render_sentence(sentence: DraftSentence) -> str:
     """One sentence with its markers before the final punctuation: ``"It is cheap [2]."``."""
-    text = sentence.text.strip()
-    flag = ""
-    if text.endswith(UNSUPPORTED_FLAG):
-        text = text[: -len(UNSUPPORTED_FLAG)].rstrip()
-        flag = f" {UNSUPPORTED_FLAG}"
+    text, flags = split_flags(sentence.text)
+    flag = "".join(f" {f}" for f in flags)
     markers = "".join(f"[{number}]" for number in dict.fromkeys(sentence.citations))
     if markers:
         final = _FINAL_PUNCTUATION.search(text)

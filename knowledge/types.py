@@ -150,6 +150,9 @@ class Evidence(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
     """Per-retriever scores or ranks, e.g. ``{"dense": 0.81, "lexical": 12.3, "rrf": 0.032}``."""
     number: int | None = None
+    flags: tuple[str, ...] = ()
+    """Warnings about the passage set at retrieval, e.g. ``"instructions"`` when it holds text
+    addressed to a model (:func:`medgraph.knowledge.injection.flag_instructions`)."""
 
     @property
     def source_id(self) -> str:

@@ -1,10 +1,15 @@
-"""Checking answer sentences against the passages they cite.
+"""Checking answer sentences against the passages they cite, and against the question.
 
 Each sentence of a draft answer that asserts something (a *claim*, see :func:`is_claim`) must be
-supported by the texts of the evidence it cites. Support comes from a *judge* when one is given (an
-LLM asked "does the passage support the claim?", batched) or else from :func:`support_score`, a
-lexical + embedding score that needs no language model. Unsupported claims are removed or marked,
-and :func:`rewrite_query` builds the query for one more retrieval round when support is low.
+supported by the texts of the evidence it cites, and be about the question it answers. Support
+comes from a *judge* when one is given (an LLM asked "does the passage support the claim?",
+batched) or else from :func:`support_score`, a lexical + embedding score that needs no language
+model. Relevance comes from a *grounding judge* (one constrained call per claim decides both
+"supported?" and "relevant?") or else from
+:func:`~medgraph.knowledge.relevance.relevance_score` (the question's key terms in the sentence
+and its cited record, and the sentence's link to the question). Unsupported and off-topic claims
+are removed or marked, and :func:`rewrite_query` builds the query for one more retrieval round
+when support is low.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy.typing as npt
 from medgraph.errors import EngineError
 from medgraph.knowledge.chunking import split_sentences
 from medgraph.knowledge.citations import (
+    OFF_TOPIC_FLAG,
     UNSUPPORTED_FLAG,
     DraftSentence,
     SentenceCheck,
@@ -27,13 +33,19 @@ from medgraph.knowledge.citations import (
     content_terms,
     evidence_by_number,
     numbers_in,
+    split_flags,
     stem,
     strip_markers,
 )
+from medgraph.knowledge.relevance import COVERAGE_FLOOR, relevance_score
 from medgraph.knowledge.types import Evidence
 
 Judge = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
 """Batched support judge: ``(claim, cited passages joined)`` pairs -> P(supported) for each."""
+
+GroundingJudge = Callable[[Sequence[tuple[str, str, str]]], Sequence[tuple[float, float]]]
+"""Batched judge of ``(question, claim, cited passages joined)`` triples -> for each, in one
+decision, ``(P(supported), P(relevant to the question))``."""
 
 Embed = Callable[[Sequence[str]], npt.NDArray[np.floating]]
 """Text embedder: strings -> one vector per string (rows are L2-normalised here if they are not)."""
@@ -78,6 +90,7 @@ _NON_CLAIM_PATTERNS = (
     # labels of the answer itself
     r"^extractive answer \(no language model\)",
     r"^(here is|here are|here's|below is|below are)\b",
+    r"^note:",
 )
 _NON_CLAIM = re.compile("|".join(f"(?:{pattern})" for pattern in _NON_CLAIM_PATTERNS), re.I)
 _MIN_CLAIM_TERMS = 2
@@ -199,51 +212,115 @@ def _judge_scores(judge: Judge, pairs: Sequence[tuple[str, str]]) -> list[float]
     return scores
 
 
-def _without_flag(text: str) -> str:
-    stripped = text.rstrip()
-    if stripped.endswith(UNSUPPORTED_FLAG):
-        return stripped[: -len(UNSUPPORTED_FLAG)].rstrip()
-    return stripped
+def _grounding_scores(
+    judge: GroundingJudge, triples: Sequence[tuple[str, str, str]]
+) -> list[tuple[float, float]]:
+    raw = list(judge(triples))
+    if len(raw) != len(triples):
+        raise EngineError(
+            f"the grounding judge returned {len(raw)} verdicts for {len(triples)} sentences; it "
+            "must return one (supported, relevant) pair per sentence, in order"
+        )
+    verdicts: list[tuple[float, float]] = []
+    for position, pair in enumerate(raw):
+        values = tuple(float(value) for value in pair)
+        if len(values) != 2 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+            raise EngineError(
+                f"the grounding judge returned {pair!r} for sentence {position}; it must return "
+                "two probabilities between 0 and 1 (supported, relevant)"
+            )
+        verdicts.append((values[0], values[1]))
+    return verdicts
+
+
+def _question_cosines(
+    question: str, claims: Sequence[str], embed: Embed | None
+) -> list[float | None]:
+    if embed is None or not claims:
+        return [None] * len(claims)
+    texts = list(dict.fromkeys([question, *claims]))
+    vectors = _unit_rows(embed(texts), len(texts))
+    row = {text: index for index, text in enumerate(texts)}
+    return [float(vectors[row[claim]] @ vectors[row[question]]) for claim in claims]
+
+
+def _record_passages(evidence: Sequence[Evidence], cited: Sequence[Evidence]) -> list[str]:
+    """The texts of every retrieved passage of the records ``cited`` belongs to."""
+    sources = {item.source_id for item in cited}
+    return list(dict.fromkeys(e.chunk.text for e in evidence if e.source_id in sources))
 
 
 def verify_sentences(
     sentences: Sequence[DraftSentence],
     evidence: Sequence[Evidence],
     *,
+    question: str | None = None,
     judge: Judge | None = None,
+    grounding_judge: GroundingJudge | None = None,
     embed: Embed | None = None,
     threshold: float = 0.5,
+    relevance_floor: float = COVERAGE_FLOOR,
     action: VerifyAction = "remove",
+    off_topic: VerifyAction = "remove",
 ) -> tuple[list[DraftSentence], Verification]:
-    """Check every claim against the texts of the evidence it cites; drop or mark the unsupported.
+    """Check every claim against the evidence it cites and against ``question``; drop or mark
+    the unsupported and the off-topic.
 
-    A claim is supported when its score reaches ``threshold``: the judge's probability when a
-    judge is given (called once, with every claim that cites something), else
-    :func:`support_score` (with ``embed`` when given). A claim citing no existing evidence is
-    unsupported (score 0). Sentences that are not claims (:func:`is_claim`) are kept with method
-    ``"no-claim"``. With ``action="remove"`` unsupported claims are dropped and listed in
-    ``Verification.removed``; with ``"mark"`` they stay, their text suffixed ``" [unsupported]"``.
-    Kept sentences cite only numbers that exist in ``evidence``.
-    ``supported_fraction`` is supported claims over claims (1.0 when there are none).
+    A claim is supported when its score reaches ``threshold``: with ``grounding_judge`` and a
+    ``question``, the judge's first probability (one call decides support and relevance for
+    every claim that cites something); else ``judge``'s probability; else :func:`support_score`
+    (with ``embed`` when given). A claim citing no existing evidence is unsupported (score 0).
+    With a ``question``, a claim is relevant when its relevance reaches ``relevance_floor``: the
+    grounding judge's second probability, or else
+    :func:`~medgraph.knowledge.relevance.relevance_score` over the claim and every retrieved
+    passage of the records it cites (with the claim's embedding cosine to the question when
+    ``embed`` is given). Without a ``question`` every claim counts as relevant.
+    Sentences that are not claims (:func:`is_claim`) are kept with method ``"no-claim"``.
+    With ``action="remove"`` unsupported claims are dropped and listed in
+    ``Verification.removed``; with ``"mark"`` they stay, suffixed ``" [unsupported]"``.
+    ``off_topic`` does the same for relevant-but-not claims (flag ``" [off-topic]"``). Kept
+    sentences cite only numbers that exist in ``evidence``. ``supported_fraction`` and
+    ``relevant_fraction`` are supported and relevant claims over claims (1.0 when there are none).
     """
-    if action not in ("remove", "mark"):
-        raise ValueError(f"action must be 'remove' or 'mark', got {action!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie between 0 and 1, got {threshold!r}")
+    for name, value in (("action", action), ("off_topic", off_topic)):
+        if value not in ("remove", "mark"):
+            raise ValueError(f"{name} must be 'remove' or 'mark', got {value!r}")
+    for name, bound in (("threshold", threshold), ("relevance_floor", relevance_floor)):
+        if not 0.0 <= bound <= 1.0:
+            raise ValueError(f"{name} must lie between 0 and 1, got {bound!r}")
     known = evidence_by_number(evidence)
-    method = "judge" if judge is not None else "lexical+embedding"
-    texts = [_without_flag(sentence.text) for sentence in sentences]
+    grounding = grounding_judge is not None and question is not None
+    method = "judge" if grounding or judge is not None else "lexical+embedding"
+    texts = [split_flags(sentence.text)[0] for sentence in sentences]
     cited = [[n for n in dict.fromkeys(s.citations) if n in known] for s in sentences]
     claims = [is_claim(text) for text in texts]
     pending = [index for index, claim in enumerate(claims) if claim and cited[index]]
     pairs = [(texts[i], [known[n].chunk.text for n in cited[i]]) for i in pending]
+    relevances: list[float] | None = None
     if not pairs:
         scores: list[float] = []
+    elif grounding:
+        assert grounding_judge is not None and question is not None
+        verdicts = _grounding_scores(
+            grounding_judge,
+            [(question, claim, _PASSAGE_SEPARATOR.join(p)) for claim, p in pairs],
+        )
+        scores = [supported for supported, _ in verdicts]
+        relevances = [relevant for _, relevant in verdicts]
     elif judge is not None:
         scores = _judge_scores(judge, [(claim, _PASSAGE_SEPARATOR.join(p)) for claim, p in pairs])
     else:
         scores = _combined_scores(pairs, embed)
+    if relevances is None and question is not None and pending:
+        cosines = _question_cosines(question, [texts[i] for i in pending], embed)
+        relevances = [
+            relevance_score(
+                question, texts[i], _record_passages(evidence, [known[n] for n in cited[i]]), cosine
+            )
+            for i, cosine in zip(pending, cosines, strict=True)
+        ]
     score_of = dict(zip(pending, scores, strict=True))
+    relevance_of = dict(zip(pending, relevances, strict=True)) if relevances is not None else {}
 
     checks: list[SentenceCheck] = []
     kept: list[DraftSentence] = []
@@ -256,23 +333,37 @@ def verify_sentences(
             )  # fmt: skip
         else:
             score = score_of.get(index, 0.0)
+            relevance = relevance_of.get(index, 0.0 if question is not None else 1.0)
             check = SentenceCheck(
                 sentence=texts[index], citations=cited[index], supported=score >= threshold,
-                score=score, method=method,
+                score=score, method=method, relevant=relevance >= relevance_floor,
+                relevance=relevance,
             )  # fmt: skip
         checks.append(check)
-        if check.supported:
-            kept.append(DraftSentence(text=texts[index], citations=cited[index]))
-        elif action == "mark":
-            flagged = f"{texts[index]} {UNSUPPORTED_FLAG}"
-            kept.append(DraftSentence(text=flagged, citations=cited[index]))
-        else:
+        failed = [
+            (flag, how)
+            for ok, flag, how in (
+                (check.supported, UNSUPPORTED_FLAG, action),
+                (check.relevant, OFF_TOPIC_FLAG, off_topic),
+            )
+            if not ok
+        ]
+        if any(how == "remove" for _, how in failed):
             removed.append(sentence.text)
+        else:
+            text = " ".join([texts[index], *(flag for flag, _ in failed)])
+            kept.append(DraftSentence(text=text, citations=cited[index]))
     claim_checks = [check for check in checks if check.method != "no-claim"]
-    fraction = (
-        sum(check.supported for check in claim_checks) / len(claim_checks) if claim_checks else 1.0
+
+    def share(values: Sequence[bool]) -> float:
+        return sum(values) / len(values) if values else 1.0
+
+    return kept, Verification(
+        sentences=checks,
+        supported_fraction=share([c.supported for c in claim_checks]),
+        relevant_fraction=share([c.relevant for c in claim_checks]),
+        removed=removed,
     )
-    return kept, Verification(sentences=checks, supported_fraction=fraction, removed=removed)
 
 
 # Words too common in clinical abstracts to steer a search.
@@ -315,6 +406,7 @@ def rewrite_query(question: str, unsupported: Sequence[str], *, max_terms: int =
 
 __all__ = [
     "Embed",
+    "GroundingJudge",
     "Judge",
     "VerifyAction",
     "is_claim",

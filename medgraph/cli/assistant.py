@@ -46,7 +46,8 @@ def print_answer(answer: Answer) -> None:
         typer.echo(f"\nImage {finding.scope or finding.image_id}: {terminal_text(finding.text)}")
     verification = answer.verification
     typer.echo(
-        f"\nVerified: {verification.supported_fraction:.0%} of claims supported"
+        f"\nVerified: {verification.supported_fraction:.0%} of claims supported, "
+        f"{verification.relevant_fraction:.0%} on the question"
         f" ({len(verification.removed)} removed). Engine: {answer.engine}. "
         f"Route: {' -> '.join(answer.route)}."
     )

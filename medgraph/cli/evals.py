@@ -1,4 +1,4 @@
-"""``medgraph eval pubmedqa``, ``eval mcq`` and ``eval citations`` (registered on ``eval_app``).
+"""``medgraph eval pubmedqa``, ``eval mcq``, ``eval citations``, ``eval answers`` (on ``eval_app``).
 
 Each shows a progress bar on standard error, can resume from its ``--save`` file, and ends with
 one table (or, with ``--json``, one JSON object) on standard output. Heavy modules load inside the
@@ -244,4 +244,39 @@ def eval_citations(
     _finish(report, as_json)
 
 
-__all__ = ["eval_citations", "eval_mcq", "eval_pubmedqa"]
+@eval_app.command("answers")
+def eval_answers(
+    questions: Path = typer.Option(
+        ...,
+        "--questions",
+        help="JSON lines with 'question'; optional 'pmid' (gold record) and 'long_answer'.",
+        show_default=False,
+    ),
+    limit: int | None = LimitOption,
+    model: str | None = ModelOption,
+    text_model: str | None = TextModelOption,
+    index: str | None = IndexOption,
+    max_tokens: int | None = MaxTokensOption,
+    preset: str | None = PresetOption,
+    as_json: bool = JsonOption,
+    save: Path | None = SaveOption,
+) -> None:
+    """Grounded answers: cited sentences citing the gold record, answers citing it, relevant and
+    supported fractions, and ROUGE-L against the long answer. Works with every engine."""
+    from medgraph.evals.answering import close_parts
+    from medgraph.evals.answers import evaluate_answers, read_open_questions
+    from medgraph.graphs.assistant import parts_from_settings
+
+    items = _limited(read_open_questions(questions), limit)
+    settings = _settings(model, text_model, index, max_tokens, preset)
+    parts = parts_from_settings(settings)
+    try:
+        report = evaluate_answers(parts, items, source=questions.name, save=save)
+    except KeyboardInterrupt:
+        raise _interrupted(save) from None
+    finally:
+        close_parts(parts)
+    _finish(report, as_json)
+
+
+__all__ = ["eval_answers", "eval_citations", "eval_mcq", "eval_pubmedqa"]

@@ -136,9 +136,12 @@ def render_answer(answer: Answer) -> str:
         parts.append(f"**References**\n\n{render_citations(answer.citations)}")
     checked = answer.verification
     if answer.kind == "answer" and checked.sentences:
-        line = f"Verification: {_percent(checked.supported_fraction)} of sentences supported"
+        line = (
+            f"Verification: {_percent(checked.supported_fraction)} of sentences supported, "
+            f"{_percent(checked.relevant_fraction)} on the question"
+        )
         if checked.removed:
-            line += f"; {len(checked.removed)} unsupported sentence(s) removed"
+            line += f"; {len(checked.removed)} unsupported or off-topic sentence(s) removed"
         parts.append(f"<small>{escape_html(line)} · engine {escape_html(answer.engine)}</small>")
     if answer.notice:
         parts.append(f"<small><em>{escape_html(answer.notice)}</em></small>")
@@ -174,11 +177,14 @@ def progress_label(event: Mapping[str, Any]) -> str:
         return f"Writing the answer ({event.get('sentences', 0)} sentences)"
     if name == "verify":
         fraction = event.get("supported_fraction")
+        relevant = event.get("relevant_fraction")
         line = "Verifying the citations"
         if isinstance(fraction, int | float):
             line += f": {_percent(float(fraction))} supported"
+            if isinstance(relevant, int | float):
+                line += f", {_percent(float(relevant))} on the question"
         if event.get("removed"):
-            line += f", {event['removed']} unsupported removed"
+            line += f", {event['removed']} unsupported or off-topic removed"
         return line
     return f"Step: {name or 'working'}"
 

@@ -56,7 +56,7 @@ def grounded_handler(call: Call) -> AIMessage | dict[str, Any]:
         numbers = first_evidence_numbers(call)
         return {"sentences": [{"text": evidence_sentence(call), "citations": numbers[:1]}]}
     if call.schema and "supported" in call.schema.get("properties", {}):
-        return {"supported": True}
+        return {"supported": True, "relevant": True}
     if call.tools and not any(isinstance(m, ToolMessage) for m in call.messages):
         return AIMessage(
             "",
@@ -183,7 +183,7 @@ def test_unsupported_answer_triggers_one_more_retrieval(
                 ]
             }
         if call.schema:
-            return {"supported": False}
+            return {"supported": False, "relevant": True}
         return AIMessage("done")
 
     model = ScriptedChatModel(fabricating)
@@ -435,7 +435,7 @@ def test_uncited_number_not_from_a_calculator_is_removed(
         if call.schema and "sentences" in call.schema.get("properties", {}):
             return {"sentences": [{"text": "The BMI is 31.4 kg/m2.", "citations": []}]}
         if call.schema:
-            return {"supported": False}
+            return {"supported": False, "relevant": True}
         if not any(isinstance(m, ToolMessage) for m in call.messages):
             args = {"weight_kg": 70, "height_cm": 175}
             return AIMessage("", tool_calls=[{"name": "bmi", "args": args, "id": "b1"}])

@@ -97,7 +97,9 @@ class Scripted:
                 self.cited[asked(call)] = pmids
             return {"sentences": sentences}
         if "supported" in properties:
-            return {"supported": self.reject not in prompt(call)}
+            return {"supported": self.reject not in prompt(call), "relevant": True}
+        if "conflicts" in properties:
+            return {"conflicts": []}
         return AIMessage("unexpected call")
 
 
@@ -215,8 +217,9 @@ def test_unrelated_nearest_neighbours_are_not_evidence(tmp_path: Path) -> None:
 def test_every_model_call_is_counted(tmp_path: Path) -> None:
     script = Scripted()
     report = run(tmp_path, script)
-    # 1 plan + 2 answered branches x (1 write + one judge call per sentence)
-    assert report.model_calls == len(script.model.calls) == 1 + 2 * (1 + 3)
+    # 1 plan + 2 answered branches x (1 write + one judge call per sentence) + 1 conflict check
+    assert report.model_calls == len(script.model.calls) == 1 + 2 * (1 + 3) + 1
+    assert any("No conflicting findings were found" in x for x in report.limitations)
 
 
 def test_budgets_cut_the_report_short_and_say_so(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from medgraph.errors import EngineError
 from medgraph.knowledge.chunking import split_sentences
 from medgraph.knowledge.citations import (
+    OFF_TOPIC_FLAG,
     UNSUPPORTED_FLAG,
     DraftSentence,
     parse_cited_text,
@@ -289,3 +290,65 @@ def test_rewrite_query_adds_distinctive_words_of_unsupported_claims() -> None:
     )
     assert rewrite_query(question, ["Metformin reduces mortality."]) == question
     assert rewrite_query(question, []) == question
+
+
+LACE_QUESTION = (
+    "Do mitochondria play a role in remodelling lace plant leaves during programmed cell death?"
+)
+
+
+def test_off_topic_claims_are_removed_or_marked(two_abstracts: list[Evidence]) -> None:
+    on_topic = first_claim(two_abstracts[0])
+    off_topic = first_claim(two_abstracts[1])
+    answer = [
+        DraftSentence(text=on_topic, citations=[1]),
+        DraftSentence(text=off_topic, citations=[2]),
+    ]
+    kept, report = verify_sentences(answer, two_abstracts, question=LACE_QUESTION)
+    # both are quoted verbatim, so both are supported; only one is about the question
+    assert [c.supported for c in report.sentences] == [True, True]
+    assert [c.relevant for c in report.sentences] == [True, False]
+    assert [s.text for s in kept] == [on_topic]
+    assert report.removed == [off_topic]
+    assert report.supported_fraction == 1.0 and report.relevant_fraction == 0.5
+
+    kept, report = verify_sentences(answer, two_abstracts, question=LACE_QUESTION, off_topic="mark")
+    assert [s.text for s in kept] == [on_topic, f"{off_topic} {OFF_TOPIC_FLAG}"]
+    assert parse_cited_text(render_answer(kept))[1].text.endswith(OFF_TOPIC_FLAG)
+    # verifying a marked answer again reads the flag off, not as part of the claim
+    again, _ = verify_sentences(kept, two_abstracts, question=LACE_QUESTION, off_topic="mark")
+    assert again == kept
+    # without a question relevance is not checked
+    _, report = verify_sentences(answer, two_abstracts)
+    assert report.relevant_fraction == 1.0
+
+
+def test_grounding_judge_decides_support_and_relevance_in_one_call(
+    two_abstracts: list[Evidence],
+) -> None:
+    calls: list[list[tuple[str, str, str]]] = []
+
+    def grounding_judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
+        calls.append(list(triples))
+        return [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)]
+
+    answer = [
+        DraftSentence(text="Lace plants form holes by programmed cell death.", citations=[1]),
+        DraftSentence(text="Another study measured cell walls in cold.", citations=[2]),
+        DraftSentence(text="Mitochondria stay still during cell death.", citations=[1]),
+    ]
+    kept, report = verify_sentences(
+        answer, two_abstracts, question=LACE_QUESTION, grounding_judge=grounding_judge
+    )
+    assert len(calls) == 1 and [t[0] for t in calls[0]] == [LACE_QUESTION] * 3
+    assert [(c.supported, c.relevant, c.method) for c in report.sentences] == [
+        (True, True, "judge"), (True, False, "judge"), (False, True, "judge"),
+    ]  # fmt: skip
+    assert [s.text for s in kept] == [answer[0].text]
+    assert report.supported_fraction == pytest.approx(2 / 3)
+    assert report.relevant_fraction == pytest.approx(2 / 3)
+    with pytest.raises(EngineError, match="two probabilities"):
+        verify_sentences(
+            answer[:1], two_abstracts, question=LACE_QUESTION,
+            grounding_judge=lambda triples: [(1.0, 2.0)],
+        )  # fmt: skip

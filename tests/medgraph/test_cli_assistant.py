@@ -56,7 +56,11 @@ def test_ask_json_shape(tmp_path: Path, pubmedqa_corpus) -> None:  # type: ignor
     sources = [c["source_id"] for c in data["citations"]]
     assert len(sources) == len(set(sources))
     assert "21645374" in sources
+    # no off-topic sentence: other studies that share words ("leaves", "death") are not quoted
+    assert sources == ["21645374"]
     assert 0.0 <= data["verification"]["supported_fraction"] <= 1.0
+    assert data["verification"]["relevant_fraction"] == 1.0  # the demo answer stays on topic
+    assert all(s["relevant"] for s in data["verification"]["sentences"])
     assert isinstance(data["verification"]["sentences"], list)
 
 

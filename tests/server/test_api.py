@@ -351,6 +351,7 @@ def test_completion_carries_cited_answer_and_extras(server: Server) -> None:
     assert completion.choices[0].finish_reason == "stop"
     assert body["route"][0] == "triage" and body["route"][-1] == "finalize"
     assert 0.0 <= body["verification"]["supported_fraction"] <= 1.0
+    assert 0.0 <= body["verification"]["relevant_fraction"] <= 1.0
     assert body["engine"] == "extractive" and "clinical" in body["notice"]
     assert_citations_resolve(server, body)
     pmids = {r["pmid"] for r in indexed_records()}

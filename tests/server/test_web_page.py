@@ -202,13 +202,18 @@ def test_answer_markers_link_to_their_records_and_the_text_is_escaped() -> None:
 
 def test_full_answer_shows_references_verification_and_the_notice() -> None:
     check = SentenceCheck(sentence="Finding.", citations=[1], supported=True, score=0.9, method="x")
-    checked = Verification(sentences=[check], supported_fraction=0.75, removed=["dropped."])
+    checked = Verification(
+        sentences=[check], supported_fraction=0.75, relevant_fraction=0.5, removed=["dropped."]
+    )
     reply = answer("Finding [1].", [citation(1)], verification=checked)
     rendered = render_answer(reply)
     page = Page(markdown_html(rendered))
     text = " ".join("".join(page.text).split())
     assert "References" in text
-    assert "Verification: 75% of sentences supported; 1 unsupported sentence(s) removed" in text
+    assert (
+        "Verification: 75% of sentences supported, 50% on the question; 1 unsupported or "
+        "off-topic sentence(s) removed"
+    ) in text
     assert " ".join(NOT_FOR_CLINICAL_USE.split()) in text
     assert page.hrefs().count("https://pubmed.ncbi.nlm.nih.gov/20000001/") == 2
 
@@ -227,8 +232,11 @@ def test_progress_labels_name_each_step() -> None:
     ) == ("Searching the literature (tool) for “statins”")
     assert progress_label({"event": "tool", "name": "bmi", "args": {}}) == "Calling tool bmi"
     assert progress_label({"event": "write", "sentences": 3}) == "Writing the answer (3 sentences)"
-    assert progress_label({"event": "verify", "supported_fraction": 0.5, "removed": 2}) == (
-        "Verifying the citations: 50% supported, 2 unsupported removed"
+    assert progress_label(
+        {"event": "verify", "supported_fraction": 0.5, "relevant_fraction": 0.25, "removed": 2}
+    ) == (
+        "Verifying the citations: 50% supported, 25% on the question, 2 unsupported or "
+        "off-topic removed"
     )
     assert "emergency" in progress_label({"event": "triage", "emergency": True})
     long_query = progress_label({"event": "retrieve", "query": "x" * 500})
