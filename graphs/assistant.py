@@ -81,6 +81,7 @@ from medgraph.tools.literature import (
     EvidenceSearcher,
     build_search_literature_tool,
     render_evidence,
+    visible_where,
 )
 
 if TYPE_CHECKING:
@@ -397,7 +398,7 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if parts.index is None or not query.strip():
             return []
         _emit("retrieve", query=query)
-        hits = parts.index.search(query, k=config.retrieve_k)
+        hits = parts.index.search(query, k=config.retrieve_k, where=visible_where(None))
         _emit("retrieved", query=query, hits=len(hits))
         return hits
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -87,6 +87,11 @@ class ServerSettings(BaseModel):
         description="Server secret of the keyed hash (HMAC) that namespaces conversation threads "
         "per API key; default: a random secret kept in <home>/server-secret. Workers sharing a "
         "checkpoint database must share it.",
+    )
+    upload_visibility: Literal["private", "shared"] = Field(
+        default="private",
+        description="Who retrieves uploaded literature: 'private' = only the key that uploaded "
+        "it (the operator's corpus is seen by all), 'shared' = every key.",
     )
     openapi: bool = Field(
         default=False,
