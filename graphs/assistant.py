@@ -92,6 +92,7 @@ from medgraph.tools.literature import (
     EvidenceSearcher,
     build_search_literature_tool,
     render_evidence,
+    visible_where,
 )
 
 if TYPE_CHECKING:
@@ -412,7 +413,9 @@ def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
         if parts.index is None or not query.strip():
             return []
         _emit("retrieve", query=query)
-        hits = flag_instructions(parts.index.search(query, k=config.retrieve_k))
+        hits = flag_instructions(
+            parts.index.search(query, k=config.retrieve_k, where=visible_where(None))
+        )
         flagged = [e.source_id for e in hits if e.flags]
         _emit("retrieved", query=query, hits=len(hits), flagged=flagged)
         return hits

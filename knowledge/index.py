@@ -51,6 +51,8 @@ from medgraph.knowledge.store import (
 from medgraph.knowledge.types import Chunk, Document, Evidence
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     from filelock import FileLock
 
     from medgraph.knowledge.embeddings import Embedder
@@ -83,19 +85,22 @@ class InvalidQueryError(MedgraphError, ValueError):
 
 @dataclass(frozen=True)
 class SearchFilter:
-    """Restrict a search to a year range and/or a set of documents.
+    """Restrict a search to a year range, a set of documents and/or the uploads it may see.
 
     Build it from the documented ``where`` mapping with :meth:`parse`::
 
         {"year": {"gte": 2010, "lte": 2015}}     # 2010..2015 inclusive; {"year": 2012} for one year
         {"source_ids": ["21645374", "10808977"]}  # only these documents
+        {"origins": ["upload:3f2a..."]}           # the operator's corpus plus these uploads only
 
-    Keys combine with AND. Chunks of documents without a year never pass a year filter.
+    Keys combine with AND. Chunks of documents without a year never pass a year filter. Records
+    of the operator's corpus (no origin) always pass the origins filter.
     """
 
     year_min: int | None = None
     year_max: int | None = None
     source_ids: tuple[str, ...] | None = None
+    origins: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, where: Mapping[str, Any] | SearchFilter | None) -> SearchFilter:
@@ -106,11 +111,12 @@ class SearchFilter:
             return where
         if not isinstance(where, Mapping):
             raise InvalidQueryError(f"filter must be a mapping, got {type(where).__name__}")
-        unknown = set(where) - {"year", "source_ids"}
+        unknown = set(where) - {"year", "source_ids", "origins"}
         if unknown:
             raise InvalidQueryError(
                 f"unknown filter key(s) {', '.join(sorted(map(str, unknown)))}; use 'year' "
-                f"({{'gte': 2010, 'lte': 2015}} or a single year) and/or 'source_ids' (a list)"
+                f"({{'gte': 2010, 'lte': 2015}} or a single year), 'source_ids' and/or "
+                f"'origins' (lists)"
             )
         year_min = year_max = None
         year = where.get("year")
@@ -136,12 +142,30 @@ class SearchFilter:
                     f"'source_ids' must be a list of ids, got {type(raw).__name__}"
                 )
             source_ids = tuple(str(item) for item in raw)
-        return cls(year_min, year_max, source_ids)
+        origins = None
+        if where.get("origins") is not None:
+            raw = where["origins"]
+            if isinstance(raw, str) or not isinstance(raw, Iterable):
+                raise InvalidQueryError(
+                    f"'origins' must be a list of upload origins, got {type(raw).__name__}"
+                )
+            origins = tuple(str(item) for item in raw)
+        return cls(year_min, year_max, source_ids, origins)
 
     @property
     def active(self) -> bool:
         """Whether the filter excludes anything."""
-        return self.year_min is not None or self.year_max is not None or self.source_ids is not None
+        return (
+            self.year_min is not None
+            or self.year_max is not None
+            or self.source_ids is not None
+            or self.origins is not None
+        )
+
+    def shows(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a stored chunk passes the origins rule (operator records always do)."""
+        origin = metadata.get("origin")
+        return self.origins is None or not origin or origin in self.origins
 
     def chroma_where(self) -> dict[str, Any] | None:
         """The filter as a Chroma ``where`` clause."""
@@ -811,7 +835,7 @@ class LiteratureIndex:
         rankings: dict[str, list[str]] = {}
         if mode in ("dense", "hybrid"):
             vector = self.embedder.embed_queries([query])[0]
-            hits = store.query(vector, depth, search_filter.chroma_where())
+            hits = self._dense_hits(store, vector, depth, search_filter)
             rankings["dense"] = []
             for rank, (stored, similarity) in enumerate(hits, start=1):
                 records[stored.chunk_id] = stored
@@ -827,7 +851,8 @@ class LiteratureIndex:
                 source_ids=search_filter.source_ids,
             )
             rankings["lexical"] = []
-            for rank, (chunk_id, score) in enumerate(lexical.search(query, depth, mask), start=1):
+            lexical_hits = self._lexical_hits(store, lexical, query, depth, mask, search_filter)
+            for rank, (chunk_id, score) in enumerate(lexical_hits, start=1):
                 scores.setdefault(chunk_id, {}).update(lexical=score, lexical_rank=float(rank))
                 rankings["lexical"].append(chunk_id)
 
@@ -863,6 +888,50 @@ class LiteratureIndex:
             evidence_from_stored(records[chunk_id], score, scores[chunk_id])
             for chunk_id, score in ordered[:k]
         ]
+
+    # A hidden upload takes a slot of the fetched candidates, so with an origins filter the
+    # search fetches deeper (x4 per round) until ``depth`` visible hits or the index runs out.
+    _OVERFETCH = 4
+
+    def _dense_hits(
+        self,
+        store: ChromaStore,
+        vector: npt.NDArray[np.float32],
+        depth: int,
+        search_filter: SearchFilter,
+    ) -> list[tuple[StoredChunk, float]]:
+        fetch = depth
+        while True:
+            hits = store.query(vector, fetch, search_filter.chroma_where())
+            visible = [(chunk, sim) for chunk, sim in hits if search_filter.shows(chunk.metadata)]
+            if search_filter.origins is None or len(visible) >= depth or len(hits) < fetch:
+                return visible[:depth]
+            fetch *= self._OVERFETCH
+
+    def _lexical_hits(
+        self,
+        store: ChromaStore,
+        lexical: LexicalIndex,
+        query: str,
+        depth: int,
+        mask: npt.NDArray[np.float32] | None,
+        search_filter: SearchFilter,
+    ) -> list[tuple[str, float]]:
+        fetch = depth
+        while True:
+            hits = lexical.search(query, fetch, mask)
+            if search_filter.origins is None:
+                return hits
+            # BM25 keeps no metadata: look the hits' origins up in the store.
+            stored = store.get([chunk_id for chunk_id, _ in hits])
+            visible = [
+                (chunk_id, score)
+                for chunk_id, score in hits
+                if chunk_id in stored and search_filter.shows(stored[chunk_id].metadata)
+            ]
+            if len(visible) >= depth or len(hits) < fetch:
+                return visible[:depth]
+            fetch *= self._OVERFETCH
 
     def _active_reranker(self) -> Reranker | None:
         if self._reranker is None and self.settings.reranker_model:

@@ -34,7 +34,7 @@ from medgraph.graphs.attachments import ATTACHMENTS_KEY, Attachments, attach
 from medgraph.graphs.checkpoint import open_checkpointer
 from medgraph.graphs.state import Answer, ImageRef
 from medgraph.settings import Settings
-from medgraph.tools.literature import EvidenceSearcher
+from medgraph.tools.literature import VISIBLE_ORIGINS_KEY, EvidenceSearcher
 
 STREAM_MODES = ("updates", "custom", "messages")
 
@@ -167,7 +167,12 @@ class Assistant:
         )
 
     def _prepare(
-        self, question: str, images: Sequence[str | Path], thread_id: str | None, create: bool
+        self,
+        question: str,
+        images: Sequence[str | Path],
+        thread_id: str | None,
+        create: bool,
+        visible_origins: Sequence[str] | None = None,
     ) -> tuple[dict[str, Any] | Command[Any], RunnableConfig, str]:
         """The graph input (a new turn, or the resume of a pending clarification) and config."""
         question = check_question(question, self.settings.graph.max_question_chars)
@@ -177,6 +182,8 @@ class Assistant:
             )
         thread = thread_id or uuid.uuid4().hex
         config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        if visible_origins is not None:
+            config["configurable"][VISIBLE_ORIGINS_KEY] = list(visible_origins)
         if thread_id is not None:
             pending = self.pending_clarification(thread_id)
             if pending is not None:
@@ -209,15 +216,19 @@ class Assistant:
         thread_id: str | None = None,
         *,
         create: bool = True,
+        visible_origins: Sequence[str] | None = None,
     ) -> Answer:
         """Answer ``question`` (with optional image files) in thread ``thread_id``.
 
         When the question is too ambiguous to answer, the returned answer has kind ``clarify``:
         its text is a clarifying question, and the next ``ask(reply, thread_id=answer.thread_id)``
         resumes the run with that reply. ``create=False`` requires the thread to exist (the CLI's
-        ``--thread``).
+        ``--thread``). ``visible_origins`` limits retrieval to the operator's corpus and uploads
+        of those origins (a server's private uploads); None retrieves every record.
         """
-        graph_input, config, thread = self._prepare(question, images, thread_id, create)
+        graph_input, config, thread = self._prepare(
+            question, images, thread_id, create, visible_origins
+        )
         result = self.graph.invoke(graph_input, config, durability=CHECKPOINT_DURABILITY)
         if result.get("__interrupt__"):
             return self._answer(config, thread)
@@ -232,13 +243,17 @@ class Assistant:
         *,
         create: bool = True,
         stream_mode: Sequence[str] = STREAM_MODES,
+        visible_origins: Sequence[str] | None = None,
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``(mode, data)``: node updates, custom progress events and answer tokens.
 
         The last item is ``("answer", Answer)``; its kind is ``clarify`` when the run stopped to
         ask a clarifying question (reply with ``stream(reply, thread_id=...)``, as for :meth:`ask`).
+        ``visible_origins`` as for :meth:`ask`.
         """
-        graph_input, config, thread = self._prepare(question, images, thread_id, create)
+        graph_input, config, thread = self._prepare(
+            question, images, thread_id, create, visible_origins
+        )
         yield from self.graph.stream(
             graph_input, config, stream_mode=list(stream_mode), durability=CHECKPOINT_DURABILITY
         )

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Protocol, runtime_checkable
 
+from langchain_core.runnables.config import ensure_config
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import (
     BaseModel,
@@ -36,10 +37,15 @@ from medgraph.knowledge.untrusted import neutralise_untrusted
 
 __all__ = [
     "EVIDENCE_PREAMBLE",
+    "VISIBLE_ORIGINS_KEY",
     "EvidenceSearcher",
     "build_search_literature_tool",
     "render_evidence",
+    "visible_where",
 ]
+
+VISIBLE_ORIGINS_KEY = "medgraph_visible_origins"
+"""Run-config key (``configurable``) of the upload origins a run may retrieve; absent = all."""
 
 SEARCH_LITERATURE = "search_literature"
 
@@ -207,6 +213,18 @@ def _year_filter(year_from: int | None, year_to: int | None) -> dict[str, Any] |
     return {"year": bounds} if bounds else None
 
 
+def visible_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``where`` plus the current run's origins rule (:data:`VISIBLE_ORIGINS_KEY`), if it has one.
+
+    A server run with private uploads sets the key to the caller's own upload origins, so the
+    search sees the operator's corpus and those uploads only.
+    """
+    origins = ensure_config().get("configurable", {}).get(VISIBLE_ORIGINS_KEY)
+    if origins is None:
+        return where
+    return {**(where or {}), "origins": list(origins)}
+
+
 def _year_text(year_from: int | None, year_to: int | None) -> str:
     if year_from is not None and year_to is not None:
         return f" published {year_from}-{year_to}"
@@ -280,7 +298,7 @@ def build_search_literature_tool(
     def search_literature(
         query: str, k: int = default_k, year_from: int | None = None, year_to: int | None = None
     ) -> tuple[str, list[Evidence]]:
-        where = _year_filter(year_from, year_to)
+        where = visible_where(_year_filter(year_from, year_to))
         try:
             found = index.search(query, k=k, mode="hybrid", where=where)
         except MedgraphError as error:

@@ -28,10 +28,16 @@ def serve(
     text_model: str | None = TextModelOption,
     preset: str | None = PresetOption,
     no_web: bool = typer.Option(False, "--no-web", help="Serve the API only, no chat page."),
+    allow_open: bool = typer.Option(
+        False,
+        "--allow-open",
+        help="Serve without API keys on a non-loopback --host (refused otherwise).",
+    ),
 ) -> None:
     """Serve the assistant: OpenAI-compatible API at /v1 and the web chat page at /.
 
-    Models load once at start. Auth: set MEDGRAPH_API_KEYS=key1,key2.
+    Models load once at start. Auth: set MEDGRAPH_API_KEYS=key1,key2. Without keys the server
+    binds to loopback only, unless --allow-open.
     """
     try:
         import uvicorn
@@ -48,9 +54,14 @@ def serve(
     settings = settings_from_options(
         model=model, image_model=image_model, text_model=text_model, index=index, preset=preset
     )
-    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    updates: dict[str, object] = {
+        k: v for k, v in (("host", host), ("port", port)) if v is not None
+    }
+    if allow_open:
+        updates["allow_open"] = True
     if updates:
         settings.server = settings.server.model_copy(update=updates)
+    settings.server.check_exposure()  # before any model loads
     # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio.
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="medgraph-web-"))
     application = create_app(settings, web=not no_web)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
+
+from medgraph.errors import ConfigurationError
 
 API_KEYS_ENV = "MEDGRAPH_API_KEYS"
 """Comma-separated API keys; when set, every ``/v1`` request needs ``Authorization: Bearer``."""
@@ -88,6 +91,16 @@ class ServerSettings(BaseModel):
         "per API key; default: a random secret kept in <home>/server-secret. Workers sharing a "
         "checkpoint database must share it.",
     )
+    allow_open: bool = Field(
+        default=False,
+        description="Serve without API keys on a non-loopback host (anyone who can reach it may "
+        "chat and upload); without it that is a startup error.",
+    )
+    upload_visibility: Literal["private", "shared"] = Field(
+        default="private",
+        description="Who retrieves uploaded literature: 'private' = only the key that uploaded "
+        "it (the operator's corpus is seen by all), 'shared' = every key.",
+    )
     openapi: bool = Field(
         default=False,
         description="Serve the API schema at /v1/openapi.json (behind the API keys); no docs "
@@ -164,6 +177,19 @@ class ServerSettings(BaseModel):
             return self.max_concurrent_generations
         return 1 if engine == "transformers" else 4
 
+    def check_exposure(self) -> None:
+        """Fail closed: no keys on a host other than loopback needs ``allow_open``.
+
+        Raises ConfigurationError naming the host and both fixes.
+        """
+        if self.key_values() or self.allow_open or _is_loopback(self.host):
+            return
+        raise ConfigurationError(
+            f"refusing to serve without API keys on {self.host}, which is reachable from other "
+            "machines; set MEDGRAPH_API_KEYS, bind to 127.0.0.1, or pass --allow-open "
+            "(MEDGRAPH_SERVER__ALLOW_OPEN=true) to serve it open anyway"
+        )
+
     def key_values(self) -> list[str]:
         """Every accepted key (readers and ingesters) as plain strings."""
         keys = [key.get_secret_value() for key in [*self.api_keys, *self.ingest_keys]]
@@ -172,3 +198,13 @@ class ServerSettings(BaseModel):
     def ingest_key_values(self) -> list[str]:
         """The keys that may upload literature, as plain strings."""
         return [key.get_secret_value() for key in self.ingest_keys]
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost`` or a loopback address)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False

@@ -72,12 +72,15 @@ async def search(
     q: Annotated[str, Query(description="Search words.")],
     k: Annotated[int, Query(description="How many passages.")] = 5,
 ) -> dict[str, Any]:
-    """Hybrid (dense + BM25) search of the index: passages with their source records."""
+    """Hybrid (dense + BM25) search of the index: passages with their source records.
+
+    Uploads of other keys are left out unless ``server.upload_visibility`` is ``shared``.
+    """
     service = service_of(request)
     largest = service.settings.server.max_search_results
     if not 1 <= k <= largest:
         raise ApiError(400, f"k must be between 1 and {largest}, got {k}", "invalid_k", param="k")
-    hits = await service.search(q, k)
+    hits = await service.search(q, k, api_key_of(request))
     return {
         "object": "list",
         "query": q,

@@ -171,12 +171,12 @@ async def chat_completions(
         request_id = completion_id()
         headers = {"X-Conversation-Id": conversation_id}
         if not body.stream:
-            answer = await service.ask(question, images, thread_id)
+            answer = await service.ask(question, images, thread_id, api_key_of(request))
             return JSONResponse(
                 completion_body(answer, request_id=request_id, conversation_id=conversation_id),
                 headers=headers,
             )
-        items = service.stream(question, images, thread_id)
+        items = service.stream(question, images, thread_id, api_key_of(request))
         # The first item comes after the slot is taken and the question and images are checked,
         # so a full gate or a bad input is still an HTTP error rather than an in-stream one.
         first = await anext(items)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medgraph.errors import ConfigurationError, MedgraphError
+from medgraph.knowledge.types import UPLOAD_ORIGIN_PREFIX
 from medgraph.server.ingest_jobs import IngestJob, IngestJobs, IngestLimits
 
 if TYPE_CHECKING:
@@ -249,17 +250,27 @@ class ChatService:
         """The assistant's engine (``extractive`` or ``<engine>:<model>``)."""
         return self.assistant.engine
 
-    def _run_stream(self, question: str, images: Sequence[Path], thread_id: str) -> Iterator[Any]:
-        return self.assistant.stream(question, images=list(images), thread_id=thread_id)
+    def _run_stream(
+        self,
+        question: str,
+        images: Sequence[Path],
+        thread_id: str,
+        visible_origins: Sequence[str] | None,
+    ) -> Iterator[Any]:
+        return self.assistant.stream(
+            question, images=list(images), thread_id=thread_id, visible_origins=visible_origins
+        )
 
     async def stream(
-        self, question: str, images: Sequence[Path], thread_id: str
+        self, question: str, images: Sequence[Path], thread_id: str, api_key: str | None = None
     ) -> AsyncIterator[tuple[str, Any]]:
         """Yield the assistant's ``(mode, data)`` stream items for one question (see the class).
 
-        The slot is held until the worker thread finishes, even if the caller stops iterating
-        early (the graph cannot be interrupted mid-node; its result is still checkpointed).
+        Retrieval sees what ``api_key`` may see (:meth:`visible_origins`). The slot is held until
+        the worker thread finishes, even if the caller stops iterating early (the graph cannot be
+        interrupted mid-node; its result is still checkpointed).
         """
+        visible = self.visible_origins(api_key)
         await self.gate.acquire()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -273,7 +284,7 @@ class ChatService:
 
         def work() -> None:
             try:
-                for item in self._run_stream(question, images, thread_id):
+                for item in self._run_stream(question, images, thread_id, visible):
                     put(item)
                     if abandoned.is_set():
                         break
@@ -300,10 +311,12 @@ class ChatService:
         finally:
             abandoned.set()
 
-    async def ask(self, question: str, images: Sequence[Path], thread_id: str) -> Answer:
+    async def ask(
+        self, question: str, images: Sequence[Path], thread_id: str, api_key: str | None = None
+    ) -> Answer:
         """The final answer of :meth:`stream`."""
         answer: Answer | None = None
-        async for mode, data in self.stream(question, images, thread_id):
+        async for mode, data in self.stream(question, images, thread_id, api_key):
             if mode == "answer":
                 answer = data
         if answer is None:  # the assistant always ends its stream with the answer
@@ -320,11 +333,22 @@ class ChatService:
         """The assistant's literature index (a LiteratureIndex unless a custom one was given)."""
         return self.assistant.parts.index
 
-    async def search(self, query: str, k: int) -> list[Evidence]:
-        """Hybrid search of the literature index, in a worker thread."""
+    async def search(self, query: str, k: int, api_key: str | None = None) -> list[Evidence]:
+        """Hybrid search of the literature index as ``api_key`` sees it, in a worker thread."""
+        origins = self.visible_origins(api_key)
+        where = None if origins is None else {"origins": list(origins)}
         loop = asyncio.get_running_loop()
-        hits = await loop.run_in_executor(self._executor, lambda: self.index.search(query, k=k))
+        hits = await loop.run_in_executor(
+            self._executor, lambda: self.index.search(query, k=k, where=where)
+        )
         return list(hits)
+
+    def visible_origins(self, api_key: str | None) -> tuple[str, ...] | None:
+        """The upload origins ``api_key`` may retrieve: its own with private uploads
+        (``server.upload_visibility``), None (all) with shared ones."""
+        if self.settings.server.upload_visibility == "shared":
+            return None
+        return (f"{UPLOAD_ORIGIN_PREFIX}{self.key_owner(api_key)}",)
 
     def submit_ingest(self, data: bytes, filename: str, fmt: str, api_key: str | None) -> IngestJob:
         """Queue one uploaded file for ingest as ``api_key``'s upload; the job (see

@@ -150,7 +150,7 @@ def test_links_only_to_known_hosts_and_provenance_in_citations(api: Api) -> None
     ]
     job = api.upload(INGESTER, "links.jsonl", _jsonl(*records))
     assert job["state"] == "succeeded" and job["report"]["documents_added"] == 3, job
-    with api.client(READER) as client:
+    with api.client(INGESTER) as client:  # uploads are private to their key by default
         hits = client.get("/v1/search", params={"q": "aspirin migraine headache", "k": 5}).json()[
             "data"
         ]
@@ -173,7 +173,7 @@ def test_uploaded_files_get_no_server_path_and_jobs_are_private(api: Api) -> Non
     text = b"Metformin lowered HbA1c in adults with type 2 diabetes over twelve weeks of treatment."
     job = api.upload(INGESTER, "notes.txt", text)
     assert job["state"] == "succeeded", job
-    with api.client(READER) as client:
+    with api.client(INGESTER) as client:
         hits = client.get(
             "/v1/search", params={"q": "metformin HbA1c twelve weeks", "k": 3}
         ).json()["data"]
