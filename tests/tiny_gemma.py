@@ -26,37 +26,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-# Gemma's chat template, reduced to what medgraph relies on: a BOS, user/model turns, a system
-# message folded into the first user turn, images as <start_of_image>, and the generation prompt.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- if messages[0]['content'] is string -%}"
-    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
-    "{%- else -%}"
-    "{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}"
-    "{%- endif -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set first_user_prefix = '' -%}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{%- for message in loop_messages -%}"
-    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
-    "{%- if message['content'] is string -%}"
-    "{{ message['content'] | trim }}"
-    "{%- else -%}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{ '<end_of_turn>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
+from medgraph.agents.gemma_template import GEMMA_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = [
     "<pad>",
@@ -115,7 +85,7 @@ def build_tokenizer(vocab_size: int = 600) -> GemmaTokenizer:
         {"extra_special_tokens": ["<start_of_turn>", "<end_of_turn>", "<unused94>", "<unused95>"]},
         replace_extra_special_tokens=False,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     return tokenizer
 
 
@@ -171,7 +141,7 @@ def save_multimodal(
             image_std=[0.5, 0.5, 0.5],
         ),
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=GEMMA_CHAT_TEMPLATE,
         image_seq_length=MM_TOKENS_PER_IMAGE,
     )
     processor.save_pretrained(folder)
