@@ -52,7 +52,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The demo reads ../shared/data beside the checkout when MEDGRAPH_DATA is not set; with neither it
+# fetches PubMedQA into the user's data cache (medgraph.datasets).
 demo: $(STAMP)
+	@if [ -z "$$MEDGRAPH_DATA" ] && [ -f ../shared/data/pubmedqa/corpus.jsonl ]; then \
+	  export MEDGRAPH_DATA="$$(cd ../shared/data && pwd)"; fi; \
 	$(BIN)/medgraph demo
 
 bench: $(STAMP)
