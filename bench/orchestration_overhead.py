@@ -119,8 +119,8 @@ def scripted_reply(call: Call) -> AIMessage | dict[str, Any]:
         items = properties["sentences"]["items"]["properties"]["citations"]["items"]
         numbers = list(items.get("enum", []))[:1]
         return {"sentences": [{"text": _first_evidence_sentence(call), "citations": numbers}]}
-    if "supported" in properties:
-        return {"supported": True}
+    if "supported" in properties:  # the grounding judge: supported (and relevant, when asked)
+        return {key: True for key in ("supported", "relevant") if key in properties}
     results = sum(isinstance(m, ToolMessage) for m in call.messages)
     if results == 0:
         query = _question_of(call)

@@ -17,6 +17,7 @@ from langchain_core.tools import BaseTool, InjectedToolArg, tool
 from pydantic import BaseModel, Field
 
 from medgraph.agents.protocol import (
+    MAX_NUMBER_DIGITS,
     ParsedReply,
     ToolProtocolError,
     ToolSpec,
@@ -912,11 +913,16 @@ def test_parse_reply_never_raises(text: str, choice: str, specs: list[ToolSpec])
         assert parsed.tool_calls == [] and parsed.invalid_tool_calls == []
 
 
+# Decisions refuse numbers past MAX_NUMBER_DIGITS digits (tested with the bounded decisions), so
+# the round trips below draw numbers inside that bound.
+NUMBER_LIMIT = 10**MAX_NUMBER_DIGITS - 1
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-NUMBER_LIMIT, max_value=NUMBER_LIMIT),
+    st.floats(
+        allow_nan=False, allow_infinity=False, min_value=-NUMBER_LIMIT, max_value=NUMBER_LIMIT
+    ),
     st.text(),
     st.sampled_from(FRAGMENTS),
 )
