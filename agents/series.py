@@ -484,7 +484,13 @@ def load_study(
         by_study.setdefault(header.study_key, []).append(header)
     studies = []
     for study_headers in by_study.values():
-        studies.append(_study(study_headers, max_slices=max_slices, max_pixels=max_pixels))
+        try:
+            studies.append(_study(study_headers, max_slices=max_slices, max_pixels=max_pixels))
+        except ImageLoadError:
+            if len(files) == 1 and is_dicom_file(Path(os.fspath(source))):
+                # A lone file the user named: decoding it by path gives the same reason, naming it.
+                load_image(Path(os.fspath(source)), max_pixels=max_pixels)
+            raise
     if skipped:
         studies[0].warnings.append(f"{skipped} file(s) that are not DICOM images were skipped")
     studies.sort(key=lambda s: s.when)
