@@ -24,7 +24,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,19 +143,23 @@ def _strip_titles(schema: Any) -> Any:
         return [_strip_titles(item) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
-    cleaned: dict[str, Any] = {}
+    untitled = {k: v for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    return _map_subschemas(untitled, _strip_titles)
+
+
+def _map_subschemas(schema: Mapping[str, Any], transform: Callable[[Any], Any]) -> dict[str, Any]:
+    """A copy of ``schema`` with ``transform`` applied to each of its direct subschemas."""
+    mapped: dict[str, Any] = {}
     for key, value in schema.items():
-        if key == "title" and isinstance(value, str):
-            continue
         if key in _SUBSCHEMA_KEYS:
-            cleaned[key] = _strip_titles(value)
+            mapped[key] = transform(value)
         elif key in _SUBSCHEMA_LIST_KEYS and isinstance(value, list):
-            cleaned[key] = [_strip_titles(item) for item in value]
+            mapped[key] = [transform(item) for item in value]
         elif key in _SUBSCHEMA_MAP_KEYS and isinstance(value, Mapping):
-            cleaned[key] = {name: _strip_titles(sub) for name, sub in value.items()}
+            mapped[key] = {name: transform(sub) for name, sub in value.items()}
         else:
-            cleaned[key] = value
-    return cleaned
+            mapped[key] = value
+    return mapped
 
 
 def _describe_tool(tool: Any) -> str:
@@ -475,16 +479,7 @@ def bounded_schema(schema: Any) -> Any:
         return [bounded_schema(item) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
-    bounded: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _SUBSCHEMA_KEYS:
-            bounded[key] = bounded_schema(value)
-        elif key in _SUBSCHEMA_LIST_KEYS and isinstance(value, list):
-            bounded[key] = [bounded_schema(item) for item in value]
-        elif key in _SUBSCHEMA_MAP_KEYS and isinstance(value, Mapping):
-            bounded[key] = {name: bounded_schema(sub) for name, sub in value.items()}
-        else:
-            bounded[key] = value
+    bounded = _map_subschemas(schema, bounded_schema)
     types = _schema_types(bounded)
     if "enum" in bounded or "const" in bounded:
         return bounded
