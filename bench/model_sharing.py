@@ -1,6 +1,6 @@
 """Load time and resident memory when the image and text roles name the same checkpoint.
 
-``parts_from_settings`` makes one MedGemmaChat per role; the transformers engine keeps loaded
+``context_from_settings`` makes one MedGemmaChat per role; the transformers engine keeps loaded
 models in a process-wide cache, so two roles naming the same folder share one copy. Baseline in
 the same run: the roles name two distinct copies of the same checkpoint (what two different
 models of that size would cost). Each configuration runs in a fresh Python process, which loads
@@ -108,7 +108,7 @@ def child(image_model: str, text_model: str) -> None:
     from langchain_core.messages import HumanMessage
 
     from medgraph.agents.engines.transformers_engine import TransformersEngine
-    from medgraph.graphs.assistant import parts_from_settings
+    from medgraph.graphs.assistant import context_from_settings
     from medgraph.settings import Settings
 
     baseline = memory_kib()
@@ -123,7 +123,7 @@ def child(image_model: str, text_model: str) -> None:
         }
     )
     started = time.perf_counter()
-    parts = parts_from_settings(settings, index=_NoIndex())  # type: ignore[arg-type]
+    parts = context_from_settings(settings, index=_NoIndex())  # type: ignore[arg-type]
     engines = []
     for role_model in (parts.image_model, parts.text_model):
         engine = getattr(role_model, "backend", None)

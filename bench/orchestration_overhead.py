@@ -6,7 +6,7 @@ the same tool calls in both: ``search_literature`` with the question, then ``bmi
 answers. What remains is the cost of the orchestration itself:
 
 - baseline: a bare LangGraph loop (``MessagesState``; model node <-> ``ToolNode``);
-- medgraph's assistant graph (``build_graph_from_parts``): triage, retrieval, the reasoner's tool
+- medgraph's assistant graph (``compile_assistant_graph``): triage, retrieval, the reasoner's tool
   loop, a structured cited write, verification by a (scripted) judge and finalisation;
 - ``Assistant.ask``: the same graph with its SQLite checkpointer (one thread per question).
 
@@ -47,7 +47,7 @@ from langgraph.graph.state import CompiledStateGraph  # noqa: E402
 from langgraph.prebuilt import ToolNode, tools_condition  # noqa: E402
 
 from medgraph.assistant import Assistant  # noqa: E402
-from medgraph.graphs.assistant import AssistantParts, build_graph_from_parts  # noqa: E402
+from medgraph.graphs.assistant import AssistantContext, compile_assistant_graph  # noqa: E402
 from medgraph.knowledge.readers import read_file  # noqa: E402
 from medgraph.knowledge.types import Document, Evidence  # noqa: E402
 from medgraph.settings import Settings  # noqa: E402
@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     candidates = load_questions(args.questions)
     index = PrecomputedIndex(documents, candidates)
     model = ScriptedChatModel(scripted_reply)
-    parts = AssistantParts(text_model=model, image_model=model, index=index, engine="scripted")
+    parts = AssistantContext(text_model=model, image_model=model, index=index, engine="scripted")
     parts.settings = parts.settings.model_copy(update={"retrieve_k": RETRIEVE_K})
-    medgraph_graph = build_graph_from_parts(parts)
+    medgraph_graph = compile_assistant_graph(parts)
     search_tool = build_search_literature_tool(index, default_k=RETRIEVE_K)
     bmi_tool = next(t for t in CALCULATOR_TOOLS if t.name == "bmi")
     bare = bare_loop(model, [search_tool, bmi_tool])

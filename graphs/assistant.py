@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,10 +26,12 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langgraph.config import get_config, get_stream_writer
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Send, StateSnapshot, interrupt
 
 from medgraph.agents.extractive import (
@@ -69,6 +72,7 @@ from medgraph.graphs.state import (
     Finding,
     ImageRef,
     Reset,
+    ToolUse,
     merge_evidence,
 )
 from medgraph.knowledge.citations import (
@@ -86,14 +90,14 @@ from medgraph.knowledge.citations import (
 from medgraph.knowledge.injection import flag_instructions
 from medgraph.knowledge.types import Evidence
 from medgraph.knowledge.verification import GroundingJudge, rewrite_query, verify_sentences
-from medgraph.tools.calculators import CALCULATOR_TOOLS
-from medgraph.tools.image import build_analyze_image_tool
+from medgraph.tools.image import ANALYZE_IMAGE, build_analyze_image_tool
 from medgraph.tools.literature import (
+    SEARCH_LITERATURE,
     EvidenceSearcher,
-    build_search_literature_tool,
     render_evidence,
     visible_where,
 )
+from medgraph.tools.registry import default_tools, with_user_tools
 
 if TYPE_CHECKING:
     from medgraph.settings import Settings
@@ -114,8 +118,14 @@ OUT_OF_SCOPE_TEXT = (
 
 
 @dataclass
-class AssistantParts:
-    """What the graph's nodes run: models (None means the extractive engine), index, embedder."""
+class AssistantContext:
+    """What the assistant graph's nodes run on, passed as LangGraph's run context
+    (``context_schema``): models (None means the extractive engine), index, embedder, tools,
+    settings, and the per-toolset cache of tool bindings.
+
+    Build one with :func:`context_from_settings`; pass it as ``graph.invoke(..., context=...)``
+    (graphs from :func:`build_assistant_graph` carry it already).
+    """
 
     settings: GraphSettings = field(default_factory=GraphSettings)
     text_model: BaseChatModel | None = None
@@ -123,21 +133,72 @@ class AssistantParts:
     index: EvidenceSearcher | None = None
     embed: Embed | None = None
     engine: str = "extractive"
-    extra_tools: list[BaseTool] = field(default_factory=list)
+    tools: Sequence[BaseTool] | None = None
+    """Tools offered to the reasoner; None: :func:`~medgraph.tools.registry.default_tools`.
+    ``analyze_image`` is added per run when images are attached."""
+    _bindings: dict[Any, tuple[tuple[BaseTool, ...], Runnable[Any, BaseMessage] | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def extractive(self) -> bool:
         """No language model: answers are quoted evidence sentences."""
         return self.text_model is None
 
+    def offered_tools(self) -> list[BaseTool]:
+        """The tools offered to the reasoner before any image tool."""
+        if self.tools is not None:
+            return list(self.tools)
+        return default_tools(self.index, retrieve_k=self.settings.retrieve_k)
 
-def _emit(event: str, **data: Any) -> None:
+    def toolset(
+        self, images: Sequence[ImageRef]
+    ) -> tuple[tuple[BaseTool, ...], Runnable[Any, BaseMessage] | None]:
+        """The tools for a run with ``images`` attached, and the text model bound to them.
+
+        Building tool schemas and binding them costs milliseconds per reasoning step
+        (bench/orchestration_overhead.py), so each is made once per set of attached images and
+        kept (the most recent 16). Tools are stateless, so concurrent runs share them.
+        """
+        key = tuple((ref.image_id, ref.sha256, ref.study_id) for ref in images)
+        with self._lock:
+            found = self._bindings.get(key)
+        if found is not None:
+            return found
+        tools = self.offered_tools()
+        if images:
+            attachments = run_attachments()
+            loaded = {ref.image_id: attachments.lookup(ref.image_id, ref.sha256) for ref in images}
+            studies: dict[str, list[str]] = {}
+            for ref in images:
+                if ref.study_id:
+                    studies.setdefault(ref.study_id, []).append(ref.image_id)
+            describe = functools.partial(describe_image, self)
+            tools.append(build_analyze_image_tool(loaded, describe, studies))
+        bound = (
+            self.text_model.bind_tools(tools, tool_choice="auto")
+            if self.text_model is not None
+            else None
+        )
+        made = (tuple(tools), bound)
+        with self._lock:
+            if len(self._bindings) >= _TOOLSETS_KEPT:
+                self._bindings.pop(next(iter(self._bindings)))
+            self._bindings[key] = made
+        return made
+
+
+_TOOLSETS_KEPT = 16
+
+AssistantRuntime = Runtime[AssistantContext]
+
+
+def _emit(runtime: Runtime[Any], event: str, **data: Any) -> None:
     """A custom stream event (``stream_mode="custom"``) describing progress."""
-    try:
-        writer = get_stream_writer()
-    except RuntimeError:  # called outside a graph run
-        return
-    writer({"event": event, **data})
+    runtime.stream_writer({"event": event, **data})
 
 
 def latest_question(messages: Sequence[BaseMessage]) -> str:
@@ -243,454 +304,469 @@ def _findings_block(findings: Sequence[Finding]) -> str:
     )
 
 
-def build_nodes(parts: AssistantParts) -> dict[str, Callable[..., Any]]:
-    """The node functions, closed over ``parts``; the research graph reuses them."""
-    config = parts.settings
-
-    def routed(
-        question: str, history: Sequence[str], images: Sequence[ImageRef], *, may_clarify: bool
-    ) -> dict[str, Any]:
-        """Triage's state update for ``question``: route flags and fresh per-question state."""
-        decision = triage_by_rules(
-            question, has_images=bool(images), history=history, image_mode=image_mode(images)
-        )
-        ask = may_clarify and config.clarify_ambiguous and decision.ambiguous
-        # Not asking (disabled, or already asked once this turn): search with what we have.
-        literature = decision.needs_literature or (decision.ambiguous and not ask)
-        _emit(
-            "triage",
-            emergency=decision.emergency,
-            ambiguous=decision.ambiguous,
-            reasons=list(decision.reasons),
-        )
-        return {
-            "question": question,
-            "query": question,
-            "route": Reset(["triage"]),
-            "evidence": Reset(),
-            "findings": Reset(),
-            "best": None,
-            "retry": False,
-            "emergency": decision.emergency,
-            "emergency_kind": decision.emergency_kind,
-            "out_of_scope": decision.out_of_scope,
-            "clarifying_question": decision.clarifying_question if ask else None,
-            "needs_images": bool(images),
-            "needs_literature": literature and parts.index is not None,
-            "tool_steps": 0,
-            "verify_rounds": 0,
-            "draft": [],
-        }
-
-    def triage(state: AssistantState) -> dict[str, Any]:
-        messages = state.get("messages", [])
-        history = _earlier_questions(messages)
-        replied = clarification_reply(messages)
-        if replied is not None:
-            # The user answers the clarifying question of the previous turn: ask only once.
-            question = combine_clarification(*replied)
-            return routed(question, history[:-1], state.get("images", []), may_clarify=False)
-        question = latest_question(messages)
-        return routed(question, history, state.get("images", []), may_clarify=True)
-
-    def clarify(state: AssistantState) -> dict[str, Any]:
-        # Nothing with a side effect comes before the interrupt: on resume this node runs again
-        # from its start, and interrupt() then returns the user's reply.
-        question = state.get("question", "")
-        asked = state.get("clarifying_question") or "Could you say more about your question?"
-        route = [*state.get("route", []), "clarify"]
-        if not _can_interrupt():
-            # No checkpointer (a graph compiled bare and invoked directly): the clarifying
-            # question is the answer; triage combines it with the reply the caller sends next.
-            answer = Answer(
-                question=question,
-                text=asked,
-                route=route,
-                engine=parts.engine,
-                notice=NOT_FOR_CLINICAL_USE,
-                kind="clarify",
-            )
-            return {"route": ["clarify"], "answer": answer, "messages": [AIMessage(asked)]}
-        reply = _reply_text(
-            interrupt(
-                {
-                    "type": CLARIFY_INTERRUPT,
-                    "question": asked,
-                    "original_question": question,
-                    "route": route,
-                }
-            )
-        )
-        combined = combine_clarification(question, reply)
-        update = routed(
-            combined,
-            _earlier_questions(state.get("messages", [])),
-            state.get("images", []),
-            may_clarify=False,
-        )
-        _emit("clarified", question=combined)
-        update["route"] = ["clarify"]  # appended to ["triage"], not a fresh route
-        update["messages"] = [AIMessage(asked), *([HumanMessage(reply)] if reply else [])]
-        return update
-
-    def emergency(state: AssistantState) -> dict[str, Any]:
-        answer = Answer(
-            question=state.get("question", ""),
-            text=emergency_answer(state.get("emergency_kind")),
-            route=[*state.get("route", []), "emergency"],
-            engine=parts.engine,
-            notice=NOT_FOR_CLINICAL_USE,
-            kind="emergency",
-        )
-        return {"route": ["emergency"], "answer": answer, "messages": [AIMessage(answer.text)]}
-
-    def decline(state: AssistantState) -> dict[str, Any]:
-        answer = Answer(
-            question=state.get("question", ""),
-            text=OUT_OF_SCOPE_TEXT,
-            route=[*state.get("route", []), "decline"],
-            engine=parts.engine,
-            notice=NOT_FOR_CLINICAL_USE,
-            kind="out_of_scope",
-        )
-        return {"route": ["decline"], "answer": answer, "messages": [AIMessage(answer.text)]}
-
-    def model_name() -> str:
-        return str(getattr(parts.image_model, "model", None) or parts.engine)
-
-    def describe_image(target: LoadedImage | PreparedSeries, focus: str) -> str:
-        """The image reader on one image or series (the ``analyze_image`` tool's reader)."""
-        if parts.image_model is None:
-            summary = target.describe()
-            noun = "series" if isinstance(target, PreparedSeries) else "image"
-            suffix = f" Image metadata: {summary}." if summary else ""
-            return (
-                f"No image model is configured (extractive engine); the {noun} was not read."
-                + suffix
-            )
-        # Images travel as data URLs: no model ever sees a file path.
-        if isinstance(target, PreparedSeries):
-            message = series_message(target, focus)
-        else:
-            message = HumanMessage(
-                content=[
-                    {"type": "image", "url": image_to_data_url(target)},
-                    {"type": "text", "text": IMAGE_PROMPT.format(question=focus)},
-                ]
-            )
-        reply = parts.image_model.invoke([message])
-        return reply.text.strip()
-
-    def read_images(state: AssistantState) -> dict[str, Any]:
-        findings = []
-        question = state.get("question", "")
-        attachments = run_attachments()
-        for reading in plan_readings(state.get("images", [])):
-            _emit(
-                "read_image",
-                image_id=reading.image_id,
-                kind=reading.kind,
-                images=sum(len(ref.slice_numbers) or 1 for ref in reading.refs),
-            )
-            if parts.image_model is None:
-                text = unread_text(reading)
-            else:
-                items = [attachments.get(ref) for ref in reading.refs]
-                reply = parts.image_model.invoke([reading_message(reading, items, question)])
-                text = reply.text.strip()
-            findings.append(
-                Finding(
-                    image_id=reading.image_id,
-                    text=text,
-                    model=model_name(),
-                    kind=reading.kind,
-                    scope=reading_scope(reading),
-                )
-            )
-        return {"findings": findings, "route": ["read_images"]}
-
-    def search(query: str) -> list[Evidence]:
-        if parts.index is None or not query.strip():
-            return []
-        _emit("retrieve", query=query)
-        hits = flag_instructions(
-            parts.index.search(query, k=config.retrieve_k, where=visible_where(None))
-        )
-        flagged = [e.source_id for e in hits if e.flags]
-        _emit("retrieved", query=query, hits=len(hits), flagged=flagged)
-        return hits
-
-    def retrieve(state: AssistantState) -> dict[str, Any]:
-        return {
-            "evidence": search(state.get("query") or state.get("question", "")),
-            "route": ["retrieve"],
-        }
-
-    def gather(state: AssistantState) -> dict[str, Any]:
-        # Ground image findings in literature too: one more search from question + findings.
-        findings = [f.text for f in state.get("findings", []) if parts.image_model is not None]
-        if findings and state.get("needs_literature") and not state.get("verify_rounds"):
-            query = state.get("question", "") + " " + " ".join(findings)
-            return {"evidence": search(query[:1000])}
-        return {}
-
-    search_tool = (
-        build_search_literature_tool(parts.index, default_k=config.retrieve_k)
-        if parts.index is not None
-        else None
+def _routed(
+    runtime: AssistantRuntime,
+    question: str,
+    history: Sequence[str],
+    images: Sequence[ImageRef],
+    *,
+    may_clarify: bool,
+) -> dict[str, Any]:
+    """Triage's state update for ``question``: route flags and fresh per-question state."""
+    context = runtime.context
+    decision = triage_by_rules(
+        question, has_images=bool(images), history=history, image_mode=image_mode(images)
     )
-    ImageKey = tuple[tuple[str, str, str | None], ...]
-    ToolsetKey = tuple[ImageKey, tuple[int, ...]]
-
-    # Building tool schemas and binding them to the model costs milliseconds per reasoning step
-    # (bench/orchestration_overhead.py), so each toolset and its binding is made once per set of
-    # attached images. Tools are stateless, so concurrent runs may share them.
-    @functools.lru_cache(maxsize=16)
-    def toolset(key: ToolsetKey) -> tuple[BaseTool, ...]:
-        images, _ = key
-        tools: list[BaseTool] = [*CALCULATOR_TOOLS, *parts.extra_tools]
-        if search_tool is not None:
-            tools.insert(0, search_tool)
-        if images:
-            attachments = run_attachments()
-            loaded = {image_id: attachments.lookup(image_id, sha) for image_id, sha, _ in images}
-            studies: dict[str, list[str]] = {}
-            for image_id, _, study_id in images:
-                if study_id:
-                    studies.setdefault(study_id, []).append(image_id)
-            tools.append(build_analyze_image_tool(loaded, describe_image, studies))
-        return tuple(tools)
-
-    @functools.lru_cache(maxsize=16)
-    def bound_reasoner(key: ToolsetKey) -> Runnable[Any, BaseMessage]:
-        assert parts.text_model is not None
-        return parts.text_model.bind_tools(list(toolset(key)), tool_choice="auto")
-
-    def toolset_key(state: AssistantState) -> ToolsetKey:
-        images = tuple((ref.image_id, ref.sha256, ref.study_id) for ref in state.get("images", []))
-        return images, tuple(id(tool) for tool in parts.extra_tools)
-
-    def tools_for(state: AssistantState) -> list[BaseTool]:
-        return list(toolset(toolset_key(state)))
-
-    def reason(state: AssistantState) -> dict[str, Any]:
-        assert parts.text_model is not None
-        context = (
-            f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
-            f"{_findings_block(state.get('findings', []))}"
-        ).strip()
-        turn = _turn_for_model(state)
-        model = bound_reasoner(toolset_key(state))
-        reply = model.invoke([SystemMessage(context), *turn])
-        return {
-            "messages": [reply],
-            "route": ["reason"],
-            "tool_steps": state.get("tool_steps", 0) + 1,
-        }
-
-    def call_tools(state: AssistantState) -> dict[str, Any]:
-        last = state["messages"][-1]
-        assert isinstance(last, AIMessage)
-        by_name = {t.name: t for t in tools_for(state)}
-        evidence = list(state.get("evidence", []))
-        replies: list[ToolMessage] = []
-        for call in last.tool_calls:
-            _emit("tool", name=call["name"], args=call["args"])
-            tool = by_name.get(call["name"])
-            if tool is None:
-                replies.append(
-                    ToolMessage(
-                        f"unknown tool {call['name']!r}; available: {', '.join(by_name)}",
-                        tool_call_id=call["id"] or "",
-                        name=call["name"],
-                        status="error",
-                    )
-                )
-                continue
-            reply = tool.invoke({**call, "type": "tool_call"})
-            if (
-                isinstance(reply, ToolMessage)
-                and isinstance(reply.artifact, list)
-                and all(isinstance(e, Evidence) for e in reply.artifact)
-            ):
-                merged = merge_evidence(evidence, reply.artifact)
-                numbered = {e.chunk.chunk_id: e for e in merged}
-                shown = [numbered[e.chunk.chunk_id] for e in reply.artifact]
-                evidence = merged
-                reply = ToolMessage(
-                    render_evidence(shown) if shown else str(reply.content),
-                    tool_call_id=reply.tool_call_id,
-                    name=reply.name,
-                    artifact=None,
-                )
-            replies.append(reply)
-        new = evidence[len(state.get("evidence", [])) :]
-        return {"messages": replies, "evidence": new, "route": ["tools"]}
-
-    def record_context(question: str, evidence: Sequence[Evidence]) -> list[Evidence]:
-        """The other passages of the records about the question (their results, conclusions)."""
-        if parts.index is None or not config.read_whole_records or not evidence:
-            return []
-        records = sorted(on_topic_records(question, evidence))
-        if not records:
-            return []
-        k = min(RECORD_CONTEXT_LIMIT, RECORD_CONTEXT_PER_RECORD * len(records))
-        hits = parts.index.search(question, k=k, where={"source_ids": records})
-        _emit("record_context", records=len(records), hits=len(hits))
-        return flag_instructions([h for h in hits if h.source_id in records])
-
-    def write(state: AssistantState) -> dict[str, Any]:
-        evidence = state.get("evidence", [])
-        question = state.get("question", "")
-        extra: list[Evidence] = []
-        if parts.extractive:
-            # quote from the whole of each record about the question, conclusions included
-            extra = record_context(question, evidence)
-            evidence = merge_evidence(list(evidence), extra)
-            sentences = extractive_answer(
-                question,
-                evidence,
-                max_sentences=min(4, config.max_answer_sentences),
-                embed=parts.embed,
-            )
-        else:
-            sentences = _model_write(parts, state, evidence, question)
-        _emit("write", sentences=len(sentences))
-        update = {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
-        return {**update, "evidence": extra} if extra else update
-
-    def judge_factory() -> GroundingJudge | None:
-        if parts.text_model is None:
-            return None
-        structured = parts.text_model.with_structured_output(
-            {
-                "type": "object",
-                "properties": {"supported": {"type": "boolean"}, "relevant": {"type": "boolean"}},
-                "required": ["supported", "relevant"],
-            }
-        )
-
-        def judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
-            prompts = [
-                [
-                    HumanMessage(
-                        GROUNDING_JUDGE_PROMPT.format(
-                            question=q, claim=c, passages=fence_untrusted("passage", p)
-                        )
-                    )
-                ]
-                for q, c, p in triples
-            ]
-            results = structured.batch(prompts)  # type: ignore[arg-type]
-            return [
-                (
-                    1.0 if isinstance(r, dict) and r.get("supported") is True else 0.0,
-                    1.0 if isinstance(r, dict) and r.get("relevant") is True else 0.0,
-                )
-                for r in results
-            ]
-
-        return judge
-
-    def verify(state: AssistantState) -> dict[str, Any]:
-        evidence = state.get("evidence", [])
-        computed, claims = split_computed(
-            state.get("draft", []), _calculator_output(state.get("messages", []))
-        )
-        kept, report = verify_sentences(
-            claims,
-            evidence,
-            question=state.get("question", ""),
-            grounding_judge=judge_factory(),
-            embed=parts.embed,
-            threshold=config.support_threshold,
-            relevance_floor=config.relevance_floor,
-            action=config.unsupported,
-            off_topic=config.off_topic,
-        )
-        kept, report = [*computed, *kept], with_computed(report, computed)
-        rounds = state.get("verify_rounds", 0)
-        report = report.model_copy(update={"rounds": rounds})
-        _emit(
-            "verify",
-            supported_fraction=report.supported_fraction,
-            relevant_fraction=report.relevant_fraction,
-            removed=len(report.removed),
-        )
-        update: dict[str, Any] = {"route": ["verify"], "retry": False}
-        best = state.get("best")
-        if best is None or report.supported_fraction >= best.verification.supported_fraction:
-            update["best"] = BestDraft(sentences=kept, verification=report)
-        low = report.supported_fraction < config.min_supported_fraction
-        if low and rounds < config.max_verify_rounds and state.get("needs_literature"):
-            update.update(
-                retry=True,
-                verify_rounds=rounds + 1,
-                query=rewrite_query(
-                    state.get("question", ""),
-                    [c.sentence for c in report.sentences if not c.supported],
-                ),
-            )
-        return update
-
-    def finalize(state: AssistantState) -> dict[str, Any]:
-        best = state.get("best") or BestDraft()
-        pool = state.get("evidence", [])
-        # verification ran on passage numbers; the answer numbers per record (PMID/DOI/path)
-        mapping = record_numbering(best.sentences, pool)
-        sentences = renumber_sentences(best.sentences, mapping)
-        checks = [
-            c.model_copy(update={"citations": remap_numbers(c.citations, mapping)})
-            for c in best.verification.sentences
-        ]
-        route = [*state.get("route", []), "finalize"]
-        kind: Literal["answer", "no_evidence"] = "answer"
-        if sentences:
-            text = render_answer(sentences)
-            if parts.extractive:
-                notes = answer_notes(state.get("question", ""), best.sentences, pool)
-                text = "\n\n".join([EXTRACTIVE_LABEL, text, *notes])
-        else:
-            text, kind = NO_EVIDENCE_TEXT, "no_evidence"
-        answer = Answer(
-            question=state.get("question", ""),
-            text=text,
-            citations=resolve_record_citations(best.sentences, pool),
-            findings=state.get("findings", []),
-            route=route,
-            verification=best.verification.model_copy(update={"sentences": checks}),
-            engine=parts.engine,
-            notice=NOT_FOR_CLINICAL_USE,
-            kind=kind,
-        )
-        return {"answer": answer, "route": ["finalize"], "messages": [AIMessage(text)]}
-
+    ask = may_clarify and context.settings.clarify_ambiguous and decision.ambiguous
+    # Not asking (disabled, or already asked once this turn): search with what we have.
+    literature = decision.needs_literature or (decision.ambiguous and not ask)
+    _emit(
+        runtime,
+        "triage",
+        emergency=decision.emergency,
+        ambiguous=decision.ambiguous,
+        reasons=list(decision.reasons),
+    )
     return {
-        "triage": triage,
-        "clarify": clarify,
-        "emergency": emergency,
-        "decline": decline,
-        "read_images": read_images,
-        "retrieve": retrieve,
-        "gather": gather,
-        "reason": reason,
-        "tools": call_tools,
-        "write": write,
-        "verify": verify,
-        "finalize": finalize,
+        "question": question,
+        "query": question,
+        "route": Reset(["triage"]),
+        "evidence": Reset(),
+        "findings": Reset(),
+        "best": None,
+        "retry": False,
+        "emergency": decision.emergency,
+        "emergency_kind": decision.emergency_kind,
+        "out_of_scope": decision.out_of_scope,
+        "clarifying_question": decision.clarifying_question if ask else None,
+        "needs_images": bool(images),
+        "needs_literature": literature and context.index is not None,
+        "tool_steps": 0,
+        "verify_rounds": 0,
+        "draft": [],
     }
 
 
-CALCULATOR_NAMES = frozenset(tool.name for tool in CALCULATOR_TOOLS)
+def triage(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Route the question: emergency, out of scope, ambiguous, images and/or literature."""
+    messages = state.get("messages", [])
+    history = _earlier_questions(messages)
+    replied = clarification_reply(messages)
+    if replied is not None:
+        # The user answers the clarifying question of the previous turn: ask only once.
+        question = combine_clarification(*replied)
+        return _routed(runtime, question, history[:-1], state.get("images", []), may_clarify=False)
+    question = latest_question(messages)
+    return _routed(runtime, question, history, state.get("images", []), may_clarify=True)
 
 
-def _calculator_output(messages: Sequence[AnyMessage]) -> str:
-    """Text of this turn's successful calculator results."""
+def clarify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Ask the clarifying question (an interrupt; the answer itself without a checkpointer)."""
+    # Nothing with a side effect comes before the interrupt: on resume this node runs again
+    # from its start, and interrupt() then returns the user's reply.
+    question = state.get("question", "")
+    asked = state.get("clarifying_question") or "Could you say more about your question?"
+    route = [*state.get("route", []), "clarify"]
+    if not _can_interrupt():
+        # No checkpointer (a graph compiled bare and invoked directly): the clarifying
+        # question is the answer; triage combines it with the reply the caller sends next.
+        answer = Answer(
+            question=question,
+            text=asked,
+            route=route,
+            engine=runtime.context.engine,
+            notice=NOT_FOR_CLINICAL_USE,
+            kind="clarify",
+        )
+        return {"route": ["clarify"], "answer": answer, "messages": [AIMessage(asked)]}
+    reply = _reply_text(
+        interrupt(
+            {
+                "type": CLARIFY_INTERRUPT,
+                "question": asked,
+                "original_question": question,
+                "route": route,
+            }
+        )
+    )
+    combined = combine_clarification(question, reply)
+    update = _routed(
+        runtime,
+        combined,
+        _earlier_questions(state.get("messages", [])),
+        state.get("images", []),
+        may_clarify=False,
+    )
+    _emit(runtime, "clarified", question=combined)
+    update["route"] = ["clarify"]  # appended to ["triage"], not a fresh route
+    update["messages"] = [AIMessage(asked), *([HumanMessage(reply)] if reply else [])]
+    return update
+
+
+def emergency(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Answer at once with where to seek care; no tool calls."""
+    answer = Answer(
+        question=state.get("question", ""),
+        text=emergency_answer(state.get("emergency_kind")),
+        route=[*state.get("route", []), "emergency"],
+        engine=runtime.context.engine,
+        notice=NOT_FOR_CLINICAL_USE,
+        kind="emergency",
+    )
+    return {"route": ["emergency"], "answer": answer, "messages": [AIMessage(answer.text)]}
+
+
+def decline(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Say that only medical and biomedical research questions are answered."""
+    answer = Answer(
+        question=state.get("question", ""),
+        text=OUT_OF_SCOPE_TEXT,
+        route=[*state.get("route", []), "decline"],
+        engine=runtime.context.engine,
+        notice=NOT_FOR_CLINICAL_USE,
+        kind="out_of_scope",
+    )
+    return {"route": ["decline"], "answer": answer, "messages": [AIMessage(answer.text)]}
+
+
+def _image_model_name(context: AssistantContext) -> str:
+    return str(getattr(context.image_model, "model", None) or context.engine)
+
+
+def describe_image(
+    context: AssistantContext, target: LoadedImage | PreparedSeries, focus: str
+) -> str:
+    """The image reader on one image or series (the ``analyze_image`` tool's reader)."""
+    if context.image_model is None:
+        summary = target.describe()
+        noun = "series" if isinstance(target, PreparedSeries) else "image"
+        suffix = f" Image metadata: {summary}." if summary else ""
+        unread = f"No image model is configured (extractive engine); the {noun} was not read."
+        return unread + suffix
+    # Images travel as data URLs: no model ever sees a file path.
+    if isinstance(target, PreparedSeries):
+        message = series_message(target, focus)
+    else:
+        message = HumanMessage(
+            content=[
+                {"type": "image", "url": image_to_data_url(target)},
+                {"type": "text", "text": IMAGE_PROMPT.format(question=focus)},
+            ]
+        )
+    reply = context.image_model.invoke([message])
+    return reply.text.strip()
+
+
+def read_images(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Describe each attached image, series, set of views or comparison, question in view."""
+    context = runtime.context
+    findings = []
+    question = state.get("question", "")
+    attachments = run_attachments()
+    for reading in plan_readings(state.get("images", [])):
+        _emit(
+            runtime,
+            "read_image",
+            image_id=reading.image_id,
+            kind=reading.kind,
+            images=sum(len(ref.slice_numbers) or 1 for ref in reading.refs),
+        )
+        if context.image_model is None:
+            text = unread_text(reading)
+        else:
+            items = [attachments.get(ref) for ref in reading.refs]
+            reply = context.image_model.invoke([reading_message(reading, items, question)])
+            text = reply.text.strip()
+        findings.append(
+            Finding(
+                image_id=reading.image_id,
+                text=text,
+                model=_image_model_name(context),
+                kind=reading.kind,
+                scope=reading_scope(reading),
+            )
+        )
+    return {"findings": findings, "route": ["read_images"]}
+
+
+def search_evidence(runtime: AssistantRuntime, query: str) -> list[Evidence]:
+    """The index's hits for ``query`` (visible to this run), flagged where they look like
+    instructions."""
+    index = runtime.context.index
+    if index is None or not query.strip():
+        return []
+    _emit(runtime, "retrieve", query=query)
+    k = runtime.context.settings.retrieve_k
+    hits = flag_instructions(index.search(query, k=k, where=visible_where(None)))
+    flagged = [e.source_id for e in hits if e.flags]
+    _emit(runtime, "retrieved", query=query, hits=len(hits), flagged=flagged)
+    return hits
+
+
+def retrieve(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Search the index with the current query (the question, or verify's rewrite)."""
+    return {
+        "evidence": search_evidence(runtime, state.get("query") or state.get("question", "")),
+        "route": ["retrieve"],
+    }
+
+
+def gather(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Join the parallel branches; ground image findings in literature with one more search."""
+    findings = [f.text for f in state.get("findings", []) if runtime.context.image_model]
+    if findings and state.get("needs_literature") and not state.get("verify_rounds"):
+        query = state.get("question", "") + " " + " ".join(findings)
+        return {"evidence": search_evidence(runtime, query[:1000])}
+    return {}
+
+
+def reason(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """One step of the text model with the tools bound: call tools, or be ready to answer."""
+    context = runtime.context
+    _, bound = context.toolset(state.get("images", []))
+    assert bound is not None, "reason runs only with a text model (after_gather routes)"
+    prompt = (
+        f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
+        f"{_findings_block(state.get('findings', []))}"
+    ).strip()
+    reply = bound.invoke([SystemMessage(prompt), *_turn_for_model(state)])
+    return {
+        "messages": [reply],
+        "route": ["reason"],
+        "tool_steps": state.get("tool_steps", 0) + 1,
+    }
+
+
+def call_tools(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Run the tool calls of the reasoner's last message; literature hits join the evidence."""
+    last = state["messages"][-1]
+    assert isinstance(last, AIMessage)
+    tools, _ = runtime.context.toolset(state.get("images", []))
+    by_name = {t.name: t for t in tools}
+    evidence = list(state.get("evidence", []))
+    replies: list[ToolMessage] = []
+    for call in last.tool_calls:
+        _emit(runtime, "tool", name=call["name"], args=call["args"])
+        tool = by_name.get(call["name"])
+        if tool is None:
+            replies.append(
+                ToolMessage(
+                    f"unknown tool {call['name']!r}; available: {', '.join(by_name)}",
+                    tool_call_id=call["id"] or "",
+                    name=call["name"],
+                    status="error",
+                )
+            )
+            continue
+        reply = tool.invoke({**call, "type": "tool_call"})
+        if (
+            isinstance(reply, ToolMessage)
+            and isinstance(reply.artifact, list)
+            and all(isinstance(e, Evidence) for e in reply.artifact)
+        ):
+            merged = merge_evidence(evidence, reply.artifact)
+            numbered = {e.chunk.chunk_id: e for e in merged}
+            shown = [numbered[e.chunk.chunk_id] for e in reply.artifact]
+            evidence = merged
+            reply = ToolMessage(
+                render_evidence(shown) if shown else str(reply.content),
+                tool_call_id=reply.tool_call_id,
+                name=reply.name,
+                artifact=None,
+            )
+        replies.append(reply)
+    new = evidence[len(state.get("evidence", [])) :]
+    return {"messages": replies, "evidence": new, "route": ["tools"]}
+
+
+def _record_context(
+    runtime: AssistantRuntime, question: str, evidence: Sequence[Evidence]
+) -> list[Evidence]:
+    """The other passages of the records about the question (their results, conclusions)."""
+    context = runtime.context
+    if context.index is None or not context.settings.read_whole_records or not evidence:
+        return []
+    records = sorted(on_topic_records(question, evidence))
+    if not records:
+        return []
+    k = min(RECORD_CONTEXT_LIMIT, RECORD_CONTEXT_PER_RECORD * len(records))
+    hits = context.index.search(question, k=k, where={"source_ids": records})
+    _emit(runtime, "record_context", records=len(records), hits=len(hits))
+    return flag_instructions([h for h in hits if h.source_id in records])
+
+
+def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Draft the answer from the evidence, each sentence citing evidence numbers."""
+    context = runtime.context
+    evidence = state.get("evidence", [])
+    question = state.get("question", "")
+    extra: list[Evidence] = []
+    if context.extractive:
+        # quote from the whole of each record about the question, conclusions included
+        extra = _record_context(runtime, question, evidence)
+        evidence = merge_evidence(list(evidence), extra)
+        sentences = extractive_answer(
+            question,
+            evidence,
+            max_sentences=min(4, context.settings.max_answer_sentences),
+            embed=context.embed,
+        )
+    else:
+        sentences = _model_write(context, state, evidence, question)
+    _emit(runtime, "write", sentences=len(sentences))
+    update = {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+    return {**update, "evidence": extra} if extra else update
+
+
+def grounding_judge(model: BaseChatModel | None) -> GroundingJudge | None:
+    """A judge of (question, claim, passages) triples by ``model``; None without a model."""
+    if model is None:
+        return None
+    structured = model.with_structured_output(
+        {
+            "type": "object",
+            "properties": {"supported": {"type": "boolean"}, "relevant": {"type": "boolean"}},
+            "required": ["supported", "relevant"],
+        }
+    )
+
+    def judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
+        prompts = [
+            [
+                HumanMessage(
+                    GROUNDING_JUDGE_PROMPT.format(
+                        question=q, claim=c, passages=fence_untrusted("passage", p)
+                    )
+                )
+            ]
+            for q, c, p in triples
+        ]
+        results = structured.batch(prompts)  # type: ignore[arg-type]
+        return [
+            (
+                1.0 if isinstance(r, dict) and r.get("supported") is True else 0.0,
+                1.0 if isinstance(r, dict) and r.get("relevant") is True else 0.0,
+            )
+            for r in results
+        ]
+
+    return judge
+
+
+def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """Check each sentence against its cited passages; ask for one more retrieval when support
+    is low and the budget allows."""
+    context = runtime.context
+    config = context.settings
+    evidence = state.get("evidence", [])
+    computed, claims = split_computed(state.get("draft", []), _computed_output(state))
+    kept, report = verify_sentences(
+        claims,
+        evidence,
+        question=state.get("question", ""),
+        grounding_judge=grounding_judge(context.text_model),
+        embed=context.embed,
+        threshold=config.support_threshold,
+        relevance_floor=config.relevance_floor,
+        action=config.unsupported,
+        off_topic=config.off_topic,
+    )
+    kept, report = [*computed, *kept], with_computed(report, computed)
+    rounds = state.get("verify_rounds", 0)
+    report = report.model_copy(update={"rounds": rounds})
+    _emit(
+        runtime,
+        "verify",
+        supported_fraction=report.supported_fraction,
+        relevant_fraction=report.relevant_fraction,
+        removed=len(report.removed),
+    )
+    update: dict[str, Any] = {"route": ["verify"], "retry": False}
+    best = state.get("best")
+    if best is None or report.supported_fraction >= best.verification.supported_fraction:
+        update["best"] = BestDraft(sentences=kept, verification=report)
+    low = report.supported_fraction < config.min_supported_fraction
+    if low and rounds < config.max_verify_rounds and state.get("needs_literature"):
+        update.update(
+            retry=True,
+            verify_rounds=rounds + 1,
+            query=rewrite_query(
+                state.get("question", ""),
+                [c.sentence for c in report.sentences if not c.supported],
+            ),
+        )
+    return update
+
+
+def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
+    """The answer: the best verified draft, numbered per record, with its citations and the
+    tool calls made."""
+    context = runtime.context
+    best = state.get("best") or BestDraft()
+    pool = state.get("evidence", [])
+    # verification ran on passage numbers; the answer numbers per record (PMID/DOI/path)
+    mapping = record_numbering(best.sentences, pool)
+    sentences = renumber_sentences(best.sentences, mapping)
+    checks = [
+        c.model_copy(update={"citations": remap_numbers(c.citations, mapping)})
+        for c in best.verification.sentences
+    ]
+    route = [*state.get("route", []), "finalize"]
+    kind: Literal["answer", "no_evidence"] = "answer"
+    if sentences:
+        text = render_answer(sentences)
+        if context.extractive:
+            notes = answer_notes(state.get("question", ""), best.sentences, pool)
+            text = "\n\n".join([EXTRACTIVE_LABEL, text, *notes])
+    else:
+        text, kind = NO_EVIDENCE_TEXT, "no_evidence"
+    answer = Answer(
+        question=state.get("question", ""),
+        text=text,
+        citations=resolve_record_citations(best.sentences, pool),
+        findings=state.get("findings", []),
+        tool_calls=tool_uses(state.get("messages", [])),
+        route=route,
+        verification=best.verification.model_copy(update={"sentences": checks}),
+        engine=context.engine,
+        notice=NOT_FOR_CLINICAL_USE,
+        kind=kind,
+    )
+    return {"answer": answer, "route": ["finalize"], "messages": [AIMessage(text)]}
+
+
+_EVIDENCE_TOOLS = frozenset({SEARCH_LITERATURE, ANALYZE_IMAGE})
+"""Tools whose results are literature or image readings: claims from them must cite evidence."""
+
+
+def _computed_output(state: AssistantState) -> str:
+    """Text of this turn's successful results of computing tools (calculators, users' tools)."""
     return "\n".join(
         str(m.text)
-        for m in _current_turn(messages)
-        if isinstance(m, ToolMessage) and m.name in CALCULATOR_NAMES and m.status != "error"
+        for m in _current_turn(state.get("messages", []))
+        if isinstance(m, ToolMessage) and m.name not in _EVIDENCE_TOOLS and m.status != "error"
     )
+
+
+def tool_uses(messages: Sequence[AnyMessage]) -> list[ToolUse]:
+    """This turn's tool calls, each with the result it got (in call order)."""
+    turn = _current_turn(messages)
+    results = {m.tool_call_id: m for m in turn if isinstance(m, ToolMessage)}
+    uses = []
+    for message in turn:
+        if not isinstance(message, AIMessage):
+            continue
+        for call in message.tool_calls:
+            result = results.get(call["id"] or "")
+            uses.append(
+                ToolUse(
+                    name=call["name"],
+                    args=call["args"],
+                    result=str(result.text) if result is not None else "",
+                    status=result.status if result is not None else "error",
+                )
+            )
+    return uses
 
 
 def _backed_by(number: str, results: set[str]) -> bool:
@@ -706,9 +782,10 @@ def _backed_by(number: str, results: set[str]) -> bool:
 def split_computed(
     sentences: Sequence[DraftSentence], calculator_output: str
 ) -> tuple[list[DraftSentence], list[DraftSentence]]:
-    """Separate uncited sentences that state calculator results from literature claims.
+    """Separate uncited sentences that state computed results from literature claims.
 
-    A computed sentence cites nothing and every number in it is a calculator result (allowing
+    ``calculator_output`` is the text of this turn's calculator (and other computing tool)
+    results. A computed sentence cites nothing and every number in it is such a result (allowing
     rounding); it is checked against the calculation, not the literature.
     """
     results = numbers_in(calculator_output, words=False)
@@ -763,9 +840,12 @@ def _turn_for_model(state: AssistantState) -> list[AnyMessage]:
 
 
 def _model_write(
-    parts: AssistantParts, state: AssistantState, evidence: Sequence[Evidence], question: str
+    context: AssistantContext,
+    state: AssistantState,
+    evidence: Sequence[Evidence],
+    question: str,
 ) -> list[DraftSentence]:
-    assert parts.text_model is not None
+    assert context.text_model is not None
     numbers = [e.number for e in evidence if e.number is not None]
     schema = {
         "type": "object",
@@ -773,7 +853,7 @@ def _model_write(
             "sentences": {
                 "type": "array",
                 "minItems": 1,
-                "maxItems": parts.settings.max_answer_sentences,
+                "maxItems": context.settings.max_answer_sentences,
                 "items": {
                     "type": "object",
                     "properties": {
@@ -793,7 +873,7 @@ def _model_write(
     tool_results = [
         m.text for m in _current_turn(state.get("messages", [])) if isinstance(m, ToolMessage)
     ]
-    context = "\n\n".join(
+    prompt = "\n\n".join(
         part
         for part in (
             WRITE_SYSTEM,
@@ -804,8 +884,8 @@ def _model_write(
         if part
     )
     try:
-        result = parts.text_model.with_structured_output(schema).invoke(
-            [SystemMessage(context), HumanMessage(question)]
+        result = context.text_model.with_structured_output(schema).invoke(
+            [SystemMessage(prompt), HumanMessage(question)]
         )
     except (MedgraphError, ValueError, json.JSONDecodeError):
         return []  # an unusable reply writes nothing; finalize then says so, never invents
@@ -819,7 +899,9 @@ def _model_write(
     return sentences
 
 
-def route_after_triage(state: AssistantState) -> Any:
+def route_after_triage(
+    state: AssistantState,
+) -> Literal["emergency", "decline", "clarify", "gather"] | list[Send]:
     """Emergency and out-of-scope end at once, an ambiguous question is clarified first;
     otherwise fan out to images and/or retrieval."""
     if state.get("emergency"):
@@ -836,7 +918,9 @@ def route_after_triage(state: AssistantState) -> Any:
     return branches or "gather"
 
 
-def route_after_clarify(state: AssistantState) -> Any:
+def route_after_clarify(
+    state: AssistantState,
+) -> Literal["emergency", "decline", "clarify", "gather", "__end__"] | list[Send]:
     """Ends when the clarifying question was the answer (no checkpointer); else routes the
     clarified question like triage does."""
     if state.get("clarifying_question"):
@@ -844,12 +928,47 @@ def route_after_clarify(state: AssistantState) -> Any:
     return route_after_triage(state)
 
 
-def assemble_assistant_graph(parts: AssistantParts) -> StateGraph[AssistantState]:
-    """The uncompiled assistant graph over ``parts`` (for composition in users' own graphs)."""
-    nodes = build_nodes(parts)
-    graph: StateGraph[AssistantState] = StateGraph(AssistantState)
-    for name, function in nodes.items():
-        graph.add_node(name, function)
+def route_after_gather(
+    state: AssistantState, runtime: AssistantRuntime
+) -> Literal["reason", "write"]:
+    """The reasoner's tool loop, unless there is no text model or this is a verify round."""
+    return "write" if runtime.context.extractive or state.get("verify_rounds") else "reason"
+
+
+def route_after_reason(
+    state: AssistantState, runtime: AssistantRuntime
+) -> Literal["tools", "write"]:
+    """Run the tools the reasoner asked for while the step budget lasts; else write."""
+    last = state["messages"][-1]
+    wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
+    if wants_tools and state.get("tool_steps", 0) <= runtime.context.settings.max_tool_steps:
+        return "tools"
+    return "write"
+
+
+def route_after_verify(state: AssistantState) -> Literal["retrieve", "finalize"]:
+    """One more retrieval round when verify asked for it."""
+    return "retrieve" if state.get("retry") else "finalize"
+
+
+def assemble_assistant_graph() -> StateGraph[AssistantState, AssistantContext]:
+    """The uncompiled assistant graph (for composition in users' own graphs); its nodes read
+    models, index and tools from the run's :class:`AssistantContext`."""
+    graph: StateGraph[AssistantState, AssistantContext] = StateGraph(
+        AssistantState, context_schema=AssistantContext
+    )
+    graph.add_node("triage", triage)
+    graph.add_node("clarify", clarify)
+    graph.add_node("emergency", emergency)
+    graph.add_node("decline", decline)
+    graph.add_node("read_images", read_images)
+    graph.add_node("retrieve", retrieve)
+    graph.add_node("gather", gather)
+    graph.add_node("reason", reason)
+    graph.add_node("tools", call_tools)
+    graph.add_node("write", write)
+    graph.add_node("verify", verify)
+    graph.add_node("finalize", finalize)
     graph.add_edge(START, "triage")
     after_triage = ["emergency", "decline", "read_images", "retrieve", "gather"]
     graph.add_conditional_edges("triage", route_after_triage, [*after_triage, "clarify"])
@@ -858,47 +977,44 @@ def assemble_assistant_graph(parts: AssistantParts) -> StateGraph[AssistantState
     graph.add_edge("decline", END)
     graph.add_edge("read_images", "gather")
     graph.add_edge("retrieve", "gather")
-
-    def after_gather(state: AssistantState) -> str:
-        return "write" if parts.extractive or state.get("verify_rounds") else "reason"
-
-    graph.add_conditional_edges("gather", after_gather, ["reason", "write"])
-
-    def after_reason(state: AssistantState) -> str:
-        last = state["messages"][-1]
-        wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
-        if wants_tools and state.get("tool_steps", 0) <= parts.settings.max_tool_steps:
-            return "tools"
-        return "write"
-
-    graph.add_conditional_edges("reason", after_reason, ["tools", "write"])
+    graph.add_conditional_edges("gather", route_after_gather, ["reason", "write"])
+    graph.add_conditional_edges("reason", route_after_reason, ["tools", "write"])
     graph.add_edge("tools", "reason")
     graph.add_edge("write", "verify")
-
-    def after_verify(state: AssistantState) -> str:
-        return "retrieve" if state.get("retry") else "finalize"
-
-    graph.add_conditional_edges("verify", after_verify, ["retrieve", "finalize"])
+    graph.add_conditional_edges("verify", route_after_verify, ["retrieve", "finalize"])
     graph.add_edge("finalize", END)
     return graph
 
 
-def build_graph_from_parts(parts: AssistantParts, **compile_kwargs: Any) -> CompiledStateGraph:
-    """Compile the assistant graph (``compile_kwargs`` go to ``StateGraph.compile``)."""
-    return assemble_assistant_graph(parts).compile(**compile_kwargs)
+def with_context(graph: CompiledStateGraph, context: Any) -> CompiledStateGraph:
+    """``graph`` running with ``context`` unless an invocation passes its own ``context=``.
+
+    LangGraph merges a run's runtime over the one in the graph's config (as it does for a
+    subgraph under its parent), so the bound context is the default.
+    """
+    return graph.with_config({"configurable": {CONFIG_KEY_RUNTIME: Runtime(context=context)}})
 
 
-def parts_from_settings(
+def compile_assistant_graph(context: AssistantContext, **compile_kwargs: Any) -> CompiledStateGraph:
+    """The assistant graph compiled (``compile_kwargs`` go to ``StateGraph.compile``) with
+    ``context`` bound as its default run context."""
+    return with_context(assemble_assistant_graph().compile(**compile_kwargs), context)
+
+
+def context_from_settings(
     settings: Settings,
     *,
     text_model: BaseChatModel | None = None,
     image_model: BaseChatModel | None = None,
     index: EvidenceSearcher | None = None,
-) -> AssistantParts:
-    """Models and index as ``settings`` describe them; arguments given here take precedence.
+    tools: Sequence[BaseTool] = (),
+) -> AssistantContext:
+    """Models, index and tools as ``settings`` describe them; arguments given here take precedence.
 
     Engine ``extractive`` (``--model none``) uses no language model. When both roles name the same
     checkpoint they share one loaded copy (the transformers engine's process-wide cache).
+    ``tools`` are offered to the reasoner beside :func:`~medgraph.tools.registry.default_tools`
+    (a name already taken raises :class:`~medgraph.tools.registry.ToolNameConflictError`).
     """
     from medgraph.agents.chat_model import MedGemmaChat
 
@@ -921,13 +1037,17 @@ def parts_from_settings(
         engine = "extractive"
     else:
         engine = f"{getattr(text_model, 'engine', 'custom')}:{getattr(text_model, 'model', '?')}"
-    return AssistantParts(
+    offered = with_user_tools(
+        default_tools(index, retrieve_k=settings.graph.retrieve_k), list(tools)
+    )
+    return AssistantContext(
         settings=settings.graph,
         text_model=text_model,
         image_model=image_model,
         index=index,
         embed=embed,
         engine=engine,
+        tools=offered,
     )
 
 
@@ -937,15 +1057,22 @@ def build_assistant_graph(
     text_model: BaseChatModel | None = None,
     image_model: BaseChatModel | None = None,
     index: EvidenceSearcher | None = None,
+    tools: Sequence[BaseTool] = (),
     **compile_kwargs: Any,
 ) -> CompiledStateGraph:
-    """The compiled assistant graph for ``settings`` (no checkpointer unless one is passed)."""
+    """The compiled assistant graph for ``settings``, its context bound (no checkpointer unless
+    one is passed). ``tools``: LangChain tools of your own, offered to the reasoner beside the
+    default ones."""
     from medgraph.settings import Settings
 
-    parts = parts_from_settings(
-        settings or Settings(), text_model=text_model, image_model=image_model, index=index
+    context = context_from_settings(
+        settings or Settings(),
+        text_model=text_model,
+        image_model=image_model,
+        index=index,
+        tools=tools,
     )
-    return build_graph_from_parts(parts, **compile_kwargs)
+    return compile_assistant_graph(context, **compile_kwargs)
 
 
 def make_graph() -> CompiledStateGraph:

@@ -14,7 +14,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from medgraph.errors import ConfigurationError
-from medgraph.graphs.state import Answer, BestDraft, Finding, ImageRef
+from medgraph.graphs.state import Answer, BestDraft, Finding, ImageRef, ToolUse
 from medgraph.knowledge.citations import Citation, DraftSentence, SentenceCheck, Verification
 from medgraph.knowledge.types import Chunk, Document, Evidence
 
@@ -23,6 +23,7 @@ STATE_TYPES = (
     BestDraft,
     Finding,
     ImageRef,
+    ToolUse,
     Citation,
     DraftSentence,
     SentenceCheck,

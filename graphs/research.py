@@ -12,15 +12,16 @@
   (the topic's noun phrases paired with its subject), deterministic.
 - **approve** (only with ``approve_plan``): ``langgraph.types.interrupt`` with the plan; resume
   with ``Command(resume=...)``: ``"accept"``, an edited list of sub-questions, or ``"cancel"``.
-- **research_subquestion** (one branch per sub-question, fanned out with ``Send``): the
-  assistant's own ``retrieve``, ``write`` and ``verify`` nodes
-  (:func:`medgraph.graphs.assistant.build_nodes`) run on a per-branch sub-state, so the
-  citation guarantees are the assistant's: markers name retrieved evidence, every claim is
-  checked, unsupported sentences are removed or marked.
+- **research_subquestion** (one branch per sub-question, fanned out with ``Send``): a compiled
+  subgraph (:func:`assemble_subquestion_graph`), ``open -> retrieve -> write -> verify
+  (-> retrieve) -> close``, whose steps run the assistant's own ``retrieve``, ``write`` and
+  ``verify`` nodes with the branch's budgets on their context, so the citation guarantees are
+  the assistant's: markers name retrieved evidence, every claim is checked, unsupported
+  sentences are removed or marked.
 - **report**: one markdown report — title, summary, one section per sub-question, limitations and
   a "Bibliography" of the cited records only, renumbered globally in order of first citation.
 
-This module holds the graph, its state, the per-branch research and the model-call counter;
+This module holds the graph, its state, the sub-question subgraph and the model-call counter;
 planning is in :mod:`medgraph.graphs.research_plan`, the report in
 :mod:`medgraph.graphs.research_report`. Their public names are re-exported here.
 
@@ -32,11 +33,12 @@ say where a budget cut the work short.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import replace
-from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -46,16 +48,20 @@ from langchain_core.tracers.context import register_configure_hook
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Send, interrupt
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from medgraph.errors import MedgraphError
 from medgraph.graphs.assistant import (
-    AssistantParts,
+    AssistantContext,
     _emit,
-    build_nodes,
-    parts_from_settings,
+    context_from_settings,
+    retrieve,
+    verify,
+    with_context,
+    write,
 )
 from medgraph.graphs.config import ResearchSettings
 from medgraph.graphs.research_plan import (
@@ -116,6 +122,8 @@ __all__ = [
     "RESEARCH_STATE_TYPES",
     "UNSUPPORTED_SECTION",
     "BibliographyEntry",
+    "BranchOutput",
+    "BranchState",
     "BranchTask",
     "EmptyPlanError",
     "EmptyTopicError",
@@ -127,15 +135,17 @@ __all__ = [
     "ReportSection",
     "ReportStatus",
     "ReportVerification",
+    "ResearchContext",
     "ResearchState",
     "SectionResult",
     "SectionStatus",
     "SubQuestion",
     "assemble_research_graph",
+    "assemble_subquestion_graph",
     "bibliography_line",
     "build_research_graph",
-    "build_research_graph_from_parts",
     "cancelled_report",
+    "compile_research_graph",
     "compose_report",
     "conflict_statements",
     "counting",
@@ -147,7 +157,6 @@ __all__ = [
     "on_subject",
     "parse_decision",
     "plan_markdown",
-    "research_branch",
     "research_checkpointer",
     "rule_plan",
     "split_bullets",
@@ -350,48 +359,32 @@ def counting(counter: ModelCallCounter) -> Iterator[ModelCallCounter]:
         _ACTIVE_COUNTER.reset(token)
 
 
-# -- one branch: the assistant's retrieve, write and verify nodes on a sub-state -----------------
+# -- one branch: the assistant's retrieve, write and verify nodes as a compiled subgraph ----------
 
 
-def _reducers() -> dict[str, Callable[[Any, Any], Any]]:
-    """The reducers declared on :class:`AssistantState` (``Annotated[..., reducer]``)."""
-    found = {}
-    for name, hint in get_type_hints(AssistantState, include_extras=True).items():
-        if get_origin(hint) is Annotated:
-            found[name] = get_args(hint)[1]
-    return found
+class BranchState(AssistantState, total=False):
+    """A branch's state: the assistant's state for its sub-question, the task and its tally."""
+
+    index: int
+    total: int
+    subquestion: SubQuestion
+    allowance: int
+    budgets: ResearchSettings
+    skipped: bool
+    """No model call was left for this branch: it is reported as not researched."""
+    grew: bool
+    """The last retrieval added passages."""
+    found: int
+    """On-subject passages the first retrieval found (more than the cap: the cap cut them)."""
+    model_calls: int
+    branch_notes: Annotated[list[str], append_or_reset]
+    sections: Annotated[list[SectionResult], merge_sections]
 
 
-_ASSISTANT_REDUCERS = _reducers()
+class BranchOutput(TypedDict):
+    """What a branch hands back to the research graph."""
 
-
-def _apply(state: dict[str, Any], update: dict[str, Any]) -> None:
-    """Apply one node's update to a branch's sub-state as the assistant graph would."""
-    for key, value in update.items():
-        reducer = _ASSISTANT_REDUCERS.get(key)
-        state[key] = reducer(state.get(key) or [], value) if reducer else value
-
-
-def _substate(question: str) -> dict[str, Any]:
-    """A fresh assistant sub-state for one sub-question (literature route, no images)."""
-    return {
-        "messages": [HumanMessage(question)],
-        "question": question,
-        "query": question,
-        "images": [],
-        "findings": [],
-        "evidence": [],
-        "route": [],
-        "needs_images": False,
-        "needs_literature": True,
-        "emergency": False,
-        "out_of_scope": False,
-        "draft": [],
-        "best": None,
-        "retry": False,
-        "tool_steps": 0,
-        "verify_rounds": 0,
-    }
+    sections: Annotated[list[SectionResult], merge_sections]
 
 
 def _judge_calls(draft: Sequence[DraftSentence]) -> int:
@@ -420,268 +413,361 @@ def on_subject(evidence: Evidence, terms: set[str]) -> bool:
     return not terms or bool(terms & content_terms(evidence.chunk.text))
 
 
-def _retrieve(
-    nodes: dict[str, Callable[..., Any]], sub: dict[str, Any], cap: int
-) -> tuple[int, int]:
-    """Run ``retrieve``; keep on-subject passages, at most ``cap`` in all.
-
-    Returns how many on-subject passages the search found and how many it set aside.
-    """
-    update = nodes["retrieve"](sub)
-    terms = subject_terms(sub["question"])
-    hits = update.get("evidence", [])
-    kept = [item for item in hits if on_subject(item, terms)]
-    _apply(sub, {**update, "evidence": kept})
-    sub["evidence"] = sub["evidence"][:cap]  # numbering is first-come, so the tail goes
-    return len(kept), len(hits) - len(kept)
-
-
-def research_branch(parts: AssistantParts, task: BranchTask) -> SectionResult:
-    """Research one sub-question with the assistant's nodes, within the branch's budgets."""
-    budgets, sub_question = task["budgets"], task["subquestion"]
-    cap = budgets.evidence_per_subquestion
-    graph_settings = parts.settings.model_copy(
+def _branch_runtime(
+    state: BranchState, runtime: Runtime[AssistantContext], *, lexical: bool = False
+) -> Runtime[AssistantContext]:
+    """The run's runtime with the branch's budgets on its context (and no model when
+    ``lexical``: verify then scores support lexically instead of by judge calls)."""
+    context, budgets = runtime.context, state["budgets"]
+    settings = context.settings.model_copy(
         update={
-            "retrieve_k": cap + 1,
+            "retrieve_k": budgets.evidence_per_subquestion + 1,
             "max_answer_sentences": budgets.sentences_per_section,
             # the evidence budget bounds what a branch reads
             "read_whole_records": False,
         }
     )
-    branch_parts = replace(parts, settings=graph_settings)
-    nodes = build_nodes(branch_parts)
-    # Same nodes without a model: verify then scores support lexically instead of by judge calls.
-    lexical = nodes if parts.extractive else build_nodes(replace(branch_parts, text_model=None))
-    result = SectionResult(
-        index=task["index"], question=sub_question.question, why=sub_question.why, status="answered"
-    )
-    allowance = task["allowance"]
-    if not parts.extractive and allowance < 1:
-        return result.model_copy(update={"status": "not_researched"})
+    changes: dict[str, Any] = {"settings": settings}
+    if lexical:
+        changes["text_model"] = None
+    return runtime.override(context=replace(context, **changes))
+
+
+def open_subquestion(state: BranchState, runtime: Runtime[AssistantContext]) -> dict[str, Any]:
+    """Start a branch: the assistant's fresh state for the sub-question (literature route)."""
+    question = state["subquestion"].question
+    _emit(runtime, "subquestion", index=state["index"] + 1, total=state["total"], question=question)
+    return {
+        "messages": [HumanMessage(question)],
+        "question": question,
+        "query": question,
+        "needs_literature": True,
+        "model_calls": 0,
+        "skipped": not runtime.context.extractive and state["allowance"] < 1,
+    }
+
+
+def retrieve_subquestion(state: BranchState, runtime: Runtime[AssistantContext]) -> dict[str, Any]:
+    """The assistant's ``retrieve``; keep on-subject passages, at most the evidence budget."""
+    update = retrieve(state, _branch_runtime(state, runtime))
+    hits: list[Evidence] = update["evidence"]
+    terms = subject_terms(state["question"])
+    kept = [item for item in hits if on_subject(item, terms)]
+    existing = state.get("evidence", [])
+    seen = {e.chunk.chunk_id for e in existing}
+    room = state["budgets"].evidence_per_subquestion - len(existing)
+    # numbering is first-come, so what does not fit is the tail
+    fresh = []
+    for item in kept:
+        if item.chunk.chunk_id not in seen and len(fresh) < room:
+            seen.add(item.chunk.chunk_id)
+            fresh.append(item)
+    first = "found" not in state
     notes: list[str] = []
+    aside = len(hits) - len(kept)
+    if first and aside:
+        notes.append(
+            f"{aside} retrieved passage{'s' if aside > 1 else ''} shared no subject word with "
+            "the sub-question and were set aside"
+        )
+    if not first and not fresh:
+        notes.append("support was low, but the evidence budget left no room for more passages")
+    return {
+        "evidence": fresh,
+        "route": update["route"],
+        "grew": bool(fresh),
+        "found": len(kept) if first else state["found"],
+        "branch_notes": notes,
+    }
+
+
+def write_subquestion(state: BranchState, runtime: Runtime[AssistantContext]) -> dict[str, Any]:
+    """The assistant's ``write`` within the branch's sentence budget; its model calls counted."""
     counter = ModelCallCounter()
-    sub = _substate(sub_question.question)
     with counting(counter):
-        found, aside = _retrieve(nodes, sub, cap)
-        capped = found > cap
-        if aside:
-            notes.append(
-                f"{aside} retrieved passage{'s' if aside > 1 else ''} shared no subject word with "
-                "the sub-question and were set aside"
-            )
-        if not sub["evidence"]:
-            return result.model_copy(update={"status": "no_evidence", "notes": notes})
-        while True:
-            _apply(sub, nodes["write"](sub))
-            verifier = nodes
-            if not parts.extractive and allowance - counter.count < _judge_calls(sub["draft"]):
-                verifier = lexical
-                notes.append(
-                    "claims were checked lexically, not by the model: the model-call budget ran "
-                    "short"
-                )
-            _apply(sub, verifier["verify"](sub))
-            if not sub.get("retry"):
-                break
-            if not parts.extractive and allowance - counter.count < 1:
-                notes.append(
-                    "support was low, but the model-call budget left no further retrieval round"
-                )
-                break
-            before = len(sub["evidence"])
-            _retrieve(nodes, sub, cap)
-            if len(sub["evidence"]) == before:
-                notes.append(
-                    "support was low, but the evidence budget left no room for more passages"
-                )
-                break
-    best: BestDraft = sub.get("best") or BestDraft()
-    return result.model_copy(
-        update={
-            "status": "answered" if best.sentences else "unsupported",
-            "sentences": best.sentences,
-            "evidence": sub["evidence"],
-            "verification": best.verification,
-            "notes": list(dict.fromkeys(notes)),
-            "model_calls": counter.count,
-            "evidence_capped": capped,
-        }
+        update = write(state, _branch_runtime(state, runtime))
+    return {**update, "model_calls": state.get("model_calls", 0) + counter.count}
+
+
+def verify_subquestion(state: BranchState, runtime: Runtime[AssistantContext]) -> dict[str, Any]:
+    """The assistant's ``verify``: by the model while the branch's allowance covers its judge
+    calls, lexically after; a retry only while a model call is left."""
+    extractive = runtime.context.extractive
+    left = state["allowance"] - state.get("model_calls", 0)
+    lexical = not extractive and left < _judge_calls(state.get("draft", []))
+    notes = []
+    if lexical:
+        notes.append(
+            "claims were checked lexically, not by the model: the model-call budget ran short"
+        )
+    counter = ModelCallCounter()
+    with counting(counter):
+        update = verify(state, _branch_runtime(state, runtime, lexical=lexical))
+    calls = state.get("model_calls", 0) + counter.count
+    if update.get("retry") and not extractive and state["allowance"] - calls < 1:
+        update["retry"] = False
+        notes.append("support was low, but the model-call budget left no further retrieval round")
+    return {**update, "model_calls": calls, "branch_notes": notes}
+
+
+def close_subquestion(state: BranchState, runtime: Runtime[AssistantContext]) -> dict[str, Any]:
+    """The branch's section: its best verified draft, evidence, notes and model calls."""
+    sub_question = state["subquestion"]
+    notes = list(dict.fromkeys(state.get("branch_notes", [])))
+    section = SectionResult(
+        index=state["index"],
+        question=sub_question.question,
+        why=sub_question.why,
+        status="answered",
     )
+    evidence = state.get("evidence", [])
+    cap = state["budgets"].evidence_per_subquestion
+    if state.get("skipped"):
+        section = section.model_copy(update={"status": "not_researched"})
+    elif not evidence:
+        section = section.model_copy(update={"status": "no_evidence", "notes": notes})
+    else:
+        best = state.get("best") or BestDraft()
+        section = section.model_copy(
+            update={
+                "status": "answered" if best.sentences else "unsupported",
+                "sentences": best.sentences,
+                "evidence": evidence,
+                "verification": best.verification,
+                "notes": notes,
+                "model_calls": state.get("model_calls", 0),
+                "evidence_capped": state.get("found", 0) > cap,
+            }
+        )
+    _emit(
+        runtime,
+        "subquestion_done",
+        index=state["index"] + 1,
+        total=state["total"],
+        question=sub_question.question,
+        status=section.status,
+        records=len({e.source_id for e in section.evidence}),
+        supported_fraction=section.verification.supported_fraction,
+    )
+    return {"sections": [section]}
+
+
+def after_open(state: BranchState) -> Literal["retrieve", "close"]:
+    """A branch with no model call left is not researched."""
+    return "close" if state.get("skipped") else "retrieve"
+
+
+def after_retrieve(state: BranchState) -> Literal["write", "close"]:
+    """Write when the retrieval found passages (the first) or added some (a retry)."""
+    return "write" if state.get("grew") else "close"
+
+
+def after_verify(state: BranchState) -> Literal["retrieve", "close"]:
+    """One more retrieval round when verify asked for it."""
+    return "retrieve" if state.get("retry") else "close"
+
+
+def assemble_subquestion_graph() -> StateGraph[BranchState, AssistantContext]:
+    """One sub-question's branch: retrieve -> write -> verify (-> retrieve), then its section."""
+    graph: StateGraph[BranchState, AssistantContext] = StateGraph(
+        BranchState,
+        context_schema=AssistantContext,
+        input_schema=BranchTask,
+        output_schema=BranchOutput,
+    )
+    graph.add_node("open", open_subquestion)
+    graph.add_node("retrieve", retrieve_subquestion)
+    graph.add_node("write", write_subquestion)
+    graph.add_node("verify", verify_subquestion)
+    graph.add_node("close", close_subquestion)
+    graph.add_edge(START, "open")
+    graph.add_conditional_edges("open", after_open, ["retrieve", "close"])
+    graph.add_conditional_edges("retrieve", after_retrieve, ["write", "close"])
+    graph.add_edge("write", "verify")
+    graph.add_conditional_edges("verify", after_verify, ["retrieve", "close"])
+    graph.add_edge("close", END)
+    return graph
 
 
 # -- the graph -------------------------------------------------------------------------------------
 
 
-def assemble_research_graph(
-    parts: AssistantParts, research: ResearchSettings | None = None
-) -> StateGraph[ResearchState]:
-    """The uncompiled research graph over ``parts`` (for composition in users' own graphs)."""
-    defaults = research or ResearchSettings()
+@dataclass
+class ResearchContext(AssistantContext):
+    """The research graph's run context: the assistant's, plus the default budgets."""
 
-    def budgets_of(state: ResearchState) -> ResearchSettings:
-        return state.get("budgets") or defaults
+    research: ResearchSettings = field(default_factory=ResearchSettings)
 
-    def plan(state: ResearchState) -> dict[str, Any]:
-        topic = (state.get("topic") or "").strip()
-        if not topic:
-            raise EmptyTopicError(
-                "the research topic is empty; give a topic, e.g. 'statins for primary prevention "
-                "in older adults'"
-            )
-        budgets = budgets_of(state)
-        heading, bullets = split_bullets(topic)
-        update: dict[str, Any] = {
-            "budgets": budgets,
-            "title": heading,
-            "sections": Reset(),
-            "plan_calls": 0,
-            "emergency_kind": None,
-            "decision": "not_asked",
-        }
-        decision = triage_by_rules(topic, has_images=False)
-        if decision.emergency:
-            _emit("research_emergency", kind=decision.emergency_kind)
-            return {**update, "plan": [], "emergency_kind": decision.emergency_kind,
-                    "notes": Reset(), "plan_source": "none"}  # fmt: skip
-        notes: list[str] = []
-        counter = ModelCallCounter()
-        if bullets:
-            items = [SubQuestion(question=b, why="Listed in the request.") for b in bullets]
-            source = "request"
-        elif parts.text_model is None:
-            items, source = rule_plan(topic), "rules"
-        else:
-            with counting(counter):
-                items = model_plan(parts.text_model, topic, budgets.max_subquestions)
-            source = "model"
-            if not items:
-                items, source = rule_plan(topic), "rules"
-                notes.append(
-                    "The model's plan could not be read; the plan was made by rules from the topic."
-                )
-        items, cut = limit_plan(items, budgets.max_subquestions)
-        _emit("plan", source=source, subquestions=[s.question for s in items])
-        return {**update, "plan": items, "plan_source": source, "plan_calls": counter.count,
-                "notes": Reset([*notes, *cut])}  # fmt: skip
 
-    def fan_out(state: ResearchState) -> list[Send]:
-        items = state.get("plan", [])
-        budgets = budgets_of(state)
-        remaining = max(0, budgets.max_model_calls - state.get("plan_calls", 0))
-        share, extra = divmod(remaining, len(items))
-        return [
-            Send(
-                "research_subquestion",
-                BranchTask(
-                    index=index,
-                    total=len(items),
-                    subquestion=item,
-                    allowance=share + (1 if index < extra else 0),
-                    budgets=budgets,
-                ),
-            )
-            for index, item in enumerate(items)
-        ]
+ResearchRuntime = Runtime[ResearchContext]
 
-    def after_plan(state: ResearchState) -> Any:
-        if not state.get("plan"):
-            return "report"
-        if state.get("approve_plan"):
-            return "approve"
-        return fan_out(state)
 
-    def approve(state: ResearchState) -> dict[str, Any]:
-        # Nothing before interrupt(): on resume this node runs again from its start.
-        items = state.get("plan", [])
-        answer = interrupt(
-            {
-                "topic": state.get("topic", ""),
-                "title": state.get("title", ""),
-                "plan": [item.model_dump() for item in items],
-                "question": APPROVAL_QUESTION,
-            }
+def _budgets_of(state: ResearchState, runtime: ResearchRuntime) -> ResearchSettings:
+    return state.get("budgets") or runtime.context.research
+
+
+def plan(state: ResearchState, runtime: ResearchRuntime) -> dict[str, Any]:
+    """Sub-questions for the topic: the request's bullets, the model's plan, or rules."""
+    topic = (state.get("topic") or "").strip()
+    if not topic:
+        raise EmptyTopicError(
+            "the research topic is empty; give a topic, e.g. 'statins for primary prevention "
+            "in older adults'"
         )
-        decision = parse_decision(answer)
-        if decision.action == "cancel":
-            return {"decision": "cancelled"}
-        if decision.action == "edit":
-            edited, cut = limit_plan(decision.plan, budgets_of(state).max_subquestions)
-            return {"decision": "edited", "plan": edited, "plan_source": "edited", "notes": cut}
-        return {"decision": "accepted"}
-
-    def after_approve(state: ResearchState) -> Any:
-        return "report" if state.get("decision") == "cancelled" else fan_out(state)
-
-    def research_subquestion(state: BranchTask) -> dict[str, Any]:
-        number, total = state["index"] + 1, state["total"]
-        question = state["subquestion"].question
-        _emit("subquestion", index=number, total=total, question=question)
-        section = research_branch(parts, state)
-        _emit(
-            "subquestion_done",
-            index=number,
-            total=total,
-            question=question,
-            status=section.status,
-            records=len({e.source_id for e in section.evidence}),
-            supported_fraction=section.verification.supported_fraction,
-        )
-        return {"sections": [section]}
-
-    def report(state: ResearchState) -> dict[str, Any]:
-        topic = state.get("topic", "").strip()
-        title = state.get("title") or topic
-        if state.get("decision") == "cancelled":
-            return {"report": cancelled_report(topic, title, state.get("plan", []), parts.engine)}
-        if state.get("emergency_kind"):
-            text = emergency_answer(state.get("emergency_kind"))
-            markdown = (
-                f"# {title}\n\n{text}\n\n> **Not for clinical use.** {NOT_FOR_CLINICAL_USE}\n"
-            )
-            return {
-                "report": Report(topic=topic, title=title, markdown=markdown, engine=parts.engine)
-            }
-        budgets = budgets_of(state)
-        sections = state.get("sections", [])
-        used = state.get("plan_calls", 0) + sum(s.model_calls for s in sections)
-        find, check, notes = find_conflicts, RULE_CONFLICT_CHECK, list(state.get("notes", []))
-        if parts.text_model is not None:
-            if used < budgets.max_model_calls:
-                model = parts.text_model
-                find, check = (lambda items: model_conflicts(model, items)), "by the model"
-            else:
-                notes.append(
-                    "Model-call budget: conflicts between records were checked by rules, not by "
-                    "the model; the budget was spent."
-                )
-        counter = ModelCallCounter()
+    budgets = _budgets_of(state, runtime)
+    heading, bullets = split_bullets(topic)
+    update: dict[str, Any] = {
+        "budgets": budgets,
+        "title": heading,
+        "sections": Reset(),
+        "plan_calls": 0,
+        "emergency_kind": None,
+        "decision": "not_asked",
+    }
+    decision = triage_by_rules(topic, has_images=False)
+    if decision.emergency:
+        _emit(runtime, "research_emergency", kind=decision.emergency_kind)
+        return {**update, "plan": [], "emergency_kind": decision.emergency_kind,
+                "notes": Reset(), "plan_source": "none"}  # fmt: skip
+    notes: list[str] = []
+    counter = ModelCallCounter()
+    text_model = runtime.context.text_model
+    if bullets:
+        items = [SubQuestion(question=b, why="Listed in the request.") for b in bullets]
+        source = "request"
+    elif text_model is None:
+        items, source = rule_plan(topic), "rules"
+    else:
         with counting(counter):
-            composed = compose_report(
-                topic=topic,
-                title=title,
-                plan=state.get("plan", []),
-                sections=sections,
-                notes=notes,
-                budgets=budgets,
-                plan_calls=state.get("plan_calls", 0),
-                plan_source=state.get("plan_source", ""),
-                engine=parts.engine,
-                extractive=parts.extractive,
-                min_supported_fraction=parts.settings.min_supported_fraction,
-                find=find,
-                conflict_check=check,
+            items = model_plan(text_model, topic, budgets.max_subquestions)
+        source = "model"
+        if not items:
+            items, source = rule_plan(topic), "rules"
+            notes.append(
+                "The model's plan could not be read; the plan was made by rules from the topic."
             )
-        if counter.count:
-            composed = composed.model_copy(
-                update={"model_calls": composed.model_calls + counter.count}
-            )
-        _emit("report", sections=len(composed.sections), records=len(composed.bibliography))
-        return {"report": composed}
+    items, cut = limit_plan(items, budgets.max_subquestions)
+    _emit(runtime, "plan", source=source, subquestions=[s.question for s in items])
+    return {**update, "plan": items, "plan_source": source, "plan_calls": counter.count,
+            "notes": Reset([*notes, *cut])}  # fmt: skip
 
-    graph: StateGraph[ResearchState] = StateGraph(ResearchState)
+
+def fan_out(state: ResearchState, runtime: ResearchRuntime) -> list[Send]:
+    """One ``Send`` per sub-question, each with its share of the model-call budget."""
+    items = state.get("plan", [])
+    budgets = _budgets_of(state, runtime)
+    remaining = max(0, budgets.max_model_calls - state.get("plan_calls", 0))
+    share, extra = divmod(remaining, len(items))
+    return [
+        Send(
+            "research_subquestion",
+            BranchTask(
+                index=index,
+                total=len(items),
+                subquestion=item,
+                allowance=share + (1 if index < extra else 0),
+                budgets=budgets,
+            ),
+        )
+        for index, item in enumerate(items)
+    ]
+
+
+def after_plan(
+    state: ResearchState, runtime: ResearchRuntime
+) -> Literal["report", "approve"] | list[Send]:
+    """Nothing to research (an emergency): report; approval asked: approve; else fan out."""
+    if not state.get("plan"):
+        return "report"
+    if state.get("approve_plan"):
+        return "approve"
+    return fan_out(state, runtime)
+
+
+def approve(state: ResearchState, runtime: ResearchRuntime) -> dict[str, Any]:
+    """Wait for the user's decision on the plan (an interrupt): accept, edit or cancel."""
+    # Nothing before interrupt(): on resume this node runs again from its start.
+    items = state.get("plan", [])
+    answer = interrupt(
+        {
+            "topic": state.get("topic", ""),
+            "title": state.get("title", ""),
+            "plan": [item.model_dump() for item in items],
+            "question": APPROVAL_QUESTION,
+        }
+    )
+    decision = parse_decision(answer)
+    if decision.action == "cancel":
+        return {"decision": "cancelled"}
+    if decision.action == "edit":
+        edited, cut = limit_plan(decision.plan, _budgets_of(state, runtime).max_subquestions)
+        return {"decision": "edited", "plan": edited, "plan_source": "edited", "notes": cut}
+    return {"decision": "accepted"}
+
+
+def after_approve(state: ResearchState, runtime: ResearchRuntime) -> Literal["report"] | list[Send]:
+    """A cancelled plan goes straight to the report; else fan out."""
+    return "report" if state.get("decision") == "cancelled" else fan_out(state, runtime)
+
+
+def report(state: ResearchState, runtime: ResearchRuntime) -> dict[str, Any]:
+    """The markdown report from the sections (or the cancelled / emergency report)."""
+    context = runtime.context
+    topic = state.get("topic", "").strip()
+    title = state.get("title") or topic
+    if state.get("decision") == "cancelled":
+        return {"report": cancelled_report(topic, title, state.get("plan", []), context.engine)}
+    if state.get("emergency_kind"):
+        text = emergency_answer(state.get("emergency_kind"))
+        markdown = f"# {title}\n\n{text}\n\n> **Not for clinical use.** {NOT_FOR_CLINICAL_USE}\n"
+        return {
+            "report": Report(topic=topic, title=title, markdown=markdown, engine=context.engine)
+        }
+    budgets = _budgets_of(state, runtime)
+    sections = state.get("sections", [])
+    used = state.get("plan_calls", 0) + sum(s.model_calls for s in sections)
+    find, check, notes = find_conflicts, RULE_CONFLICT_CHECK, list(state.get("notes", []))
+    if context.text_model is not None:
+        if used < budgets.max_model_calls:
+            model = context.text_model
+            find, check = (lambda items: model_conflicts(model, items)), "by the model"
+        else:
+            notes.append(
+                "Model-call budget: conflicts between records were checked by rules, not by "
+                "the model; the budget was spent."
+            )
+    counter = ModelCallCounter()
+    with counting(counter):
+        composed = compose_report(
+            topic=topic,
+            title=title,
+            plan=state.get("plan", []),
+            sections=sections,
+            notes=notes,
+            budgets=budgets,
+            plan_calls=state.get("plan_calls", 0),
+            plan_source=state.get("plan_source", ""),
+            engine=context.engine,
+            extractive=context.extractive,
+            min_supported_fraction=context.settings.min_supported_fraction,
+            find=find,
+            conflict_check=check,
+        )
+    if counter.count:
+        composed = composed.model_copy(update={"model_calls": composed.model_calls + counter.count})
+    _emit(runtime, "report", sections=len(composed.sections), records=len(composed.bibliography))
+    return {"report": composed}
+
+
+def assemble_research_graph() -> StateGraph[ResearchState, ResearchContext]:
+    """The uncompiled research graph (for composition in users' own graphs); each sub-question
+    runs through the compiled :func:`assemble_subquestion_graph`."""
+    graph: StateGraph[ResearchState, ResearchContext] = StateGraph(
+        ResearchState, context_schema=ResearchContext
+    )
     graph.add_node("plan", plan)
     graph.add_node("approve", approve)
-    graph.add_node("research_subquestion", research_subquestion, input_schema=BranchTask)
+    graph.add_node("research_subquestion", assemble_subquestion_graph().compile())
     graph.add_node("report", report)
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", after_plan, ["approve", "research_subquestion", "report"])
@@ -691,14 +777,17 @@ def assemble_research_graph(
     return graph
 
 
-def build_research_graph_from_parts(
-    parts: AssistantParts, research: ResearchSettings | None = None, **compile_kwargs: Any
+def compile_research_graph(
+    context: AssistantContext, research: ResearchSettings | None = None, **compile_kwargs: Any
 ) -> CompiledStateGraph:
-    """Compile the research graph; a ``checkpointer`` given is allowed the research state types."""
+    """The research graph compiled over ``context`` (its default budgets ``research``); a
+    ``checkpointer`` given is allowed the research state types."""
     checkpointer = compile_kwargs.get("checkpointer")
     if isinstance(checkpointer, BaseCheckpointSaver):
         compile_kwargs["checkpointer"] = research_checkpointer(checkpointer)
-    return assemble_research_graph(parts, research).compile(**compile_kwargs)
+    fields = {f.name: getattr(context, f.name) for f in dataclass_fields(context) if f.init}
+    research_context = ResearchContext(**{**fields, "research": research or ResearchSettings()})
+    return with_context(assemble_research_graph().compile(**compile_kwargs), research_context)
 
 
 def build_research_graph(
@@ -716,8 +805,8 @@ def build_research_graph(
     from medgraph.settings import Settings
 
     settings = settings or Settings()
-    parts = parts_from_settings(settings, text_model=text_model, index=index)
-    return build_research_graph_from_parts(parts, settings.research, **compile_kwargs)
+    context = context_from_settings(settings, text_model=text_model, index=index)
+    return compile_research_graph(context, settings.research, **compile_kwargs)
 
 
 def make_graph() -> CompiledStateGraph:

@@ -62,6 +62,15 @@ class Finding(BaseModel):
     """Where the finding came from, e.g. ``series-1 (CT chest axial), slices 1-120 of 120``."""
 
 
+class ToolUse(BaseModel):
+    """One tool call the reasoner made while answering, with the result it got."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    result: str = ""
+    status: Literal["success", "error"] = "success"
+
+
 class Answer(BaseModel):
     """The assistant's reply: cited text, its citations and how it was produced."""
 
@@ -69,6 +78,8 @@ class Answer(BaseModel):
     text: str
     citations: list[Citation] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
+    tool_calls: list[ToolUse] = Field(default_factory=list)
+    """This turn's tool calls and their results (the reasoner's trace)."""
     route: list[str] = Field(default_factory=list)
     verification: Verification = Field(default_factory=Verification)
     engine: str
@@ -107,6 +118,7 @@ class Answer(BaseModel):
                 for c in self.citations
             ],
             "findings": [f.model_dump() for f in self.findings],
+            "tool_calls": [t.model_dump() for t in self.tool_calls],
             "route": self.route,
             "verification": self.verification.model_dump(),
             "engine": self.engine,

@@ -21,13 +21,14 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from medgraph.errors import MedgraphError
 from medgraph.graphs.assistant import (
-    build_graph_from_parts,
-    parts_from_settings,
+    compile_assistant_graph,
+    context_from_settings,
     pending_clarification,
 )
 from medgraph.graphs.attachments import ATTACHMENTS_KEY, Attachments, attach
@@ -90,7 +91,10 @@ class Assistant:
     """Ask grounded medical questions; every answer cites ingested literature.
 
     Models and index come from ``settings`` unless given (tests and applications may pass any
-    LangChain chat model and any object with the index's ``search`` method).
+    LangChain chat model and any object with the index's ``search`` method). ``tools``: LangChain
+    tools of your own, offered to the reasoner beside
+    :func:`~medgraph.tools.registry.default_tools`; each call and its result is listed in the
+    answer's ``tool_calls``.
     """
 
     def __init__(
@@ -100,25 +104,26 @@ class Assistant:
         text_model: BaseChatModel | None = None,
         image_model: BaseChatModel | None = None,
         index: EvidenceSearcher | None = None,
+        tools: Sequence[BaseTool] = (),
         checkpoint_path: Path | None = None,
     ) -> None:
         """Build the graph and open the checkpointer."""
         self.settings = settings or Settings()
         self._stack = ExitStack()
-        self.parts = parts_from_settings(
-            self.settings, text_model=text_model, image_model=image_model, index=index
+        self.context = context_from_settings(
+            self.settings, text_model=text_model, image_model=image_model, index=index, tools=tools
         )
         self.checkpointer = self._stack.enter_context(
             open_checkpointer(
                 checkpoint_path or self.settings.checkpoint_path, self.settings.graph.checkpoint_url
             )
         )
-        self.graph = build_graph_from_parts(self.parts, checkpointer=self.checkpointer)
+        self.graph = compile_assistant_graph(self.context, checkpointer=self.checkpointer)
 
     def close(self) -> None:
         """Close the checkpointer (and the index, if it has ``close``)."""
         self._stack.close()
-        close = getattr(self.parts.index, "close", None)
+        close = getattr(self.context.index, "close", None)
         if callable(close):
             close()
 
@@ -132,16 +137,16 @@ class Assistant:
     def research_graph(self) -> CompiledStateGraph:
         """The research graph over this assistant's models, index and checkpointer (compiled once,
         on first use)."""
-        from medgraph.graphs.research import build_research_graph_from_parts
+        from medgraph.graphs.research import compile_research_graph
 
-        return build_research_graph_from_parts(
-            self.parts, self.settings.research, checkpointer=self.checkpointer
+        return compile_research_graph(
+            self.context, self.settings.research, checkpointer=self.checkpointer
         )
 
     @property
     def engine(self) -> str:
         """ "extractive" or "<engine>:<model>"."""
-        return self.parts.engine
+        return self.context.engine
 
     def thread_exists(self, thread_id: str) -> bool:
         """Whether a conversation with this id has been checkpointed."""

@@ -265,11 +265,11 @@ def eval_answers(
     supported fractions, and ROUGE-L against the long answer. Works with every engine."""
     from medgraph.evals.answering import close_parts
     from medgraph.evals.answers import evaluate_answers, read_open_questions
-    from medgraph.graphs.assistant import parts_from_settings
+    from medgraph.graphs.assistant import context_from_settings
 
     items = _limited(read_open_questions(questions), limit)
     settings = _settings(model, text_model, index, max_tokens, preset)
-    parts = parts_from_settings(settings)
+    parts = context_from_settings(settings)
     try:
         report = evaluate_answers(parts, items, source=questions.name, save=save)
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from medgraph.knowledge.types import Evidence
 from medgraph.tools.literature import EvidenceSearcher
 
 if TYPE_CHECKING:
-    from medgraph.graphs.assistant import AssistantParts
+    from medgraph.graphs.assistant import AssistantContext
     from medgraph.settings import Settings
 
 Condition = Literal["retrieval", "closed_book"]
@@ -67,14 +67,14 @@ def evaluation_parts(
     task: str,
     text_model: BaseChatModel | None = None,
     index: EvidenceSearcher | None = None,
-) -> AssistantParts:
+) -> AssistantContext:
     """The assistant's parts for an evaluation that needs a text model.
 
     Raises :class:`ExtractiveEngineError` for the extractive engine. Without ``retrieval`` no
     index is opened and no embedding model is loaded; else ``index`` (default: the index the
     settings name) is searched.
     """
-    from medgraph.graphs.assistant import parts_from_settings
+    from medgraph.graphs.assistant import context_from_settings
 
     if settings.models.engine == "extractive" and text_model is None:
         raise ExtractiveEngineError(
@@ -84,17 +84,17 @@ def evaluation_parts(
         )
     if not retrieval:
         index = _NoIndex()
-    return parts_from_settings(settings, text_model=text_model, index=index)
+    return context_from_settings(settings, text_model=text_model, index=index)
 
 
-def close_parts(parts: AssistantParts) -> None:
+def close_parts(parts: AssistantContext) -> None:
     """Release the literature index the parts opened (its write lock and store)."""
     close = getattr(parts.index, "close", None)
     if callable(close):
         close()
 
 
-def retrieve(parts: AssistantParts, query: str) -> list[Evidence]:
+def retrieve(parts: AssistantContext, query: str) -> list[Evidence]:
     """Hybrid search for ``query``, numbered 1..k as the assistant numbers evidence."""
     if parts.index is None:
         return []
@@ -168,7 +168,7 @@ __all__ = [
 
 
 def evaluate_under_conditions(
-    parts: AssistantParts,
+    parts: AssistantContext,
     questions: Sequence[Question],
     conditions: Sequence[Condition],
     *,
@@ -177,7 +177,7 @@ def evaluate_under_conditions(
     columns: Sequence[Column],
     question_id: Callable[[Question], str],
     evaluate_question: Callable[
-        [AssistantParts, Question, Sequence[Condition], Record | None], Record
+        [AssistantContext, Question, Sequence[Condition], Record | None], Record
     ],
     summarise: Callable[[Sequence[Record], Sequence[Condition]], dict[str, Any]],
     source: str = "",

@@ -32,7 +32,7 @@ from medgraph.evals.runner import Record, SaveFile, run_items
 from medgraph.knowledge.citations import strip_markers
 
 if TYPE_CHECKING:
-    from medgraph.graphs.assistant import AssistantParts
+    from medgraph.graphs.assistant import AssistantContext
     from medgraph.graphs.state import Answer
 
 TASK = "answers"
@@ -205,7 +205,7 @@ def summarise(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
 
 
 def evaluate_answers(
-    parts: AssistantParts,
+    parts: AssistantContext,
     questions: Sequence[OpenQuestion],
     *,
     source: str = "",
@@ -213,10 +213,10 @@ def evaluate_answers(
     progress: bool = True,
 ) -> EvalReport:
     """Answer every question with the assistant graph over ``parts`` and score the answers."""
-    from medgraph.graphs.assistant import build_graph_from_parts
+    from medgraph.graphs.assistant import compile_assistant_graph
 
     settings = parts.settings.model_copy(update={"clarify_ambiguous": False})
-    graph = build_graph_from_parts(_with_settings(parts, settings))
+    graph = compile_assistant_graph(_with_settings(parts, settings))
     saved = SaveFile(save, TASK, parts.engine) if save is not None else None
 
     def work(question: OpenQuestion, previous: Record | None) -> Record:
@@ -244,7 +244,7 @@ def evaluate_answers(
     )
 
 
-def _with_settings(parts: AssistantParts, settings: Any) -> AssistantParts:
+def _with_settings(parts: AssistantContext, settings: Any) -> AssistantContext:
     from dataclasses import replace
 
     return replace(parts, settings=settings)

@@ -26,7 +26,7 @@ from medgraph.evals.prompts import MCQ_CLOSED_BOOK, MCQ_RETRIEVAL, mcq_question
 from medgraph.evals.records import ChoiceQuestion
 from medgraph.evals.report import Column, EvalReport, mean
 from medgraph.evals.runner import Record
-from medgraph.graphs.assistant import AssistantParts
+from medgraph.graphs.assistant import AssistantContext
 from medgraph.tools.literature import render_evidence
 
 TASK = "mcq"
@@ -53,7 +53,7 @@ def choice_schema(letters: Sequence[str]) -> dict[str, Any]:
 
 
 def answer_question(
-    parts: AssistantParts, question: ChoiceQuestion, condition: Condition
+    parts: AssistantContext, question: ChoiceQuestion, condition: Condition
 ) -> dict[str, Any]:
     """One condition's answer to one question: the chosen letter, its reasoning, timing."""
     assert parts.text_model is not None
@@ -80,7 +80,7 @@ def answer_question(
 
 
 def evaluate_question(
-    parts: AssistantParts,
+    parts: AssistantContext,
     question: ChoiceQuestion,
     conditions: Sequence[Condition],
     previous: Record | None = None,
@@ -121,7 +121,7 @@ def summarise(records: Sequence[Record], conditions: Sequence[Condition]) -> dic
 
 
 def evaluate_mcq(
-    parts: AssistantParts,
+    parts: AssistantContext,
     questions: Sequence[ChoiceQuestion],
     conditions: Sequence[Condition],
     *,

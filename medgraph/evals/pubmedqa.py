@@ -29,7 +29,7 @@ from medgraph.evals.prompts import PUBMEDQA_CLOSED_BOOK, PUBMEDQA_RETRIEVAL
 from medgraph.evals.records import YES_NO_MAYBE, YesNoQuestion
 from medgraph.evals.report import Column, EvalReport, mean
 from medgraph.evals.runner import Record
-from medgraph.graphs.assistant import AssistantParts
+from medgraph.graphs.assistant import AssistantContext
 from medgraph.knowledge.citations import (
     Citation,
     DraftSentence,
@@ -121,7 +121,7 @@ def _reasons(reply: dict[str, Any] | None) -> list[DraftSentence]:
     return sentences
 
 
-def answer_with_retrieval(parts: AssistantParts, question: YesNoQuestion) -> dict[str, Any]:
+def answer_with_retrieval(parts: AssistantContext, question: YesNoQuestion) -> dict[str, Any]:
     """Retrieve, decide with cited reasons, and verify the reasons against their passages."""
     assert parts.text_model is not None
     evidence: list[Evidence] = retrieve(parts, question.question)
@@ -155,7 +155,7 @@ def answer_with_retrieval(parts: AssistantParts, question: YesNoQuestion) -> dic
     }
 
 
-def answer_closed_book(parts: AssistantParts, question: YesNoQuestion) -> dict[str, Any]:
+def answer_closed_book(parts: AssistantContext, question: YesNoQuestion) -> dict[str, Any]:
     """Decide from the question alone."""
     assert parts.text_model is not None
     decision = decide(parts.text_model, PUBMEDQA_CLOSED_BOOK, question.question, CLOSED_BOOK_SCHEMA)
@@ -169,7 +169,7 @@ def answer_closed_book(parts: AssistantParts, question: YesNoQuestion) -> dict[s
 
 
 def evaluate_question(
-    parts: AssistantParts,
+    parts: AssistantContext,
     question: YesNoQuestion,
     conditions: Sequence[Condition],
     previous: Record | None = None,
@@ -238,7 +238,7 @@ def summarise(records: Sequence[Record], conditions: Sequence[Condition]) -> dic
 
 
 def evaluate_pubmedqa(
-    parts: AssistantParts,
+    parts: AssistantContext,
     questions: Sequence[YesNoQuestion],
     conditions: Sequence[Condition],
     *,

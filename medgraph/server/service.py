@@ -331,7 +331,7 @@ class ChatService:
     @property
     def index(self) -> Any:
         """The assistant's literature index (a LiteratureIndex unless a custom one was given)."""
-        return self.assistant.parts.index
+        return self.assistant.context.index
 
     async def search(self, query: str, k: int, api_key: str | None = None) -> list[Evidence]:
         """Hybrid search of the literature index as ``api_key`` sees it, in a worker thread."""
