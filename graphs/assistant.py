@@ -26,7 +26,6 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
@@ -44,6 +43,7 @@ from medgraph.agents.images import LoadedImage, image_to_data_url
 from medgraph.agents.series import PreparedSeries
 from medgraph.errors import MedgraphError
 from medgraph.graphs.attachments import run_attachments
+from medgraph.graphs.bound import with_context
 from medgraph.graphs.config import GraphSettings
 from medgraph.graphs.image_reading import (
     image_mode,
@@ -984,15 +984,6 @@ def assemble_assistant_graph() -> StateGraph[AssistantState, AssistantContext]:
     graph.add_conditional_edges("verify", route_after_verify, ["retrieve", "finalize"])
     graph.add_edge("finalize", END)
     return graph
-
-
-def with_context(graph: CompiledStateGraph, context: Any) -> CompiledStateGraph:
-    """``graph`` running with ``context`` unless an invocation passes its own ``context=``.
-
-    LangGraph merges a run's runtime over the one in the graph's config (as it does for a
-    subgraph under its parent), so the bound context is the default.
-    """
-    return graph.with_config({"configurable": {CONFIG_KEY_RUNTIME: Runtime(context=context)}})
 
 
 def compile_assistant_graph(context: AssistantContext, **compile_kwargs: Any) -> CompiledStateGraph:

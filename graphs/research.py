@@ -60,9 +60,9 @@ from medgraph.graphs.assistant import (
     context_from_settings,
     retrieve,
     verify,
-    with_context,
     write,
 )
+from medgraph.graphs.bound import with_context
 from medgraph.graphs.config import ResearchSettings
 from medgraph.graphs.research_plan import (
     GENERIC_WORDS,

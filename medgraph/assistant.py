@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
@@ -36,6 +36,9 @@ from medgraph.graphs.checkpoint import open_checkpointer
 from medgraph.graphs.state import Answer, ImageRef
 from medgraph.settings import Settings
 from medgraph.tools.literature import VISIBLE_ORIGINS_KEY, EvidenceSearcher
+
+if TYPE_CHECKING:
+    from medgraph.graphs.research_report import Report
 
 STREAM_MODES = ("updates", "custom", "messages")
 
@@ -264,13 +267,14 @@ class Assistant:
         )
         yield "answer", self._answer(config, thread)
 
-    def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Any:
-        """A cited markdown report on ``topic`` (see :func:`medgraph.research.run_research`)."""
+    def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Report:
+        """A cited markdown report on ``topic`` (see :func:`medgraph.research.run_research`);
+        with ``approve_plan`` its status is ``awaiting_approval`` and it holds only the plan."""
         from medgraph.research import run_research
 
         return run_research(self, topic, approve_plan=approve_plan, **options)
 
-    def resume_research(self, thread_id: str, decision: Any = "accept", **options: Any) -> Any:
+    def resume_research(self, thread_id: str, decision: Any = "accept", **options: Any) -> Report:
         """Continue a research run waiting at plan approval: ``"accept"``, ``"cancel"`` or an
         edited list of sub-questions (see :func:`medgraph.research.resume_research`)."""
         from medgraph.research import resume_research

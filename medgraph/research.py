@@ -146,7 +146,8 @@ def stream_research(
             "new thread id"
         )
     state = {"topic": topic.strip(), "approve_plan": approve_plan, "budgets": settings}
-    for event in graph.stream(state, config, stream_mode="custom"):
+    # subgraphs=True: the sub-question branches are subgraphs, and their events come from there
+    for _, event in graph.stream(state, config, stream_mode="custom", subgraphs=True):
         yield "custom", event
     yield "report", _outcome(graph.get_state(config), thread, assistant.engine)
 
@@ -219,7 +220,8 @@ def stream_resume(
             "only a run started with approve_plan=True (--approve) can be resumed"
         )
     resume = parse_decision(decision)
-    for event in graph.stream(Command(resume=resume.model_dump()), config, stream_mode="custom"):
+    command = Command(resume=resume.model_dump())
+    for _, event in graph.stream(command, config, stream_mode="custom", subgraphs=True):
         yield "custom", event
     yield "report", _outcome(graph.get_state(config), thread_id, assistant.engine)
 
