@@ -924,7 +924,7 @@ def route_after_clarify(
     """Ends when the clarifying question was the answer (no checkpointer); else routes the
     clarified question like triage does."""
     if state.get("clarifying_question"):
-        return END
+        return "__end__"  # END
     return route_after_triage(state)
 
 

@@ -362,7 +362,9 @@ def counting(counter: ModelCallCounter) -> Iterator[ModelCallCounter]:
 # -- one branch: the assistant's retrieve, write and verify nodes as a compiled subgraph ----------
 
 
-class BranchState(AssistantState, total=False):
+# mypy resolves medgraph.graphs.* to Any (the package-dir mapping), so it cannot see that
+# AssistantState is a TypedDict.
+class BranchState(AssistantState, total=False):  # type: ignore[call-arg]
     """A branch's state: the assistant's state for its sub-question, the task and its tally."""
 
     index: int
@@ -457,7 +459,7 @@ def retrieve_subquestion(state: BranchState, runtime: Runtime[AssistantContext])
     seen = {e.chunk.chunk_id for e in existing}
     room = state["budgets"].evidence_per_subquestion - len(existing)
     # numbering is first-come, so what does not fit is the tail
-    fresh = []
+    fresh: list[Evidence] = []
     for item in kept:
         if item.chunk.chunk_id not in seen and len(fresh) < room:
             seen.add(item.chunk.chunk_id)
@@ -567,9 +569,11 @@ def after_verify(state: BranchState) -> Literal["retrieve", "close"]:
     return "retrieve" if state.get("retry") else "close"
 
 
-def assemble_subquestion_graph() -> StateGraph[BranchState, AssistantContext]:
+def assemble_subquestion_graph() -> StateGraph[
+    BranchState, AssistantContext, BranchTask, BranchOutput
+]:
     """One sub-question's branch: retrieve -> write -> verify (-> retrieve), then its section."""
-    graph: StateGraph[BranchState, AssistantContext] = StateGraph(
+    graph: StateGraph[BranchState, AssistantContext, BranchTask, BranchOutput] = StateGraph(
         BranchState,
         context_schema=AssistantContext,
         input_schema=BranchTask,

@@ -220,7 +220,7 @@ def stream_resume(
             "only a run started with approve_plan=True (--approve) can be resumed"
         )
     resume = parse_decision(decision)
-    command = Command(resume=resume.model_dump())
+    command: Command[Any] = Command(resume=resume.model_dump())
     for _, event in graph.stream(command, config, stream_mode="custom", subgraphs=True):
         yield "custom", event
     yield "report", _outcome(graph.get_state(config), thread_id, assistant.engine)
