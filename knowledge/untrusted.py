@@ -67,9 +67,18 @@ def _starts_tag(text: str, bracket: int) -> bool:
     )
 
 
+# An ASCII character other than "<" is its own NFKC form and no look-alike: only "<" and
+# non-ASCII characters can be brackets, so only they are looked at (in C, by the regex).
+_BRACKET_CANDIDATE = re.compile("[<\x80-\U0010ffff]")
+
+
 def tag_brackets(text: str) -> list[int]:
     """Indexes of the brackets in ``text`` that open something tag-like."""
-    return [i for i, char in enumerate(text) if _is_bracket(char) and _starts_tag(text, i)]
+    return [
+        match.start()
+        for match in _BRACKET_CANDIDATE.finditer(text)
+        if _is_bracket(match.group()) and _starts_tag(text, match.start())
+    ]
 
 
 def neutralise_untrusted(text: str, bracket: str) -> str:
