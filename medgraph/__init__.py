@@ -17,6 +17,8 @@ _EXPORTS: dict[str, str] = {
     "Assistant": "medgraph.assistant",
     "Answer": "medgraph.graphs.state",
     "build_assistant_graph": "medgraph.graphs.assistant",
+    "AssistantContext": "medgraph.graphs.assistant",
+    "default_tools": "medgraph.tools.registry",
     "build_research_graph": "medgraph.graphs.research",
     "Report": "medgraph.graphs.research",
     "MedgraphError": "medgraph.errors",
@@ -28,15 +30,17 @@ if TYPE_CHECKING:
     from medgraph.agents.chat_model import MedGemmaChat
     from medgraph.assistant import Assistant
     from medgraph.errors import MedgraphError
-    from medgraph.graphs.assistant import build_assistant_graph
+    from medgraph.graphs.assistant import AssistantContext, build_assistant_graph
     from medgraph.graphs.research import Report, build_research_graph
     from medgraph.graphs.state import Answer
     from medgraph.knowledge.index import LiteratureIndex
     from medgraph.settings import Settings
+    from medgraph.tools.registry import default_tools
 
 __all__ = [
     "Answer",
     "Assistant",
+    "AssistantContext",
     "LiteratureIndex",
     "MedGemmaChat",
     "MedgraphError",
@@ -45,6 +49,7 @@ __all__ = [
     "__version__",
     "build_assistant_graph",
     "build_research_graph",
+    "default_tools",
 ]
 
 

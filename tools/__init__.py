@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "build_analyze_image_tool": "medgraph.tools.image",
     "looks_like_file_reference": "medgraph.tools.image",
     "CALCULATOR_TOOLS": "medgraph.tools.calculators",
+    "ToolNameConflictError": "medgraph.tools.registry",
+    "default_tools": "medgraph.tools.registry",
 }
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
         build_search_literature_tool,
         render_evidence,
     )
+    from medgraph.tools.registry import ToolNameConflictError, default_tools
 
 __all__ = [
     "CALCULATOR_TOOLS",
@@ -44,8 +47,10 @@ __all__ = [
     "EVIDENCE_PREAMBLE",
     "EvidenceSearcher",
     "ImageDescriber",
+    "ToolNameConflictError",
     "build_analyze_image_tool",
     "build_search_literature_tool",
+    "default_tools",
     "looks_like_file_reference",
     "render_evidence",
 ]
