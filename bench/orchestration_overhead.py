@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     candidates = load_questions(args.questions)
     index = PrecomputedIndex(documents, candidates)
     model = ScriptedChatModel(scripted_reply)
-    parts = AssistantContext(text_model=model, image_model=model, index=index, engine="scripted")
-    parts.settings = parts.settings.model_copy(update={"retrieve_k": RETRIEVE_K})
-    medgraph_graph = compile_assistant_graph(parts)
+    context = AssistantContext(text_model=model, image_model=model, index=index, engine="scripted")
+    context.settings = context.settings.model_copy(update={"retrieve_k": RETRIEVE_K})
+    medgraph_graph = compile_assistant_graph(context)
     search_tool = build_search_literature_tool(index, default_k=RETRIEVE_K)
     bmi_tool = next(t for t in CALCULATOR_TOOLS if t.name == "bmi")
     bare = bare_loop(model, [search_tool, bmi_tool])
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         settings = Settings(home=Path(scratch) / "home")
         settings.models = settings.models.model_copy(update={"engine": "transformers"})
-        settings.graph = parts.settings
+        settings.graph = context.settings
         with Assistant(settings, text_model=model, image_model=model, index=index) as assistant:
             assistant.ask(questions[0])
             index.searches = index.misses = 0
@@ -338,6 +338,12 @@ def main(argv: list[str] | None = None) -> None:
     for key, label in labels.items():
         value = statistics.median(rows[key])
         print(f"{label:46} {value:12.2f} {value / bare_ms:8.2f}")
+
+    checkpointer_ms = statistics.median(rows["ask"]) - statistics.median(rows["graph"])
+    print(
+        f"SQLite checkpointer and Assistant.ask's own work (ask - graph): {checkpointer_ms:+.2f} "
+        "ms/question (one checkpoint per turn, durability='exit')"
+    )
 
     times = timer.times
     total = sum(times.node_ms.values())
