@@ -1,8 +1,12 @@
 """The assistant graph: triage, image reading and retrieval in parallel, a tool-calling reasoner,
 a cited writer and a verifier that removes unsupported sentences (DESIGN.md §2).
 
-``build_assistant_graph(settings)`` compiles it without a checkpointer (a LangGraph server adds
-its own); :class:`medgraph.assistant.Assistant` attaches the SQLite or Postgres one.
+Each node is a module-level function ``(state, runtime: Runtime[AssistantContext])``: models,
+index, tools and the tool-binding cache are on the run's :class:`AssistantContext` (LangGraph's
+``context_schema``), so a node can be called on its own with a hand-built context.
+``build_assistant_graph(settings)`` compiles the graph with its context bound and no checkpointer
+(a LangGraph server adds its own); :class:`medgraph.assistant.Assistant` attaches the SQLite or
+Postgres one.
 """
 
 from __future__ import annotations

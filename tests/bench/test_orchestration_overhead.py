@@ -28,8 +28,8 @@ def tool_calls(messages: list) -> list[tuple[str, dict]]:  # type: ignore[type-a
 def test_bare_loop_and_medgraph_make_the_same_tool_calls() -> None:
     index = overhead.PrecomputedIndex(corpus_documents(60), QUESTIONS)
     model = ScriptedChatModel(overhead.scripted_reply)
-    parts = AssistantContext(text_model=model, image_model=model, index=index, engine="scripted")
-    medgraph = compile_assistant_graph(parts)
+    context = AssistantContext(text_model=model, image_model=model, index=index, engine="scripted")
+    medgraph = compile_assistant_graph(context)
     search = build_search_literature_tool(index, default_k=overhead.RETRIEVE_K)
     bmi = next(t for t in CALCULATOR_TOOLS if t.name == "bmi")
     bare = overhead.bare_loop(model, [search, bmi])
