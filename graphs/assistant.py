@@ -35,7 +35,7 @@ from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send, StateSnapshot, interrupt
+from langgraph.types import StateSnapshot, interrupt
 
 from medgraph.agents.extractive import (
     EXTRACTIVE_LABEL,
@@ -903,28 +903,31 @@ def _model_write(
     return sentences
 
 
+Branch = Literal["read_images", "retrieve"]
+
+
 def route_after_triage(
     state: AssistantState,
-) -> Literal["emergency", "decline", "clarify", "gather"] | list[Send]:
+) -> Literal["emergency", "decline", "clarify", "gather"] | list[Branch]:
     """Emergency and out-of-scope end at once, an ambiguous question is clarified first;
-    otherwise fan out to images and/or retrieval."""
+    otherwise image reading and/or retrieval (in parallel when both)."""
     if state.get("emergency"):
         return "emergency"
     if state.get("out_of_scope"):
         return "decline"
     if state.get("clarifying_question"):
         return "clarify"
-    branches = []
+    branches: list[Branch] = []
     if state.get("needs_images"):
-        branches.append(Send("read_images", state))
+        branches.append("read_images")
     if state.get("needs_literature"):
-        branches.append(Send("retrieve", state))
+        branches.append("retrieve")
     return branches or "gather"
 
 
 def route_after_clarify(
     state: AssistantState,
-) -> Literal["emergency", "decline", "clarify", "gather", "__end__"] | list[Send]:
+) -> Literal["emergency", "decline", "clarify", "gather", "__end__"] | list[Branch]:
     """Ends when the clarifying question was the answer (no checkpointer); else routes the
     clarified question like triage does."""
     if state.get("clarifying_question"):
@@ -937,6 +940,16 @@ def route_after_gather(
 ) -> Literal["reason", "write"]:
     """The reasoner's tool loop, unless there is no text model or this is a verify round."""
     return "write" if runtime.context.extractive or state.get("verify_rounds") else "reason"
+
+
+def route_after_retrieve(
+    state: AssistantState, runtime: AssistantRuntime
+) -> Literal["gather", "reason", "write"]:
+    """Join the image branch at ``gather`` on the first round with images; else go on at once
+    (``gather`` would have nothing to add: one superstep less per question)."""
+    if state.get("needs_images") and not state.get("verify_rounds"):
+        return "gather"
+    return route_after_gather(state, runtime)
 
 
 def route_after_reason(
@@ -980,7 +993,7 @@ def assemble_assistant_graph() -> StateGraph[AssistantState, AssistantContext]:
     graph.add_edge("emergency", END)
     graph.add_edge("decline", END)
     graph.add_edge("read_images", "gather")
-    graph.add_edge("retrieve", "gather")
+    graph.add_conditional_edges("retrieve", route_after_retrieve, ["gather", "reason", "write"])
     graph.add_conditional_edges("gather", route_after_gather, ["reason", "write"])
     graph.add_conditional_edges("reason", route_after_reason, ["tools", "write"])
     graph.add_edge("tools", "reason")

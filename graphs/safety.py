@@ -1,8 +1,7 @@
 """Rule-based triage and safety texts for the assistant graph (DESIGN.md §2, triage node).
 
 Everything here is a pure function of its arguments: no model, no graph, no I/O. The triage node
-calls :func:`triage_by_rules` first; when a model is configured, a constrained classification may
-refine the route afterwards, but an emergency found by these rules always stands.
+routes by :func:`triage_by_rules` alone (no model refines the route).
 
 What the rules do:
 
@@ -18,8 +17,12 @@ What the rules do:
 - :func:`triage_by_rules` adds greetings, calculator requests, out-of-scope requests and
   ambiguity (no subject, an unresolved "it", an abbreviation with unrelated readings), using the
   earlier user turns and attached images to resolve ambiguity.
-- :func:`fence_untrusted` and :func:`looks_like_injection` handle untrusted text that reaches a
-  prompt (retrieved passages, image findings, tool results).
+- :func:`fence_untrusted` fences untrusted text in ``<untrusted_data>`` blocks (image findings,
+  tool results, passages shown to the grounding judge); retrieved passages shown to the reasoner
+  and writer use ``tools.literature.render_evidence``'s ``<evidence>`` blocks. Both neutralise the
+  text with :func:`medgraph.knowledge.untrusted.neutralise_untrusted`. The injection heuristics
+  (:func:`looks_like_injection`, re-exported from :mod:`medgraph.knowledge.injection`) flag
+  retrieved passages at retrieval (``Evidence.flags``).
 
 Limitation: the rules are written for English. Other languages are not understood — an emergency
 described in Spanish or German is *not* detected here — and such questions are only flagged with

@@ -14,6 +14,7 @@ as a message; they never raise into the graph.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -85,8 +86,12 @@ class EvidenceSearcher(Protocol):
 # --------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=2048)
 def _neutralise_passage(text: str) -> str:
-    """Passage text that cannot close or open an ``<evidence>`` fence (or any other tag)."""
+    """Passage text that cannot close or open an ``<evidence>`` fence (or any other tag).
+
+    Cached: each reasoning step and the writer render the same passages again.
+    """
     return neutralise_untrusted(text, bracket="&lt;")
 
 

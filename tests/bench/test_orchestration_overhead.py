@@ -65,4 +65,5 @@ def test_report_prints_ratio_and_node_breakdown(capsys: pytest.CaptureFixture[st
     nodes = re.findall(r"^(\w+)\s+(\d+\.\d)\s+[\d.]+\s+[\d.]+%", printed, re.M)
     calls = {name: float(count) for name, count in nodes}
     assert calls["reason"] == 3.0 and calls["tools"] == 2.0
-    assert {"triage", "retrieve", "gather", "write", "verify", "finalize"} <= set(calls)
+    assert {"triage", "retrieve", "write", "verify", "finalize"} <= set(calls)
+    assert "gather" not in calls  # without images, retrieval goes straight on to the reasoner
