@@ -30,6 +30,7 @@ from transformers import (
 
 from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
+from medgraph.agents.engines.prefix_cache import PrefixCache, cache_argument
 from medgraph.agents.gemma_template import ensure_chat_template
 from medgraph.agents.grammar import GrammarCompiler
 from medgraph.agents.protocol import DEFAULT_CHARS_PER_TOKEN
@@ -71,6 +72,7 @@ class LoadedModel:
     load_seconds: float
     _grammar: GrammarCompiler | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    prefixes: PrefixCache = field(default_factory=PrefixCache, repr=False)
 
     @property
     def multimodal(self) -> bool:
@@ -248,11 +250,17 @@ class TransformersEngine:
         device_map: str = "auto",
         quantization: str = "none",
         temperature: float = 0.0,
+        reuse_prefix: bool = True,
     ) -> None:
-        """Load ``model`` (or reuse the process-wide cached copy)."""
+        """Load ``model`` (or reuse the process-wide cached copy).
+
+        ``reuse_prefix``: prefill a prompt prefix that the rows of a batch share (the rendered
+        tool list) once and keep its cache for later batches (see ``prefix_cache``).
+        """
         self.model_id = model
         self.loaded = load_model(model, dtype, device_map, quantization)
         self.temperature = temperature
+        self.reuse_prefix = reuse_prefix
 
     @functools.cached_property
     def json_chars_per_token(self) -> float:
@@ -344,6 +352,12 @@ class TransformersEngine:
             kwargs["logits_processor"] = LogitsProcessorList([processor])
         prompt_length = inputs["input_ids"].shape[1]
         with self.loaded.lock, torch.inference_mode():
+            if "pixel_values" not in inputs and self.reuse_prefix:
+                past = self.loaded.prefixes.past_key_values(
+                    self.loaded.model, inputs["input_ids"], inputs["attention_mask"]
+                )
+                if past is not None:
+                    kwargs[cache_argument(self.loaded.model)] = past
             output = self.loaded.model.generate(**inputs, **kwargs)
         completions = []
         pad = self.loaded.tokenizer.pad_token_id
