@@ -5,7 +5,8 @@ model bounds them), each engine is measured in the same run:
 - tokenizer setup (once per model) and schema compile, in ms;
 - per-token mask time, in microseconds, over a real decision and over random walks;
 - decisions valid: random walks that pick a uniformly random allowed token at every step, until
-  the grammar ends or the step cap; a walk counts as valid when it ends and its JSON validates;
+  the grammar ends or the step cap (a random token is usually long, so a walk may run out of steps
+  inside a 500-character string): walks that ended, and of those, how many validate;
 - install size of the engine and the packages it alone pulls in, in MB.
 
     python bench/grammar_engines.py [--walks 20] [--cap 160]
@@ -172,28 +173,30 @@ def _mask_us(engine: Engine, tokens: list[int]) -> float:
 
 def _walks(
     engine: Engine, tokenizer: Any, schema: dict[str, Any], walks: int, cap: int, seed: int
-) -> tuple[int, float]:
+) -> tuple[int, int, float]:
     rng = random.Random(seed)
-    valid, spent, steps = 0, 0.0, 0
+    ended, valid, spent, steps = 0, 0, 0.0, 0
     for _ in range(walks):
         matcher = engine.new_matcher()
         tokens: list[int] = []
         while len(tokens) < cap and not engine.done(matcher):
             started = time.perf_counter()
-            choices = _bits(engine.allowed(matcher), engine.vocab)
+            mask = engine.allowed(matcher)
             spent += time.perf_counter() - started
+            choices = _bits(mask, engine.vocab)
             steps += 1
             token = int(choices[rng.randrange(len(choices))])
             engine.accept(matcher, token)
             tokens.append(token)
         if engine.done(matcher):
+            ended += 1
             text = tokenizer.decode(tokens, skip_special_tokens=True)
             try:
                 jsonschema.validate(json.loads(text), schema)
                 valid += 1
             except (ValueError, jsonschema.ValidationError):
                 pass
-    return valid, spent / max(1, steps) * 1e6
+    return ended, valid, spent / max(1, steps) * 1e6
 
 
 def main() -> None:
@@ -212,7 +215,7 @@ def main() -> None:
     for kind in (XGrammar, LLGuidance):
         engine = kind(tokenizer, vocab, stops, text)
         mask = _mask_us(engine, sample)
-        valid, walk_mask = _walks(engine, tokenizer, schema, args.walks, args.cap, seed=0)
+        ended, valid, walk_mask = _walks(engine, tokenizer, schema, args.walks, args.cap, seed=0)
         rows.append(
             (
                 engine.name,
@@ -220,18 +223,18 @@ def main() -> None:
                 engine.compile_ms,
                 mask,
                 walk_mask,
-                f"{valid}/{args.walks}",
+                f"{ended}/{args.walks}, {valid}/{ended}",
                 _package_mb(*engine.packages),
             )
         )
     print(
         f"{'engine':<11} {'setup ms':>9} {'compile ms':>10} {'mask us (decision)':>18} "
-        f"{'mask us (walks)':>15} {'walks valid':>11} {'install MB':>10}"
+        f"{'mask us (walks)':>15} {'walks ended, valid':>18} {'install MB':>10}"
     )
     for name, setup, compile_ms, mask, walk_mask, valid, size in rows:
         print(
             f"{name:<11} {setup:>9.0f} {compile_ms:>10.1f} {mask:>18.0f} {walk_mask:>15.0f} "
-            f"{valid:>11} {size:>10.1f}"
+            f"{valid:>18} {size:>10.1f}"
         )
     xgr, llg = rows
     print(
