@@ -32,7 +32,7 @@ from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
 from medgraph.agents.engines.prefix_cache import PrefixCache, cache_argument
 from medgraph.agents.gemma_template import ensure_chat_template
-from medgraph.agents.grammar import GrammarCompiler
+from medgraph.agents.grammar import GrammarCompiler, shared_compiler
 from medgraph.agents.protocol import DEFAULT_CHARS_PER_TOKEN
 from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
 
@@ -86,7 +86,8 @@ class LoadedModel:
 
     @property
     def grammar(self) -> GrammarCompiler:
-        """The xgrammar compiler for this tokenizer, built on first use."""
+        """The xgrammar compiler for this tokenizer, built on first use (shared by every model
+        with the same vocabulary)."""
         if self._grammar is None:
             config = self.model.config
             text_config = getattr(config, "text_config", None) or config
@@ -98,7 +99,7 @@ class LoadedModel:
                 )
                 if isinstance(i, int) and i != self.tokenizer.unk_token_id
             ]
-            self._grammar = GrammarCompiler(self.tokenizer, text_config.vocab_size, stop_ids)
+            self._grammar = shared_compiler(self.tokenizer, text_config.vocab_size, stop_ids)
         return self._grammar
 
 
