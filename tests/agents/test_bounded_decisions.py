@@ -155,6 +155,22 @@ def test_out_of_range_argument_gets_the_repair_round_then_is_invalid() -> None:
     assert all(r.max_new_tokens < 64 for r in engine.requests)
 
 
+def test_required_decisions_take_at_most_max_decision_tokens() -> None:
+    call = json.dumps({"tool_calls": [{"name": "search_literature", "arguments": {"query": "x"}}]})
+    answer = json.dumps({"answer": "Hello."})
+    chat = MedGemmaChat(model="scripted", max_new_tokens=512, max_decision_tokens=40)
+    engine = _Scripted([call, call, answer])
+    chat._engine = engine
+    # With four calls of free-text queries, the schema alone would allow hundreds of tokens.
+    assert decision_token_budget(decision_schema(SPECS, "any"), ceiling=512) > 40
+    chat.bind_tools(TOOLS, tool_choice="any").invoke("statins")
+    chat.bind_tools(TOOLS, tool_choice="search_literature").invoke("statins")
+    chat.bind_tools(TOOLS, tool_choice="auto").invoke("hello")
+    budgets = [r.max_new_tokens for r in engine.requests]
+    # "auto" may answer in prose: its budget stays max_new_tokens.
+    assert budgets[0] <= 40 and budgets[1] <= 40 and budgets[2] == 512
+
+
 PROMPTS = [
     "x" * 300,
     "9" * 300,

@@ -10,7 +10,7 @@ from langchain_core.messages import HumanMessage
 
 from medgraph.agents.conversation import to_conversation
 from medgraph.agents.engines.base import GenerationRequest
-from medgraph.agents.engines.transformers_engine import TransformersEngine
+from medgraph.agents.engines.transformers_engine import TransformersEngine, load_model
 from medgraph.agents.grammar import GrammarLogitsProcessor
 from medgraph.agents.protocol import ToolSpec, decision_schema
 
@@ -72,3 +72,11 @@ def test_rows_with_and_without_schema_share_a_batch(engine: TransformersEngine) 
     constrained, unconstrained = engine.generate([_requests(48)[0], free])
     assert _valid(constrained.text)
     assert unconstrained.text == engine.generate([free])[0].text
+
+
+def test_models_with_one_vocabulary_share_one_grammar_setup(tiny_text: str) -> None:
+    # Two loaded copies (different dtype settings) of one checkpoint: the setup over the
+    # vocabulary (xgrammar's tokenizer info, the closing table) is done once.
+    first, second = load_model(tiny_text, dtype="auto"), load_model(tiny_text, dtype="float32")
+    assert first is not second
+    assert first.grammar is second.grammar

@@ -1,0 +1,181 @@
+"""MedGemmaChat on real Gemma 3 weights (google/gemma-3-270m, 262,144-token vocabulary), on CPU.
+
+Each ratio has its baseline measured in the same run:
+- plain decoding: ``MedGemmaChat.invoke`` tokens/s against a bare ``model.generate`` on the same
+  prompt and the same number of new tokens (target >= 0.9x);
+- constrained decoding: seconds per token of ``generate`` under the decision grammar against the
+  same ``generate`` unconstrained, prefill subtracted from both (target <= 1.3x);
+- a batch of tool decisions with the shared tool-list prefix prefilled once against the same batch
+  prefilled row by row (``reuse_prefix=False``);
+- grammar setup over the 262k vocabulary (xgrammar tokenizer info and the closing-mode table), a
+  schema's first compile and its cached compile; peak resident memory.
+
+    python bench/real_weights.py [--tokens 32] [--batch 6]
+
+Needs the real-weights fixture: ``python tests/real_gemma.py`` (downloads about 250 MB once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from langchain_core.messages import HumanMessage
+from transformers import LogitsProcessorList
+
+from medgraph.agents import MedGemmaChat
+from medgraph.agents.conversation import to_conversation
+from medgraph.agents.engines.base import GenerationRequest
+from medgraph.agents.engines.transformers_engine import TransformersEngine
+from medgraph.agents.grammar import closing_bias
+from medgraph.agents.protocol import decision_schema, render_tools_prompt, tool_specs
+from medgraph.tools.calculators import CALCULATOR_TOOLS
+from medgraph.tools.literature import build_search_literature_tool
+from tests.real_gemma import checkpoint_folder
+
+QUESTION = "What is the first-line treatment for type 2 diabetes in adults?"
+QUESTIONS = [
+    QUESTION,
+    "Compute the BMI of a man weighing 82 kg who is 178 cm tall.",
+    "hello",
+    "Do statins reduce mortality after an ischaemic stroke?",
+    "¿Cuál es el tratamiento de la neumonía adquirida en la comunidad?",
+    "x" * 300,
+    "Steroids in COPD exacerbations: how long should the course be?",
+    "Is CT angiography accurate for pulmonary embolism?",
+]
+
+
+class _NoIndex:
+    def search(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+def _timed(run: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = run()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    """Run the measurements and print one table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=6)
+    args = parser.parse_args()
+    folder = str(checkpoint_folder())
+    chat = MedGemmaChat(model=folder, max_new_tokens=args.tokens)
+    engine = chat.backend
+    assert isinstance(engine, TransformersEngine)
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    search = build_search_literature_tool(_NoIndex(), max_k=50)  # type: ignore[arg-type]
+    bmi = next(tool for tool in CALCULATOR_TOOLS if tool.name == "bmi")
+    specs = tool_specs([search, bmi])
+    schema = decision_schema(specs, "any")
+    assert schema is not None
+    rows: list[tuple[str, str]] = []
+
+    # Grammar setup over the real vocabulary, then a schema's first and cached compile.
+    vocab = model.config.vocab_size
+    table_s, _ = _timed(lambda: closing_bias(tokenizer, vocab))
+    setup_s, _ = _timed(lambda: engine.loaded.grammar)
+    first_s, _ = _timed(lambda: engine.loaded.grammar.compile(schema))
+    cached_s, _ = _timed(lambda: engine.loaded.grammar.compile(schema))
+    rows += [
+        ("grammar setup (tokenizer info + closing table)", f"{setup_s:.2f} s"),
+        ("  of which the closing table", f"{table_s:.2f} s"),
+        ("schema compile, first / cached", f"{first_s * 1e3:.1f} ms / {cached_s * 1e3:.3f} ms"),
+    ]
+
+    # Plain decoding: MedGemmaChat against a bare generate, same prompt, same new tokens.
+    chat.invoke("warm up")
+    chat_s, reply = _timed(lambda: chat.invoke(QUESTION))
+    new_tokens = int(reply.usage_metadata["output_tokens"])
+    prompt = engine._prompt(to_conversation([HumanMessage(QUESTION)]))
+    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+    def bare(tokens: int, **extra: Any) -> Any:
+        with torch.inference_mode():
+            return model.generate(
+                **inputs, max_new_tokens=tokens, min_new_tokens=tokens, **greedy, **extra
+            )
+
+    bare_s, _ = _timed(lambda: bare(new_tokens))
+    ratio = (new_tokens / chat_s) / (new_tokens / bare_s)
+    rows.append(
+        (
+            f"plain decode, {new_tokens} tokens: MedGemmaChat / bare generate",
+            f"{new_tokens / chat_s:.1f} / {new_tokens / bare_s:.1f} tok/s = {ratio:.2f}x",
+        )
+    )
+
+    # Constrained against unconstrained decoding, per token, prefill subtracted from both.
+    tools_prompt = engine._prompt(
+        to_conversation([HumanMessage(QUESTION)], system_suffix=render_tools_prompt(specs, "any"))
+    )
+    inputs = tokenizer(tools_prompt, add_special_tokens=False, return_tensors="pt")
+    prefill_s, _ = _timed(lambda: bare(1))
+    budget = 64
+    processor = engine.loaded.grammar.processor([schema], [budget])
+    with torch.inference_mode():
+        started = time.perf_counter()
+        output = model.generate(
+            **inputs,
+            max_new_tokens=budget,
+            logits_processor=LogitsProcessorList([processor]),
+            **greedy,
+        )
+        constrained_s = time.perf_counter() - started
+    produced = output.shape[1] - inputs["input_ids"].shape[1]
+    free_s, _ = _timed(lambda: bare(produced))
+    per_constrained = (constrained_s - prefill_s) / max(1, produced - 1)
+    per_free = (free_s - prefill_s) / max(1, produced - 1)
+    rows.append(
+        (
+            f"decode per token, {produced} tokens: constrained / unconstrained",
+            f"{per_constrained * 1e3:.0f} / {per_free * 1e3:.0f} ms "
+            f"= {per_constrained / per_free:.2f}x",
+        )
+    )
+
+    # A batch of decisions: the shared tool-list prefix prefilled once against row by row.
+    suffix = render_tools_prompt(specs, "any")
+    requests = [
+        GenerationRequest(
+            to_conversation([HumanMessage(q)], system_suffix=suffix), 48, json_schema=schema
+        )
+        for q in (QUESTIONS * 4)[: args.batch]
+    ]
+    plain_engine = TransformersEngine(folder, reuse_prefix=False)
+    plain_s, plain = _timed(lambda: plain_engine.generate(requests))
+    engine.loaded.prefixes._entries.clear()
+    reuse_s, reused = _timed(lambda: engine.generate(requests))
+    same = sum(a.text == b.text for a, b in zip(plain, reused, strict=True))
+    rows.append(
+        (
+            f"{len(requests)} decisions: prefix reused / prefilled per row",
+            f"{reuse_s:.1f} / {plain_s:.1f} s = {reuse_s / plain_s:.2f}x "
+            f"({same}/{len(requests)} identical)",
+        )
+    )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows.append(("peak resident memory", f"{peak_mb:.0f} MB"))
+    rows.append(("torch threads", str(torch.get_num_threads())))
+
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
