@@ -71,10 +71,13 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.generation == 7 and loaded.ids == index.ids
     assert loaded.search("aspirin mortality", 3) == index.search("aspirin mortality", 3)
     assert loaded.mask(year_min=2012).tolist() == [0.0, 0.0, 1.0, 0.0]  # type: ignore[union-attr]
-    # a newer generation replaces the pointer and removes the old folder
-    second = _index(generation=8).save(folder)
-    assert not first.exists() and second.exists()
-    assert json.loads((folder / "current.json").read_text())["generation"] == 8
+    # a newer generation replaces the pointer; the files of the one before it are removed
+    # (the previous manifest stays, for a reader that was loading it)
+    _index(generation=8).save(folder)
+    third = _index(generation=9).save(folder)
+    assert not first.exists() and third.exists()
+    assert json.loads((folder / "current.json").read_text())["generation"] == 9
+    assert len(list(folder.glob("s-*"))) == 2
 
 
 def test_load_of_missing_or_corrupt_folder_is_none(tmp_path: Path) -> None:
