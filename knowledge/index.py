@@ -703,14 +703,7 @@ class LiteratureIndex:
                 if prune:
                     self._prune(store, documents, existing, result.failures, report)
                 removed = plan.emptied or report.documents_removed > 0
-                state = (
-                    store.set_state(removed_generation=generation) if removed else store.state()
-                )
-                lexical = self._sync_lexical(store, base, state, complete=True)
-                with self._mutex:
-                    self._save_lexical(lexical)
-                    store.set_state(ingest_state=_STATE_COMPLETE)
-                    self._lexical, self._lexical_key = lexical, (generation, True, None)
+                lexical = self._finish_ingest(store, base, generation, removed=removed)
             finally:
                 with self._mutex:
                     self._ingesting = False
@@ -718,6 +711,22 @@ class LiteratureIndex:
             report.index_documents = lexical.document_count
         report.seconds = time.perf_counter() - started
         return report
+
+    def _finish_ingest(
+        self, store: ChromaStore, base: LexicalIndex | None, generation: int, *, removed: bool
+    ) -> LexicalIndex:
+        """Bring BM25 up to the store (a new segment), save it, mark ``generation`` complete.
+
+        ``removed``: the ingest deleted chunks other than replaced ones (a prune, an emptied
+        document), which readers find by comparing chunk ids.
+        """
+        state = store.set_state(removed_generation=generation) if removed else store.state()
+        lexical = self._sync_lexical(store, base, state, complete=True)
+        with self._mutex:
+            self._save_lexical(lexical)
+            store.set_state(ingest_state=_STATE_COMPLETE)
+            self._lexical, self._lexical_key = lexical, (generation, True, None)
+        return lexical
 
     @staticmethod
     def _unique_documents(documents: Sequence[Document], report: IngestReport) -> list[Document]:
