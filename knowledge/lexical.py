@@ -295,6 +295,7 @@ class LexicalIndex:
         self._live = sum(segment.live for segment in self._segments)
         self._live_length = sum(segment.live_length() for segment in self._segments)
         self._starts = np.cumsum([0] + [segment.size for segment in self._segments])
+        self._norm_cache: dict[int, npt.NDArray[np.float64]] = {}
 
     @classmethod
     def build(
@@ -352,6 +353,16 @@ class LexicalIndex:
             store_id=store_id if store_id is not None else self.store_id,
             tokenizer=self.tokenizer,
         )
+
+    def _norms(self, position: int) -> npt.NDArray[np.float64]:
+        """BM25's length normalisation k1 (1 - b + b dl / avgdl) per row of one segment."""
+        norm = self._norm_cache.get(position)
+        if norm is None:
+            average = self._live_length / self._live
+            lengths = np.asarray(self._segments[position].lengths, dtype=np.float64)
+            norm = K1 * (1 - B + B * lengths / average)
+            self._norm_cache[position] = norm
+        return norm
 
     def __len__(self) -> int:
         return self._live
@@ -448,30 +459,28 @@ class LexicalIndex:
                 per_term.append((idf * repeats, lists))
         if not per_term:
             return []
-        average = self._live_length / self._live
         candidates: list[tuple[npt.NDArray[np.bytes_], npt.NDArray[np.float64]]] = []
         for position, segment in enumerate(self._segments):
             touched = [(weight, lists[position]) for weight, lists in per_term]
-            rows = np.concatenate([rows for _, (rows, _) in touched])
-            if not len(rows):
+            if not any(len(rows) for _, (rows, _) in touched):
                 continue
-            parts = []
-            for weight, (term_rows, tfs) in touched:
+            norm = self._norms(position)
+            scores = np.zeros(segment.size, dtype=np.float64)
+            for weight, (rows, tfs) in touched:
+                # a row appears once per term, so fancy-index addition is exact; terms are added
+                # in query order whatever the segments, so scores equal a single-segment index's
                 tf = tfs.astype(np.float64)
-                norm = K1 * (1 - B + B * segment.lengths[term_rows] / average)
-                parts.append(weight * tf / (tf + norm))
-            # bincount adds each row's contributions in query-term order, whatever the segments
-            unique, inverse = np.unique(rows, return_inverse=True)
-            scores = np.bincount(inverse, weights=np.concatenate(parts))
+                scores[rows] += weight * tf / (tf + norm[rows])
             if mask is not None:
-                scores = scores * mask[int(self._starts[position]) + unique]
-            keep = scores > 0
-            unique, scores = unique[keep], scores[keep]
-            if len(scores) > k:
-                cut = np.partition(scores, len(scores) - k)[len(scores) - k]
-                keep = scores >= cut
-                unique, scores = unique[keep], scores[keep]
-            candidates.append((segment.ids[unique], scores))
+                start = int(self._starts[position])
+                scores *= mask[start : start + segment.size]
+            hits = np.flatnonzero(scores > 0)
+            found = scores[hits]
+            if len(found) > k:
+                cut = np.partition(found, len(found) - k)[len(found) - k]
+                keep = found >= cut
+                hits, found = hits[keep], found[keep]
+            candidates.append((segment.ids[hits], found))
         if not candidates:
             return []
         ids = np.concatenate([found for found, _ in candidates])
@@ -586,8 +595,9 @@ def _atomic_save(path: Path, array: npt.NDArray[Any]) -> None:
 
 def _load_segment(folder: Path, entry: dict[str, Any]) -> _Segment:
     target = folder / str(entry["dir"])
+    # Plain ndarray views of the memory maps: same pages, without np.memmap's per-slice cost.
     arrays = {
-        name: np.load(target / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        name: np.load(target / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
         for name in (*_SEGMENT_ARRAYS, *_ORDER_ARRAYS)
     }
     if len(arrays["ids"]) != int(entry["rows"]):

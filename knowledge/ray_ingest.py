@@ -158,8 +158,13 @@ def ingest_with_ray(
         )
         # Reading reserves no CPU (the embedding actors hold them) but is bounded in parallel.
         dataset = dataset.flat_map(
-            _read_file, fn_kwargs={"fmt": fmt}, num_cpus=0, concurrency=max(1, pool // 2)
+            _read_file,
+            fn_kwargs={"fmt": fmt},
+            num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=max(1, pool // 2)),
         )
+        # Ray Data restarts a killed actor and retries its batch (max_restarts -1 by default);
+        # the retried batch skips the chunks the dead actor had stored already.
         dataset = dataset.map_batches(
             _EmbedWriter,
             fn_constructor_kwargs={
@@ -168,11 +173,8 @@ def ingest_with_ray(
             },
             batch_size=batch_documents,
             batch_format="numpy",
-            concurrency=pool,
+            compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=1,
-            # a killed actor is restarted and its batch retried: stored chunks are skipped
-            max_restarts=3,
-            max_task_retries=3,
         )
         for row in dataset.iter_rows():
             for name in _COUNTS:

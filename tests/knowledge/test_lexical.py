@@ -238,7 +238,7 @@ def test_saved_segments_are_memory_mapped_and_reused(tmp_path: Path) -> None:
     (first_segment,) = folder.glob("s-*")
     loaded = LexicalIndex.load(folder)
     assert loaded is not None
-    assert all(isinstance(s.rows, np.memmap) for s in loaded._segments)
+    assert all(isinstance(s.rows.base, np.memmap) for s in loaded._segments)
     grown = loaded.updated(
         generation=2,
         delete=["chunk-5"],

@@ -22,7 +22,7 @@ from tests.support import chroma_server
 
 ray = pytest.importorskip("ray", reason="the medgraph[ray] extra is not installed")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_ray_ingest_matches_a_single_process_ingest_and_resumes(
         settings = KnowledgeSettings(
             index_dir=tmp_path / "ray", chroma_url=chroma_url, collection="ray-ingest"
         )
-        report = ingest_with_ray(settings, [tmp_path / "in"], workers=2, batch_documents=4)
+        report = ingest_with_ray(settings, [tmp_path / "in"], workers=2, batch_documents=8)
         assert report.ok and report.files == 2
         assert report.documents_added == 16 and report.chunks_added == expected.chunks_added
         with LiteratureIndex(settings) as distributed:
@@ -95,7 +95,7 @@ def test_ray_ingest_matches_a_single_process_ingest_and_resumes(
             lost = sorted(_contents(distributed))[::3]
             store.delete(lost)
             store.set_state(ingest_state="running")
-        again = ingest_with_ray(settings, files, workers=2, batch_documents=4)
+        again = ingest_with_ray(settings, files, workers=2, batch_documents=8)
         assert again.chunks_added == len(lost)
         assert again.chunks_unchanged == expected.chunks_added - len(lost)
         with LiteratureIndex(settings) as resumed:
