@@ -122,10 +122,18 @@ def chroma(count: int, folder: Path) -> dict[str, float]:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         metadatas = [
             {
-                "source_id": sources[i], "index": i % 4, "start": 0, "end": len(texts[i]),
-                "doc_hash": f"{i:032x}", "n_chunks": 4, "title": f"Title of {sources[i]}",
-                "year": years[i] or 0, "journal": "J Synthetic Med", "pmid": sources[i],
-                "authors": "Doe J; Roe R", "generation": 1,
+                "source_id": sources[i],
+                "index": i % 4,
+                "start": 0,
+                "end": len(texts[i]),
+                "doc_hash": f"{i:032x}",
+                "n_chunks": 4,
+                "title": f"Title of {sources[i]}",
+                "year": years[i] or 0,
+                "journal": "J Synthetic Med",
+                "pmid": sources[i],
+                "authors": "Doe J; Roe R",
+                "generation": 1,
             }
             for i in range(start, end)
         ]

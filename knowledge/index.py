@@ -541,17 +541,11 @@ class LiteratureIndex:
         generation = int(state.get("generation", 0))
         synced = generation if complete else generation - 1
         store_id = store.collection_id
-        if (
-            base is None
-            or base.store_id not in (None, store_id)
-            or base.generation > generation
-        ):
+        if base is None or base.store_id not in (None, store_id) or base.generation > generation:
             return self._build_lexical(store, synced, store_id)
         lexical = base
         if base.generation < generation:
-            changed = list(
-                store.scan_where({"generation": {"$gt": base.generation}}, texts=True)
-            )
+            changed = list(store.scan_where({"generation": {"$gt": base.generation}}, texts=True))
             touched = {record.source_id for record in changed}
             kept = {record.chunk_id for record in store.scan_sources(sorted(touched), texts=False)}
             lexical = base.updated(
@@ -689,7 +683,7 @@ class LiteratureIndex:
 
             with self._mutex:
                 self._ingesting = True
-                store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+                self._start_generation(store, generation)
             try:
                 embed_started = time.perf_counter()
                 self._embed_and_store(store, embedder, plan.pending, len(documents), progress)
@@ -711,6 +705,14 @@ class LiteratureIndex:
             report.index_documents = lexical.document_count
         report.seconds = time.perf_counter() - started
         return report
+
+    @staticmethod
+    def _start_generation(store: ChromaStore, generation: int | None = None) -> int:
+        """Mark the store as being written by ``generation`` (default: the next one)."""
+        if generation is None:
+            generation = int(store.state().get("generation", 0)) + 1
+        store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+        return generation
 
     def _finish_ingest(
         self, store: ChromaStore, base: LexicalIndex | None, generation: int, *, removed: bool

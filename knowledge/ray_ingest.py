@@ -1,4 +1,4 @@
-"""Distributed ingest on Ray (``medgraph ingest FILES --ray [ADDRESS]``; the ``medgraph[ray]`` extra).
+"""Distributed ingest on Ray: ``medgraph ingest FILES --ray ADDRESS`` (the ``medgraph[ray]`` extra).
 
 A Ray Data pipeline reads the input files in parallel tasks (one file per task), then a pool of
 actors (one embedding model each) chunks the documents, skips chunks the store holds already,
@@ -23,7 +23,7 @@ from typing import Any
 
 from medgraph.errors import ConfigurationError
 from medgraph.knowledge.config import KnowledgeSettings
-from medgraph.knowledge.index import IngestReport, LiteratureIndex, _STATE_RUNNING
+from medgraph.knowledge.index import IngestReport, LiteratureIndex
 from medgraph.knowledge.types import Document
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _COUNTS = (
 def _require_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise ConfigurationError(
             "--ray needs Ray Data: install the extra with pip install 'medgraph[ray]'"
@@ -57,9 +57,7 @@ def _read_file(row: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
 
     outcome = _read_one(Path(row["path"]), fmt)
     if isinstance(outcome, list):
-        return [
-            {"document": document.model_dump_json(), "failure": ""} for document in outcome
-        ]
+        return [{"document": document.model_dump_json(), "failure": ""} for document in outcome]
     return [{"document": "", "failure": json.dumps([outcome.path, outcome.reason])}]
 
 
@@ -141,8 +139,7 @@ def ingest_with_ray(
     index = LiteratureIndex(settings)
     store = index._open_for_write()  # creates the collection with the model's identity
     base = index._lexical_base()
-    generation = int(store.state().get("generation", 0)) + 1
-    store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+    generation = index._start_generation(store)
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, configure_logging=False)

@@ -37,7 +37,6 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-
 def _assert_matches_store(index: LiteratureIndex) -> None:
     store = index._open_for_read()
     lexical = index._lexical_index(store)

@@ -127,7 +127,9 @@ def _chunks(count: int, start: int = 0) -> tuple[list[str], list[str], list[str]
     ]
     ids = [f"chunk-{i}" for i in range(start, start + count)]
     sources = [f"doc-{i // 4}" for i in range(start, start + count)]
-    years: list[int | None] = [None if i % 11 == 0 else 1990 + i % 30 for i in range(start, start + count)]
+    years: list[int | None] = [
+        None if i % 11 == 0 else 1990 + i % 30 for i in range(start, start + count)
+    ]
     return ids, texts, sources, years
 
 
@@ -204,7 +206,8 @@ def test_adds_deletes_and_replacements_score_as_a_full_rebuild(tmp_path: Path) -
     assert len(index) == len(rebuilt) == len(live)
     assert sorted(index.ids) == sorted(live)
     assert index.document_count == rebuilt.document_count
-    assert index.live_ids_of_sources(["doc-3"]) == {c for c, row in live.items() if row[1] == "doc-3"}
+    doc_3 = {chunk_id for chunk_id, row in live.items() if row[1] == "doc-3"}
+    assert index.live_ids_of_sources(["doc-3"]) == doc_3
     _assert_same_results(index, rebuilt)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -108,5 +107,3 @@ def test_ray_ingest_needs_a_chroma_server(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="chroma_url"):
         ingest_with_ray(KnowledgeSettings(index_dir=tmp_path), [tmp_path])
-
-
