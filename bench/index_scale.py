@@ -8,6 +8,7 @@ the BM25 index and run 200 queries; the time of a full BM25 build and of adding 
 (the baseline named for the incremental add is the full build, measured in the same run).
 
     python bench/index_scale.py [--sizes 20000 200000] [--chroma-max 20000]
+    python bench/index_scale.py --sizes --ray-documents 200 --ray-workers 2   # Ray only
 """
 
 from __future__ import annotations
@@ -153,12 +154,59 @@ def chroma(count: int, folder: Path) -> dict[str, float]:
     }
 
 
+def ray_rate(documents: int, workers: int, folder: Path) -> dict[str, float]:
+    """Chunks/s per Ray embedding actor (packaged MiniLM) against one process, same abstracts."""
+    import ray
+
+    from medgraph.knowledge.config import KnowledgeSettings
+    from medgraph.knowledge.index import LiteratureIndex
+    from medgraph.knowledge.ray_ingest import ingest_with_ray
+    from tests.knowledge.index_support import corpus_records, write_jsonl
+    from tests.support import chroma_server
+
+    records = corpus_records(documents)
+    step = max(1, len(records) // (2 * workers))
+    files = [
+        write_jsonl(folder / "in" / f"part-{i}.jsonl", records[i : i + step])
+        for i in range(0, len(records), step)
+    ]
+    with LiteratureIndex(KnowledgeSettings(index_dir=folder / "single")) as single:
+        one = single.ingest(files, progress=False)
+    with chroma_server(folder / "chroma") as url:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        try:
+            settings = KnowledgeSettings(index_dir=folder / "ray", chroma_url=url)
+            started = time.perf_counter()
+            report = ingest_with_ray(settings, files, workers=workers, batch_documents=16)
+            wall = time.perf_counter() - started
+        finally:
+            ray.shutdown()
+    return {
+        "chunks": report.chunks_added,
+        "single_chunks_per_s": one.chunks_added / one.embedding_seconds,
+        # embedding_seconds sums the actors' busy time: per-actor throughput
+        "per_worker_chunks_per_s": report.chunks_added / report.embedding_seconds,
+        "wall_chunks_per_s": report.chunks_added / wall,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[20_000, 200_000])
     parser.add_argument("--chroma-max", type=int, default=20_000, help="largest Chroma size")
+    parser.add_argument("--ray-documents", type=int, default=0, help="abstracts for the Ray run")
+    parser.add_argument("--ray-workers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.ray_documents:
+            rate = ray_rate(args.ray_documents, args.ray_workers, Path(tmp) / "ray")
+            print(
+                f"Ray ingest of {rate['chunks']:.0f} chunks with {args.ray_workers} actors: "
+                f"{rate['per_worker_chunks_per_s']:.1f} chunks/s per actor (busy time), "
+                f"{rate['wall_chunks_per_s']:.1f} chunks/s wall clock with start-up; one process "
+                f"(baseline, same chunks): {rate['single_chunks_per_s']:.1f} chunks/s = "
+                f"{rate['per_worker_chunks_per_s'] / rate['single_chunks_per_s']:.2f}x per actor"
+            )
         for count in args.sizes:
             lex = lexical(count, Path(tmp) / f"bm25-{count}")
             print(
