@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -297,6 +297,41 @@ def _stored_year(stored: StoredChunk) -> int | None:
     return None if year is None else int(year)
 
 
+# Stored chunks are added to BM25 this many at a time: one segment each, merged by size tier.
+_LEXICAL_PAGE = 50_000
+
+
+def _pages(records: Iterable[StoredChunk], size: int) -> Iterator[list[StoredChunk]]:
+    page: list[StoredChunk] = []
+    for record in records:
+        page.append(record)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _with_records(
+    lexical: LexicalIndex,
+    records: Sequence[StoredChunk],
+    generation: int,
+    *,
+    delete: Iterable[str] = (),
+    store_id: str | None = None,
+) -> LexicalIndex:
+    """``lexical`` plus ``records`` (replacing rows of the same ids) and minus ``delete``."""
+    return lexical.updated(
+        generation=generation,
+        delete=delete,
+        ids=[record.chunk_id for record in records],
+        texts=[record.text for record in records],
+        source_ids=[record.source_id for record in records],
+        years=[_stored_year(record) for record in records],
+        store_id=store_id,
+    )
+
+
 class LiteratureIndex:
     """Hybrid (dense + BM25) search over a literature collection stored in Chroma.
 
@@ -545,18 +580,17 @@ class LiteratureIndex:
             return self._build_lexical(store, synced, store_id)
         lexical = base
         if base.generation < generation:
-            changed = list(store.scan_where({"generation": {"$gt": base.generation}}, texts=True))
-            touched = {record.source_id for record in changed}
-            kept = {record.chunk_id for record in store.scan_sources(sorted(touched), texts=False)}
-            lexical = base.updated(
-                generation=synced,
-                delete=base.live_ids_of_sources(touched) - kept,
-                ids=[record.chunk_id for record in changed],
-                texts=[record.text for record in changed],
-                source_ids=[record.source_id for record in changed],
-                years=[_stored_year(record) for record in changed],
-                store_id=store_id,
-            )
+            changed = store.scan_where({"generation": {"$gt": base.generation}}, texts=True)
+            for records in _pages(changed, _LEXICAL_PAGE):
+                touched = sorted({record.source_id for record in records})
+                kept = {record.chunk_id for record in store.scan_sources(touched, texts=False)}
+                lexical = _with_records(
+                    lexical,
+                    records,
+                    synced,
+                    delete=lexical.live_ids_of_sources(touched) - kept,
+                    store_id=store_id,
+                )
             if int(state.get("removed_generation", 0)) > base.generation:
                 lexical = self._reconcile_lexical(store, lexical, synced)
         if len(lexical) != store.count():
@@ -576,31 +610,22 @@ class LiteratureIndex:
         """``lexical`` with exactly the store's chunk ids (reads texts of missing chunks only)."""
         stored = set(store.scan_ids())
         indexed = set(lexical.ids)
-        missing = store.get(sorted(stored - indexed))
-        records = list(missing.values())
-        return lexical.updated(
-            generation=generation,
-            delete=indexed - stored,
-            ids=[record.chunk_id for record in records],
-            texts=[record.text for record in records],
-            source_ids=[record.source_id for record in records],
-            years=[_stored_year(record) for record in records],
-        )
+        lexical = lexical.updated(generation=generation, delete=indexed - stored)
+        missing = sorted(stored - indexed)
+        for start in range(0, len(missing), _LEXICAL_PAGE):
+            records = list(store.get(missing[start : start + _LEXICAL_PAGE]).values())
+            lexical = _with_records(lexical, records, generation)
+        return lexical
 
     @staticmethod
     def _build_lexical(
         store: ChromaStore, generation: int, store_id: str | None = None
     ) -> LexicalIndex:
-        ids: list[str] = []
-        texts: list[str] = []
-        source_ids: list[str] = []
-        years: list[int | None] = []
-        for stored in store.scan(texts=True):
-            ids.append(stored.chunk_id)
-            texts.append(stored.text)
-            source_ids.append(stored.source_id)
-            years.append(_stored_year(stored))
-        return LexicalIndex.build(ids, texts, source_ids, years, generation, store_id=store_id)
+        """BM25 over every stored chunk, read and indexed a page at a time (bounded memory)."""
+        lexical = LexicalIndex.build([], [], [], [], generation, store_id=store_id)
+        for records in _pages(store.scan(texts=True), _LEXICAL_PAGE):
+            lexical = _with_records(lexical, records, generation)
+        return lexical
 
     def _save_lexical(self, lexical: LexicalIndex) -> None:
         folder = self.index_dir / "bm25"
