@@ -493,13 +493,16 @@ class LexicalIndex:
     def save(self, folder: Path) -> Path:
         """Write new segments and tombstones under ``folder``; point ``current.json`` at them.
 
-        Segments already on disk are not written again. Files no longer named by this manifest or
-        the previous one are removed (a reader still loading the previous one finds its files).
+        Segments this folder holds already are not written again. Files named by neither this
+        manifest nor the previous one are removed (a reader still loading the previous one finds
+        its files; a process that memory-mapped older ones keeps reading them).
         """
         folder.mkdir(parents=True, exist_ok=True)
         saved: list[_Segment] = []
         for segment in self._segments:
-            if not segment.saved:
+            # A segment is written unless this folder holds it (another process sharing the
+            # folder may have removed it since, or this index was saved elsewhere).
+            if not (segment.saved and (folder / segment.name).is_dir()):
                 target = folder / segment.name
                 staging = folder / f".{segment.name}.tmp"
                 staging.mkdir()
@@ -507,6 +510,8 @@ class LexicalIndex:
                     np.save(staging / f"{name}.npy", np.asarray(getattr(segment, name)))
                 os.replace(staging, target)
             deleted_file = segment.deleted_file
+            if deleted_file is not None and not (folder / deleted_file).is_file():
+                deleted_file = None
             if deleted_file is None and len(segment.deleted):
                 deleted_file = f"d-{uuid.uuid4().hex[:12]}.npy"
                 _atomic_save(folder / deleted_file, segment.deleted)

@@ -295,3 +295,22 @@ def test_another_tokenisation_or_layout_reads_as_absent(
     _index().save(folder)
     monkeypatch.setattr("medgraph.knowledge.lexical.tokenizer_fingerprint", lambda: "other")
     assert LexicalIndex.load(folder) is None
+
+
+def test_saving_into_another_folder_writes_every_segment(tmp_path: Path) -> None:
+    ids, texts, sources, years = _chunks(60)
+    LexicalIndex.build(ids[:40], texts[:40], sources[:40], years[:40], 1).save(tmp_path / "a")
+    loaded = LexicalIndex.load(tmp_path / "a")
+    assert loaded is not None
+    grown = loaded.updated(
+        generation=2,
+        delete=["chunk-1"],
+        ids=ids[40:],
+        texts=texts[40:],
+        source_ids=sources[40:],
+        years=years[40:],
+    )
+    grown.save(tmp_path / "b")
+    copy = LexicalIndex.load(tmp_path / "b")
+    assert copy is not None and sorted(copy.ids) == sorted(ids[:1] + ids[2:])
+    _assert_same_results(copy, grown)
