@@ -13,7 +13,7 @@ def test_lexical_and_chroma_measurements_are_sane(tmp_path: Path) -> None:
     # postings of a two-sentence chunk take tens to hundreds of bytes; a load adds RSS
     assert 50 < lexical["bytes_per_chunk"] < 2000
     assert lexical["rss_per_chunk"] > 0 and lexical["ms_per_query"] > 0
-    assert 0 < lexical["add10_s"] and 0 < lexical["build_s"]
+    assert lexical["add10_s"] > 0 and lexical["build_s"] > 0
     chroma = bench.chroma(600, tmp_path / "chroma")
     # every chunk stores at least its 384 float32s and its text
     assert chroma["bytes_per_chunk"] > 1536 + chroma["text_bytes_per_chunk"]
