@@ -3,12 +3,16 @@
 Layout of ``index_dir`` (embedded store)::
 
     chroma/        Chroma PersistentClient folder: vectors, chunk texts, metadata
-    bm25/          BM25 over the same chunks (a generation folder and a current.json pointer)
+    bm25/          BM25 over the same chunks: memory-mapped segments and a current.json pointer
     index.json     embedding model and collection that built the index
     write.lock     held by the one process allowed to write (with write.pid naming it)
 
 With ``chroma_url`` set, vectors live on a Chroma server shared by many processes and only the BM25
-files stay in ``index_dir``; they are rebuilt from the server whenever another process has ingested.
+files stay in ``index_dir``. Every chunk records the generation (ingest) that stored or re-labelled
+it, so a process whose BM25 files are behind fetches only the chunks of later generations and adds
+them as a new segment; it rebuilds nothing. Deleted chunks are found through the documents those
+chunks belong to, or (after a prune) by comparing chunk ids; a chunk count that disagrees with the
+store also triggers that id comparison, so the lexical side never silently drifts from the store.
 
 Ingest is incremental and resumable: chunk ids are content hashes, chunks already stored are not
 embedded again, and new chunks are committed in batches, so re-running an interrupted ingest (even
@@ -24,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -270,6 +274,8 @@ class _Plan:
     relabel_ids: list[str] = field(default_factory=list)
     relabel_metadata: list[Metadata] = field(default_factory=list)
     stale_ids: list[str] = field(default_factory=list)
+    emptied: bool = False
+    """A stored document lost all its chunks (its stale chunks belong to no new chunk)."""
 
 
 def _document_hash(document: Document, salt: str) -> str:
@@ -284,6 +290,46 @@ def _document_hash(document: Document, salt: str) -> str:
 
 def _same_position(stored: Mapping[str, Any], wanted: Metadata) -> bool:
     return all(stored.get(key) == wanted.get(key) for key in wanted)
+
+
+def _stored_year(stored: StoredChunk) -> int | None:
+    year = stored.metadata.get("year")
+    return None if year is None else int(year)
+
+
+# Stored chunks are added to BM25 this many at a time: one segment each, merged by size tier.
+_LEXICAL_PAGE = 50_000
+
+
+def _pages(records: Iterable[StoredChunk], size: int) -> Iterator[list[StoredChunk]]:
+    page: list[StoredChunk] = []
+    for record in records:
+        page.append(record)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _with_records(
+    lexical: LexicalIndex,
+    records: Sequence[StoredChunk],
+    generation: int,
+    *,
+    delete: Iterable[str] = (),
+    store_id: str | None = None,
+) -> LexicalIndex:
+    """``lexical`` plus ``records`` (replacing rows of the same ids) and minus ``delete``."""
+    return lexical.updated(
+        generation=generation,
+        delete=delete,
+        ids=[record.chunk_id for record in records],
+        texts=[record.text for record in records],
+        source_ids=[record.source_id for record in records],
+        years=[_stored_year(record) for record in records],
+        store_id=store_id,
+    )
 
 
 class LiteratureIndex:
@@ -481,7 +527,7 @@ class LiteratureIndex:
             return store
 
     def _lexical_index(self, store: ChromaStore) -> LexicalIndex:
-        """The BM25 index matching the store's current generation (rebuilt if stale)."""
+        """The BM25 index matching what the store holds (brought up to date if behind)."""
         state = store.state()
         generation = int(state.get("generation", 0))
         current = state.get("ingest_state") == _STATE_COMPLETE
@@ -491,37 +537,95 @@ class LiteratureIndex:
         with self._mutex:
             if self._lexical is not None and (self._lexical_key == key or self._ingesting):
                 return self._lexical
-            folder = self.index_dir / "bm25"
-            loaded = None
-            if current and LexicalIndex.saved_generation(folder) == generation:
-                loaded = LexicalIndex.load(folder)
-            if loaded is None:
-                if not current:
-                    logger.warning(
-                        "index %s: an ingest is running or was interrupted; BM25 is rebuilt in "
-                        "memory from the stored chunks (re-run the ingest to finish it)",
-                        self.location,
-                    )
-                loaded = self._build_lexical(store, generation)
-                # Another process ingested into the shared server: keep the rebuilt files.
-                if current and not self.embedded:
-                    self._save_lexical(loaded)
-            self._lexical, self._lexical_key = loaded, key
-            return loaded
+            if not current:
+                logger.warning(
+                    "index %s: an ingest is running or was interrupted; BM25 adds the chunks "
+                    "stored so far in memory (re-run the ingest to finish it)",
+                    self.location,
+                )
+            base = self._lexical_base()
+            lexical = self._sync_lexical(store, base, state, complete=current)
+            # Another process ingested into the shared server: keep the new segment on disk.
+            if current and not self.embedded and lexical is not base:
+                self._save_lexical(lexical)
+            self._lexical, self._lexical_key = lexical, key
+            return lexical
+
+    def _lexical_base(self) -> LexicalIndex | None:
+        """The newest BM25 index at hand: the one in memory or the saved one, if newer."""
+        folder = self.index_dir / "bm25"
+        cached = self._lexical
+        saved = LexicalIndex.saved_generation(folder)
+        if cached is not None and (saved is None or saved <= cached.generation):
+            return cached
+        return LexicalIndex.load(folder) or cached
+
+    def _sync_lexical(
+        self,
+        store: ChromaStore,
+        base: LexicalIndex | None,
+        state: Mapping[str, Any],
+        *,
+        complete: bool,
+    ) -> LexicalIndex:
+        """``base`` plus the chunks stored (and minus those deleted) since its generation.
+
+        The result's generation is the store's when ``complete``; while an ingest runs (or after
+        one died) it stays one below, so the next sync fetches that generation's chunks again.
+        """
+        generation = int(state.get("generation", 0))
+        synced = generation if complete else generation - 1
+        store_id = store.collection_id
+        if base is None or base.store_id not in (None, store_id) or base.generation > generation:
+            return self._build_lexical(store, synced, store_id)
+        lexical = base
+        if base.generation < generation:
+            changed = store.scan_where({"generation": {"$gt": base.generation}}, texts=True)
+            for records in _pages(changed, _LEXICAL_PAGE):
+                touched = sorted({record.source_id for record in records})
+                kept = {record.chunk_id for record in store.scan_sources(touched, texts=False)}
+                lexical = _with_records(
+                    lexical,
+                    records,
+                    synced,
+                    delete=lexical.live_ids_of_sources(touched) - kept,
+                    store_id=store_id,
+                )
+            if int(state.get("removed_generation", 0)) > base.generation:
+                lexical = self._reconcile_lexical(store, lexical, synced)
+        if len(lexical) != store.count():
+            logger.info(
+                "index %s: BM25 holds %d chunks, the store %d; comparing chunk ids",
+                self.location,
+                len(lexical),
+                store.count(),
+            )
+            lexical = self._reconcile_lexical(store, lexical, synced)
+        return lexical
 
     @staticmethod
-    def _build_lexical(store: ChromaStore, generation: int) -> LexicalIndex:
-        ids: list[str] = []
-        texts: list[str] = []
-        source_ids: list[str] = []
-        years: list[int | None] = []
-        for stored in store.scan(texts=True):
-            ids.append(stored.chunk_id)
-            texts.append(stored.text)
-            source_ids.append(stored.source_id)
-            year = stored.metadata.get("year")
-            years.append(None if year is None else int(year))
-        return LexicalIndex.build(ids, texts, source_ids, years, generation)
+    def _reconcile_lexical(
+        store: ChromaStore, lexical: LexicalIndex, generation: int
+    ) -> LexicalIndex:
+        """``lexical`` with exactly the store's chunk ids (reads texts of missing chunks only)."""
+        stored = set(store.scan_ids())
+        indexed = set(lexical.ids)
+        lexical = lexical.updated(generation=generation, delete=indexed - stored)
+        missing = sorted(stored - indexed)
+        for start in range(0, len(missing), _LEXICAL_PAGE):
+            records = list(store.get(missing[start : start + _LEXICAL_PAGE]).values())
+            lexical = _with_records(lexical, records, generation)
+        return lexical
+
+    @staticmethod
+    def _build_lexical(
+        store: ChromaStore, generation: int, store_id: str | None = None
+    ) -> LexicalIndex:
+        """BM25 over every stored chunk, read and indexed a page at a time (bounded memory)."""
+        lexical = LexicalIndex.build([], [], [], [], generation, store_id=store_id)
+        for records in _pages(store.scan(texts=True), _LEXICAL_PAGE):
+            lexical = _with_records(lexical, records, generation)
+        return lexical
 
     def _save_lexical(self, lexical: LexicalIndex) -> None:
         folder = self.index_dir / "bm25"
@@ -533,7 +637,9 @@ class LiteratureIndex:
 
         self.index_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.index_dir / "bm25.lock"), timeout=300, thread_local=False):
-            lexical.save(folder)
+            saved = LexicalIndex.saved_generation(folder)
+            if saved is None or saved < lexical.generation:
+                lexical.save(folder)
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -581,18 +687,28 @@ class LiteratureIndex:
             with self._mutex:
                 store = self._open_for_write()
                 embedder = self.embedder
+                base = self._lexical_base()
             generation = int(store.state().get("generation", 0)) + 1
             documents = self._unique_documents(read, report)
             report.documents = len(documents)
-            existing = self._stored_chunks(store)
+            # Only a prune needs every stored document; otherwise look up the ones read.
+            existing = self._stored_chunks(
+                store, None if prune else [document.source_id for document in documents]
+            )
             if origin is not None:
                 documents = self._own_or_new(documents, existing, origin, report)
             plan = self._plan(documents, existing, embedder, report)
             self._check_limits(report, plan, max_documents, max_chunks)
+            # Each chunk records the generation that wrote it: other processes sharing the
+            # store fetch only what changed since their BM25 files (see _sync_lexical).
+            for item in plan.pending:
+                item.metadata["generation"] = generation
+            for metadata in plan.relabel_metadata:
+                metadata["generation"] = generation
 
             with self._mutex:
                 self._ingesting = True
-                store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+                self._start_generation(store, generation)
             try:
                 embed_started = time.perf_counter()
                 self._embed_and_store(store, embedder, plan.pending, len(documents), progress)
@@ -605,11 +721,8 @@ class LiteratureIndex:
                     report.chunks_removed += len(plan.stale_ids)
                 if prune:
                     self._prune(store, documents, existing, result.failures, report)
-                lexical = self._build_lexical(store, generation)
-                with self._mutex:
-                    self._save_lexical(lexical)
-                    store.set_state(ingest_state=_STATE_COMPLETE)
-                    self._lexical, self._lexical_key = lexical, (generation, True, None)
+                removed = plan.emptied or report.documents_removed > 0
+                lexical = self._finish_ingest(store, base, generation, removed=removed)
             finally:
                 with self._mutex:
                     self._ingesting = False
@@ -617,6 +730,30 @@ class LiteratureIndex:
             report.index_documents = lexical.document_count
         report.seconds = time.perf_counter() - started
         return report
+
+    @staticmethod
+    def _start_generation(store: ChromaStore, generation: int | None = None) -> int:
+        """Mark the store as being written by ``generation`` (default: the next one)."""
+        if generation is None:
+            generation = int(store.state().get("generation", 0)) + 1
+        store.set_state(generation=generation, ingest_state=_STATE_RUNNING)
+        return generation
+
+    def _finish_ingest(
+        self, store: ChromaStore, base: LexicalIndex | None, generation: int, *, removed: bool
+    ) -> LexicalIndex:
+        """Bring BM25 up to the store (a new segment), save it, mark ``generation`` complete.
+
+        ``removed``: the ingest deleted chunks other than replaced ones (a prune, an emptied
+        document), which readers find by comparing chunk ids.
+        """
+        state = store.set_state(removed_generation=generation) if removed else store.state()
+        lexical = self._sync_lexical(store, base, state, complete=True)
+        with self._mutex:
+            self._save_lexical(lexical)
+            store.set_state(ingest_state=_STATE_COMPLETE)
+            self._lexical, self._lexical_key = lexical, (generation, True, None)
+        return lexical
 
     @staticmethod
     def _unique_documents(documents: Sequence[Document], report: IngestReport) -> list[Document]:
@@ -670,10 +807,17 @@ class LiteratureIndex:
         return allowed
 
     @staticmethod
-    def _stored_chunks(store: ChromaStore) -> dict[str, dict[str, Mapping[str, Any]]]:
-        """source id -> chunk id -> metadata, for everything the store holds."""
+    def _stored_chunks(
+        store: ChromaStore, source_ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Mapping[str, Any]]]:
+        """source id -> chunk id -> metadata, for the documents ``source_ids`` (None: all)."""
         existing: dict[str, dict[str, Mapping[str, Any]]] = {}
-        for stored in store.scan(texts=False):
+        records = (
+            store.scan(texts=False)
+            if source_ids is None
+            else store.scan_sources(source_ids, texts=False)
+        )
+        for stored in records:
             existing.setdefault(stored.source_id, {})[stored.chunk_id] = stored.metadata
         return existing
 
@@ -708,6 +852,7 @@ class LiteratureIndex:
             chunks = chunk_document(document, count_tokens, max_tokens, overlap)
             if not chunks:
                 report.warnings.append(f"document {document.source_id} has no text to index")
+                plan.emptied = plan.emptied or bool(stored)
             changed = False
             for chunk in chunks:
                 metadata = chunk_metadata(chunk, document, doc_hash=doc_hash, n_chunks=len(chunks))

@@ -304,6 +304,45 @@ class ChromaStore:
         batch = self.collection.get(where=dict(where), include=["documents", "metadatas"])
         return list(self._records(batch).values())
 
+    @property
+    def collection_id(self) -> str:
+        """Chroma's id of the collection (a re-created collection gets a new one)."""
+        return str(self.collection.id)
+
+    def scan_ids(self, page_size: int = 20000) -> Iterator[str]:
+        """Every stored chunk id, page by page (no texts, no metadata)."""
+        offset = 0
+        while True:
+            batch = self.collection.get(include=[], limit=page_size, offset=offset)
+            yield from batch["ids"]
+            if len(batch["ids"]) < page_size:
+                return
+            offset += page_size
+
+    def scan_where(
+        self, where: Mapping[str, Any], *, texts: bool, page_size: int = 5000
+    ) -> Iterator[StoredChunk]:
+        """Every stored chunk matching a Chroma ``where`` clause, page by page."""
+        include = ["metadatas", "documents"] if texts else ["metadatas"]
+        offset = 0
+        while True:
+            batch = self.collection.get(
+                where=dict(where), include=include, limit=page_size, offset=offset
+            )
+            yield from self._records(batch).values()
+            if len(batch["ids"]) < page_size:
+                return
+            offset += page_size
+
+    def scan_sources(
+        self, source_ids: Sequence[str], *, texts: bool, page_size: int = 500
+    ) -> Iterator[StoredChunk]:
+        """Every stored chunk of the documents ``source_ids`` (asked ``page_size`` at a time)."""
+        unique = sorted(set(source_ids))
+        for start in range(0, len(unique), page_size):
+            where = {"source_id": {"$in": unique[start : start + page_size]}}
+            yield from self.scan_where(where, texts=texts)
+
     def scan(self, *, texts: bool, page_size: int = 5000) -> Iterator[StoredChunk]:
         """Every stored chunk, page by page (texts omitted unless ``texts``)."""
         include = ["metadatas", "documents"] if texts else ["metadatas"]

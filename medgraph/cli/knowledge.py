@@ -56,6 +56,13 @@ def ingest(
         False, "--prune", help="Remove indexed documents that are not among these inputs."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Ingest on a Ray cluster: ADDRESS (e.g. ray://head:10001 or auto), or 'local' to "
+        "start one here. Needs knowledge.chroma_url and the medgraph[ray] extra.",
+        show_default=False,
+    ),
 ) -> None:
     """Read literature files into the index (incremental: unchanged chunks are not re-embedded).
 
@@ -73,9 +80,18 @@ def ingest(
             f"no such file or folder: {', '.join(missing)}; nothing was indexed"
         )
     settings = _settings(index)
+    if ray is not None and prune:
+        raise ConfigurationError("--prune is not supported with --ray; run the prune without --ray")
     try:
-        with LiteratureIndex(settings) as literature:
-            report = literature.ingest(paths, fmt=fmt, prune=prune, progress=not quiet)
+        if ray is not None:
+            from medgraph.knowledge.ray_ingest import ingest_with_ray
+
+            report = ingest_with_ray(
+                settings, paths, address=None if ray == "local" else ray, fmt=fmt
+            )
+        else:
+            with LiteratureIndex(settings) as literature:
+                report = literature.ingest(paths, fmt=fmt, prune=prune, progress=not quiet)
     except KeyboardInterrupt:
         typer.echo(
             "medgraph: ingest interrupted; the batches already stored are kept. Run the same "

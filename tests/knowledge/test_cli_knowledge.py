@@ -100,3 +100,17 @@ def test_ingest_exit_codes_and_failure_listing(
     pmids = {record["pmid"] for record in corpus_records(3)}
     assert all(hit["document"]["source_id"] in pmids for hit in hits)
     assert hits[0]["citation"].startswith("[1] ") and "PMID:" in hits[0]["citation"]
+
+
+def test_ray_ingest_without_a_chroma_server_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEDGRAPH_KNOWLEDGE__CHROMA_URL", raising=False)
+    corpus = write_jsonl(tmp_path / "a.jsonl", corpus_records(2))
+    index = str(tmp_path / "index")
+    code, _, err = run_cli(["ingest", str(corpus), "--index", index, "--ray", "local"], capsys)
+    assert code == 2 and "chroma_url" in _one_error_line(err)
+    code, _, err = run_cli(
+        ["ingest", str(corpus), "--index", index, "--ray", "local", "--prune"], capsys
+    )
+    assert code == 2 and "--prune" in _one_error_line(err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medgraph.knowledge.lexical import LexicalIndex, tokenize
@@ -70,10 +71,13 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.generation == 7 and loaded.ids == index.ids
     assert loaded.search("aspirin mortality", 3) == index.search("aspirin mortality", 3)
     assert loaded.mask(year_min=2012).tolist() == [0.0, 0.0, 1.0, 0.0]  # type: ignore[union-attr]
-    # a newer generation replaces the pointer and removes the old folder
-    second = _index(generation=8).save(folder)
-    assert not first.exists() and second.exists()
-    assert json.loads((folder / "current.json").read_text())["generation"] == 8
+    # a newer generation replaces the pointer; the files of the one before it are removed
+    # (the previous manifest stays, for a reader that was loading it)
+    _index(generation=8).save(folder)
+    third = _index(generation=9).save(folder)
+    assert not first.exists() and third.exists()
+    assert json.loads((folder / "current.json").read_text())["generation"] == 9
+    assert len(list(folder.glob("s-*"))) == 2
 
 
 def test_load_of_missing_or_corrupt_folder_is_none(tmp_path: Path) -> None:
@@ -96,3 +100,217 @@ def test_empty_index_searches_nothing(tmp_path: Path) -> None:
 def test_misaligned_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="same length"):
         LexicalIndex.build(["a"], ["x", "y"], ["s"], [None], generation=1)
+
+
+# -- segments: incremental adds, deletes, replacements, merges ------------------------------------
+
+
+def _sentences() -> list[str]:
+    """Real abstract sentences from the shared PubMedQA corpus (about ten thousand)."""
+    import re
+
+    from tests.knowledge.index_support import corpus_records
+
+    sentences: list[str] = []
+    for record in corpus_records():
+        for section in record["sections"]:
+            sentences.extend(s for s in re.split(r"(?<=\.)\s+", section["text"]) if len(s) > 20)
+    return sentences
+
+
+def _chunks(count: int, start: int = 0) -> tuple[list[str], list[str], list[str], list[int | None]]:
+    """``count`` chunk-sized texts (two real sentences each) with ids, documents and years."""
+    sentences = _sentences()
+    texts = [
+        f"{sentences[i % len(sentences)]} {sentences[(7 * i + 3) % len(sentences)]}"
+        for i in range(start, start + count)
+    ]
+    ids = [f"chunk-{i}" for i in range(start, start + count)]
+    sources = [f"doc-{i // 4}" for i in range(start, start + count)]
+    years: list[int | None] = [
+        None if i % 11 == 0 else 1990 + i % 30 for i in range(start, start + count)
+    ]
+    return ids, texts, sources, years
+
+
+QUERIES = [
+    "metformin insulin glucose",
+    "randomized trial of aspirin after myocardial infarction mortality",
+    "children asthma inhaled corticosteroids",
+    "patients patients surgery outcome",
+    "laparoscopic cholecystectomy complications",
+]
+
+
+def _assert_same_results(left: LexicalIndex, right: LexicalIndex, k: int = 25) -> None:
+    for query in QUERIES:
+        for where in ({}, {"year_min": 2000}, {"source_ids": ["doc-3", "doc-40", "doc-900"]}):
+            got = left.search(query, k, left.mask(**where))  # type: ignore[arg-type]
+            want = right.search(query, k, right.mask(**where))  # type: ignore[arg-type]
+            assert [c for c, _ in got] == [c for c, _ in want], (query, where)
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+
+
+def test_scores_equal_bm25s_lucene_defaults() -> None:
+    import bm25s
+
+    ids, texts, _, _ = _chunks(400)
+    index = LexicalIndex.build(ids, texts, ids, [None] * len(ids), generation=1)
+    reference = bm25s.BM25()
+    reference.index([tokenize(text) for text in texts], show_progress=False)
+    for query in QUERIES:
+        tokens = [t for t in tokenize(query) if t in reference.vocab_dict]
+        assert tokens, query
+        expected = reference.get_scores(tokens)
+        for chunk_id, score in index.search(query, 10):
+            assert score == pytest.approx(float(expected[ids.index(chunk_id)]), rel=1e-5)
+
+
+def test_adds_deletes_and_replacements_score_as_a_full_rebuild(tmp_path: Path) -> None:
+    ids, texts, sources, years = _chunks(1200)
+    rows = dict(zip(ids, zip(texts, sources, years, strict=True), strict=True))
+    index = LexicalIndex.build(ids[:600], texts[:600], sources[:600], years[:600], generation=1)
+    live = dict(list(rows.items())[:600])
+    for step, start in enumerate(range(600, 1200, 100), start=2):
+        added = ids[start : start + 100]
+        doomed = ids[start - 550 : start - 540]  # chunks of older segments
+        replaced = ids[start - 300 : start - 295]  # same ids, new text and year
+        new_rows = {chunk_id: rows[chunk_id] for chunk_id in added}
+        new_rows.update(
+            {chunk_id: (f"metformin replaced {step}", "doc-3", 2020) for chunk_id in replaced}
+        )
+        index = index.updated(
+            generation=step,
+            delete=doomed,
+            ids=list(new_rows),
+            texts=[row[0] for row in new_rows.values()],
+            source_ids=[row[1] for row in new_rows.values()],
+            years=[row[2] for row in new_rows.values()],
+        )
+        for chunk_id in doomed:
+            live.pop(chunk_id, None)
+        live.update(new_rows)
+        if step % 2:
+            index.save(tmp_path / "bm25")
+            loaded = LexicalIndex.load(tmp_path / "bm25")
+            assert loaded is not None and loaded.generation == step
+            index = loaded
+    rebuilt = LexicalIndex.build(
+        list(live),
+        [row[0] for row in live.values()],
+        [row[1] for row in live.values()],
+        [row[2] for row in live.values()],
+        generation=99,
+    )
+    assert index.segment_count > 1
+    assert len(index) == len(rebuilt) == len(live)
+    assert sorted(index.ids) == sorted(live)
+    assert index.document_count == rebuilt.document_count
+    doc_3 = {chunk_id for chunk_id, row in live.items() if row[1] == "doc-3"}
+    assert index.live_ids_of_sources(["doc-3"]) == doc_3
+    _assert_same_results(index, rebuilt)
+
+
+def test_size_tiers_merge_and_drop_deleted_rows() -> None:
+    ids, texts, sources, years = _chunks(400)
+    index = LexicalIndex.build(ids[:200], texts[:200], sources[:200], years[:200], generation=1)
+    for step, start in enumerate(range(200, 400, 10), start=2):
+        end = start + 10
+        index = index.updated(
+            generation=step,
+            ids=ids[start:end],
+            texts=texts[start:end],
+            source_ids=sources[start:end],
+            years=years[start:end],
+        )
+        # four segments of a size tier become one: at most three per tier remain
+        assert index.segment_count <= 2 + 3 * 4
+    # deleting most of the big segment rewrites it without the deleted rows
+    index = index.updated(generation=50, delete=ids[:150])
+    assert len(index) == 250 and sorted(index.ids) == sorted(ids[150:])
+    rebuilt = LexicalIndex.build(ids[150:], texts[150:], sources[150:], years[150:], generation=1)
+    _assert_same_results(index, rebuilt)
+
+
+def test_saved_segments_are_memory_mapped_and_reused(tmp_path: Path) -> None:
+    ids, texts, sources, years = _chunks(300)
+    folder = tmp_path / "bm25"
+    LexicalIndex.build(ids[:200], texts[:200], sources[:200], years[:200], generation=1).save(
+        folder
+    )
+    (first_segment,) = folder.glob("s-*")
+    loaded = LexicalIndex.load(folder)
+    assert loaded is not None
+    assert all(isinstance(s.rows.base, np.memmap) for s in loaded._segments)
+    grown = loaded.updated(
+        generation=2,
+        delete=["chunk-5"],
+        ids=ids[200:],
+        texts=texts[200:],
+        source_ids=sources[200:],
+        years=years[200:],
+    )
+    grown.save(folder)
+    # the first segment is kept as it was (its deleted row is a tombstone file beside it)
+    assert first_segment.is_dir() and len(list(folder.glob("s-*"))) == 2
+    assert len(list(folder.glob("d-*.npy"))) == 1
+    again = LexicalIndex.load(folder)
+    assert again is not None and len(again) == 299 and "chunk-5" not in again.ids
+
+
+def test_adding_ten_documents_to_20k_chunks_costs_under_5_percent_of_a_build(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    ids, texts, sources, years = _chunks(20_045)
+    started = time.perf_counter()
+    full = LexicalIndex.build(ids, texts, sources, years, generation=1)
+    full.save(tmp_path / "full")
+    build_seconds = time.perf_counter() - started
+
+    base = LexicalIndex.build(ids[:20_000], texts[:20_000], sources[:20_000], years[:20_000], 1)
+    base.save(tmp_path / "bm25")
+    loaded = LexicalIndex.load(tmp_path / "bm25")
+    assert loaded is not None
+    started = time.perf_counter()  # ten documents of 4-5 chunks: load, add, save
+    grown = loaded.updated(
+        generation=2,
+        ids=ids[20_000:],
+        texts=texts[20_000:],
+        source_ids=sources[20_000:],
+        years=years[20_000:],
+    )
+    grown.save(tmp_path / "bm25")
+    add_seconds = time.perf_counter() - started
+
+    assert add_seconds < 0.05 * build_seconds, (add_seconds, build_seconds)
+    _assert_same_results(grown, full)
+
+
+def test_another_tokenisation_or_layout_reads_as_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "bm25"
+    _index().save(folder)
+    monkeypatch.setattr("medgraph.knowledge.lexical.tokenizer_fingerprint", lambda: "other")
+    assert LexicalIndex.load(folder) is None
+
+
+def test_saving_into_another_folder_writes_every_segment(tmp_path: Path) -> None:
+    ids, texts, sources, years = _chunks(60)
+    LexicalIndex.build(ids[:40], texts[:40], sources[:40], years[:40], 1).save(tmp_path / "a")
+    loaded = LexicalIndex.load(tmp_path / "a")
+    assert loaded is not None
+    grown = loaded.updated(
+        generation=2,
+        delete=["chunk-1"],
+        ids=ids[40:],
+        texts=texts[40:],
+        source_ids=sources[40:],
+        years=years[40:],
+    )
+    grown.save(tmp_path / "b")
+    copy = LexicalIndex.load(tmp_path / "b")
+    assert copy is not None and sorted(copy.ids) == sorted(ids[:1] + ids[2:])
+    _assert_same_results(copy, grown)

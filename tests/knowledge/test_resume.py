@@ -68,9 +68,9 @@ def test_rerun_after_sigkill_completes_the_index(
     builds: list[int] = []
     build = LiteratureIndex._build_lexical
 
-    def counting_build(store: Any, generation: int) -> LexicalIndex:
+    def counting_build(store: Any, generation: int, store_id: str | None = None) -> LexicalIndex:
         builds.append(generation)
-        return build(store, generation)
+        return build(store, generation, store_id)
 
     monkeypatch.setattr(LiteratureIndex, "_build_lexical", staticmethod(counting_build))
     with LiteratureIndex(settings, embedder=HashEmbedder()) as interrupted:

@@ -1,0 +1,20 @@
+"""bench/index_scale.py: its size and memory measurements, on a few hundred chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.bench.support import load_bench
+
+
+def test_lexical_and_chroma_measurements_are_sane(tmp_path: Path) -> None:
+    bench = load_bench("index_scale")
+    lexical = bench.lexical(600, tmp_path / "bm25")
+    # postings of a two-sentence chunk take tens to hundreds of bytes; a load adds RSS
+    assert 50 < lexical["bytes_per_chunk"] < 2000
+    assert lexical["rss_per_chunk"] > 0 and lexical["ms_per_query"] > 0
+    assert lexical["add10_s"] > 0 and lexical["build_s"] > 0
+    chroma = bench.chroma(600, tmp_path / "chroma")
+    # every chunk stores at least its 384 float32s and its text
+    assert chroma["bytes_per_chunk"] > 1536 + chroma["text_bytes_per_chunk"]
+    assert chroma["add_chunks_per_s"] > 0

@@ -1,0 +1,119 @@
+"""The BM25 side of ingest grows by segments: no rebuild on ingest, on resume or on pickup.
+
+Every test compares the incrementally kept BM25 index with one rebuilt from what the store holds,
+chunk ids and scores, after adds, replacements (changed documents), a prune and an emptied
+document; and checks that no full rebuild (``_build_lexical``) ran where none was needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.index import LiteratureIndex
+from medgraph.knowledge.lexical import LexicalIndex
+from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
+from tests.support import chroma_server
+
+RECORDS = corpus_records(30)
+QUERIES = ["patients treatment outcome", "children risk", "surgery complications mortality"]
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Generations of every full BM25 rebuild from the store."""
+    calls: list[int] = []
+    build = LiteratureIndex._build_lexical
+
+    def counting(store: Any, generation: int, store_id: str | None = None) -> LexicalIndex:
+        calls.append(generation)
+        return build(store, generation, store_id)
+
+    monkeypatch.setattr(LiteratureIndex, "_build_lexical", staticmethod(counting))
+    return calls
+
+
+def _assert_matches_store(index: LiteratureIndex) -> None:
+    store = index._open_for_read()
+    lexical = index._lexical_index(store)
+    rebuilt = _full_build(store)
+    assert sorted(lexical.ids) == sorted(record.chunk_id for record in store.scan(texts=False))
+    for query in QUERIES:
+        got, want = lexical.search(query, 30), rebuilt.search(query, 30)
+        assert [c for c, _ in got] == [c for c, _ in want], query
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+
+
+def _full_build(store: Any) -> LexicalIndex:
+    records = list(store.scan(texts=True))
+    return LexicalIndex.build(
+        [r.chunk_id for r in records],
+        [r.text for r in records],
+        [r.source_id for r in records],
+        [r.metadata.get("year") for r in records],
+        generation=0,
+    )
+
+
+def test_ingests_add_segments_and_honour_replacements_prune_and_emptied_documents(
+    tmp_path: Path, builds: list[int]
+) -> None:
+    settings = KnowledgeSettings(index_dir=tmp_path / "index")
+    first = write_jsonl(tmp_path / "a.jsonl", RECORDS[:20])
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as index:
+        index.ingest([first], progress=False)
+        assert builds == [1]  # the first ingest of an empty index builds once
+        index.ingest([write_jsonl(tmp_path / "b.jsonl", RECORDS[20:])], progress=False)
+        changed = [dict(RECORDS[3], sections=[{"label": "X", "text": "Entirely new findings."}])]
+        changed.append(dict(RECORDS[4], sections=[{"label": "X", "text": ""}]))  # emptied
+        index.ingest([write_jsonl(tmp_path / "c.jsonl", changed)], progress=False)
+        _assert_matches_store(index)
+        assert index._lexical is not None and index._lexical.segment_count > 1
+        # prune: only the first file's documents stay
+        report = index.ingest([first], prune=True, progress=False)
+        assert report.documents_removed == 10
+        _assert_matches_store(index)
+    assert builds == [1]
+    # a new process loads the saved segments: nothing rebuilt
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as reader:
+        _assert_matches_store(reader)
+    assert builds == [1]
+
+
+@pytest.fixture(scope="module")
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with chroma_server(tmp_path_factory.mktemp("chroma-incremental")) as url:
+        yield url
+
+
+def test_workers_sharing_a_server_pick_up_new_segments(
+    chroma_url: str, tmp_path: Path, builds: list[int]
+) -> None:
+    def worker(name: str) -> LiteratureIndex:
+        settings = KnowledgeSettings(
+            index_dir=tmp_path / name, chroma_url=chroma_url, collection="incremental"
+        )
+        return LiteratureIndex(settings, embedder=HashEmbedder())
+
+    writer, server_worker = worker("writer"), worker("serve-1")
+    writer.ingest([write_jsonl(tmp_path / "a.jsonl", RECORDS[:20])], progress=False)
+    _assert_matches_store(server_worker)  # a worker with no BM25 files builds once
+    assert len(builds) == 2
+    serving = server_worker._lexical
+    assert serving is not None
+
+    writer.ingest([write_jsonl(tmp_path / "b.jsonl", RECORDS[20:])], progress=False)
+    changed = [dict(RECORDS[5], sections=[{"label": "X", "text": "Revised abstract text."}])]
+    writer.ingest([write_jsonl(tmp_path / "c.jsonl", changed)], progress=False)
+    _assert_matches_store(server_worker)
+    assert len(builds) == 2  # picked up as a segment, not rebuilt
+    picked = server_worker._lexical
+    assert picked is not None and picked.segment_count == serving.segment_count + 1
+    # the worker saved the segment: its next process starts from it
+    assert LexicalIndex.saved_generation(tmp_path / "serve-1" / "bm25") == picked.generation
+    for index in (writer, server_worker):
+        index.close()

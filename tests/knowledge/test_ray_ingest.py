@@ -1,0 +1,152 @@
+"""``medgraph ingest --ray``: a real local Ray cluster (2 CPUs) writing to a real ``chroma run``.
+
+The Ray ingest must store what a single-process ingest stores (chunk ids, texts, vectors to cosine
+0.9999 with the packaged MiniLM), keep BM25 equal to a rebuild, and finish an interrupted ingest
+(chunks lost when the driver died) by embedding only what is missing; one embedding actor is
+SIGKILLed during the first ingest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.index import LiteratureIndex
+from medgraph.knowledge.lexical import LexicalIndex
+from medgraph.knowledge.store import ChromaStore
+from tests.knowledge.index_support import corpus_records, write_jsonl
+from tests.support import chroma_server
+
+ray = pytest.importorskip("ray", reason="the medgraph[ray] extra is not installed")
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with chroma_server(tmp_path_factory.mktemp("chroma-ray")) as url:
+        yield url
+
+
+def _contents(index: LiteratureIndex) -> dict[str, tuple[str, np.ndarray]]:
+    batch = index._open_for_read().collection.get(include=["documents", "embeddings"])
+    return {
+        chunk_id: (text, np.asarray(vector, dtype=np.float64))
+        for chunk_id, text, vector in zip(
+            batch["ids"], batch["documents"], batch["embeddings"], strict=True
+        )
+    }
+
+
+def _assert_same(ray_index: LiteratureIndex, single: LiteratureIndex) -> None:
+    got, want = _contents(ray_index), _contents(single)
+    assert sorted(got) == sorted(want)
+    for chunk_id, (text, vector) in want.items():
+        assert got[chunk_id][0] == text
+        other = got[chunk_id][1]
+        cosine = float(vector @ other / (np.linalg.norm(vector) * np.linalg.norm(other)))
+        assert cosine >= 0.9999, chunk_id
+    store = ray_index._open_for_read()
+    lexical = LexicalIndex.load(ray_index.index_dir / "bm25")
+    assert lexical is not None and sorted(lexical.ids) == sorted(want)
+    for query in ("patients treatment", "children risk factors"):
+        assert [c for c, _ in lexical.search(query, 10)] == [
+            c for c, _ in single._lexical_index(single._open_for_read()).search(query, 10)
+        ]
+    assert store.state()["ingest_state"] == "complete"
+
+
+class _ActorKiller(threading.Thread):
+    """SIGKILLs one embedding actor once the first batch is on the server (one kill only)."""
+
+    def __init__(self, settings: KnowledgeSettings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.killed: int | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        store = ChromaStore(collection=self.settings.collection, url=self.settings.chroma_url)
+        while not self.stop.wait(0.1):
+            try:
+                if not store.collection_exists() or store.count() == 0:
+                    continue
+            except Exception:
+                continue
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    if "_EmbedWriter" in " ".join(process.cmdline()):
+                        os.kill(process.pid, signal.SIGKILL)
+                        self.killed = process.pid
+                        return
+                except psutil.Error:
+                    continue
+
+
+def test_ray_ingest_matches_a_single_process_ingest_and_resumes(
+    cluster: None, chroma_url: str, tmp_path: Path
+) -> None:
+    from medgraph.knowledge.ray_ingest import ingest_with_ray
+
+    records = corpus_records(16)
+    files = [
+        write_jsonl(tmp_path / "in" / "a.jsonl", records[:9]),
+        write_jsonl(tmp_path / "in" / "b.jsonl", records[9:]),
+    ]
+    with LiteratureIndex(KnowledgeSettings(index_dir=tmp_path / "single")) as single:
+        expected = single.ingest(files, progress=False)
+
+        settings = KnowledgeSettings(
+            index_dir=tmp_path / "ray", chroma_url=chroma_url, collection="ray-ingest"
+        )
+        # One actor is killed after the first batch landed: Ray Data restarts it and retries
+        # its batch, which skips what the dead actor had stored.
+        killer = _ActorKiller(settings)
+        killer.start()
+        try:
+            report = ingest_with_ray(settings, [tmp_path / "in"], workers=2, batch_documents=2)
+        finally:
+            killer.stop.set()
+            killer.join(timeout=10)
+        assert killer.killed is not None, "the ingest finished before an actor could be killed"
+        assert report.ok and report.files == 2
+        assert report.documents == 16
+        with LiteratureIndex(settings) as distributed:
+            _assert_same(distributed, single)
+            # The driver died after some batches: a third of the chunks never reached the
+            # server and the generation was left running. A rerun embeds only those.
+            store = distributed._open_for_write()
+            lost = sorted(_contents(distributed))[::3]
+            store.delete(lost)
+            store.set_state(ingest_state="running")
+        again = ingest_with_ray(settings, files, workers=2, batch_documents=8)
+        assert again.chunks_added == len(lost)
+        assert again.chunks_unchanged == expected.chunks_added - len(lost)
+        with LiteratureIndex(settings) as resumed:
+            _assert_same(resumed, single)
+
+
+def test_ray_ingest_needs_a_chroma_server(tmp_path: Path) -> None:
+    from medgraph.errors import ConfigurationError
+    from medgraph.knowledge.ray_ingest import ingest_with_ray
+
+    with pytest.raises(ConfigurationError, match="chroma_url"):
+        ingest_with_ray(KnowledgeSettings(index_dir=tmp_path), [tmp_path])
