@@ -8,12 +8,13 @@ arrays it keeps a small chunk table (id, source id, year) that answers filters e
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,37 @@ _MISSING_YEAR = -1
 _POINTER = "current.json"
 _TABLE = "chunks.json"
 
+TOKENIZER_VERSION = "words-stopwords-questions-snowball-en-1"
+"""Names what :func:`tokenize` does; an index saved by another tokeniser must be rebuilt."""
 
-def _stopwords() -> frozenset[str]:
+
+# English function words that bm25s's 33-word list lacks: the interrogatives, auxiliaries and
+# modals that open most questions ("Which gene...", "Does X cause...") and carry no topic.
+_QUESTION_WORDS = frozenset(
+    {
+        "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "whether",
+        "do", "does", "did", "am", "been", "being", "has", "have", "had", "can", "could",
+        "should", "would", "may", "might", "must", "shall", "its", "from", "than", "also",
+    }
+)  # fmt: skip
+
+
+@functools.cache
+def _analyzer() -> tuple[frozenset[str], Callable[[list[str]], list[str]]]:
     from bm25s.stopwords import STOPWORDS_EN
+    from Stemmer import Stemmer
 
-    return frozenset(STOPWORDS_EN)
-
-
-_STOPWORDS: frozenset[str] | None = None
+    return frozenset(STOPWORDS_EN) | _QUESTION_WORDS, Stemmer("english").stemWords
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens of ``text`` without English stopwords (no stemming)."""
-    global _STOPWORDS
-    if _STOPWORDS is None:
-        _STOPWORDS = _stopwords()
-    return [token for token in _WORD.findall(text.lower()) if token not in _STOPWORDS]
+    """BM25 terms of ``text``: lowercase word tokens, English stopwords dropped, Snowball-stemmed.
+
+    Stemming lets "expressed" in a question match "expression" in an abstract, and "mutations"
+    match "mutation". Stopwords are bm25s's English list plus question and auxiliary words.
+    """
+    stopwords, stem = _analyzer()
+    return stem([token for token in _WORD.findall(text.lower()) if token not in stopwords])
 
 
 class LexicalIndex:
@@ -112,12 +128,15 @@ class LexicalIndex:
         return keep.astype(np.float32)
 
     def search(
-        self, query: str, k: int, mask: npt.NDArray[np.float32] | None = None
+        self, query: str | Sequence[str], k: int, mask: npt.NDArray[np.float32] | None = None
     ) -> list[tuple[str, float]]:
-        """The ``k`` best chunks for ``query`` as (chunk id, BM25 score); zero scores dropped."""
+        """The ``k`` best chunks for ``query`` as (chunk id, BM25 score); zero scores dropped.
+
+        ``query`` is text, or the terms :func:`tokenize` made of it (to tokenise a query once).
+        """
         if self._retriever is None or k < 1:
             return []
-        tokens = tokenize(query)
+        tokens = tokenize(query) if isinstance(query, str) else query
         known = [token for token in tokens if token in self._retriever.vocab_dict]
         if not known:
             return []
@@ -145,6 +164,7 @@ class LexicalIndex:
             self._retriever.save(str(target), show_progress=False)
         table = {
             "generation": self.generation,
+            "tokenizer": TOKENIZER_VERSION,
             "ids": self.ids,
             "source_ids": self.source_ids.tolist(),
             "years": self.years.tolist(),
@@ -169,13 +189,15 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex | None:
-        """The saved index under ``folder``, or None when absent or unreadable."""
+        """The saved index under ``folder``; None when absent, unreadable or tokenised otherwise."""
         try:
             pointer = json.loads((folder / _POINTER).read_text(encoding="utf-8"))
             target = folder / str(pointer["dir"])
             table = json.loads((target / _TABLE).read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if table.get("tokenizer") != TOKENIZER_VERSION:
+            return None  # built by another tokeniser: its terms no longer match queries
         retriever = None
         if table["ids"]:
             import bm25s
@@ -193,4 +215,4 @@ class LexicalIndex:
         )
 
 
-__all__ = ["LexicalIndex", "tokenize"]
+__all__ = ["TOKENIZER_VERSION", "LexicalIndex", "tokenize"]
