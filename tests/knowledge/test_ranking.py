@@ -1,4 +1,4 @@
-"""Ranking: stemmed BM25 terms, title lines in passages, document-level fusion, concurrent search."""
+"""Ranking: stemmed BM25 terms, title lines in passages, fusion of documents, concurrent search."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_index_saved_by_another_tokeniser_is_not_loaded(tmp_path: Path) -> None:
 
 
 def test_passage_puts_the_title_line_above_the_chunk() -> None:
-    assert passage_text("Zinc  and\ncolds", "Lozenges helped.") == "Zinc and colds\nLozenges helped."
+    passage = passage_text("Zinc  and\ncolds", "Lozenges helped.")
+    assert passage == "Zinc and colds\nLozenges helped."
     assert passage_text(None, "Lozenges helped.") == "Lozenges helped."
     assert passage_text("   ", "Lozenges helped.") == "Lozenges helped."
 
