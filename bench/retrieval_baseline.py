@@ -16,8 +16,9 @@ Embedding the 13k records takes minutes on a CPU, so vectors are cached by text 
 ``~/.cache/medgraph/bench`` (``--cache``), and so is the index, which a later run updates in place
 (ingest is incremental); nothing is written into the repository.
 
-Run: ``python bench/retrieval_baseline.py [--limit N] [--data DIR] [--cache DIR]``
-(``--limit``: score only the first N dev questions; the corpus is always whole).
+Run: ``python bench/retrieval_baseline.py [--limit N] [--documents M] [--data DIR] [--cache DIR]``
+(``--limit``: score only the first N dev questions; ``--documents``: a smoke-test corpus of the
+gold documents of those questions plus the first M others, scored apart from the whole corpus).
 """
 
 from __future__ import annotations
@@ -145,11 +146,22 @@ def _baseline_rankings(
     return {"bm25s": lexical, "minilm": dense, "rrf": fused}
 
 
+def _write_subset(source: Path, keep: set[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
+        for line in lines:
+            if line.strip() and str(json.loads(line)["pmid"]) in keep:
+                out.write(line)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=_default_data())
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/medgraph/bench")
     parser.add_argument("--limit", type=int, default=None, help="score the first N questions")
+    parser.add_argument(
+        "--documents", type=int, default=None, help="corpus: the gold documents plus M others"
+    )
     args = parser.parse_args(argv)
 
     from medgraph.knowledge.config import KnowledgeSettings
@@ -163,13 +175,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     documents = read_paths([corpus]).documents
     cache = VectorCache(args.cache, SentenceTransformerEmbedder())
     golds = [question.gold_ids for question in questions]
+    index_name = "index-bioasq"
+    if args.documents is not None:
+        gold = {source_id for ids in golds for source_id in ids}
+        others = [d for d in documents if d.source_id not in gold][: args.documents]
+        documents = [d for d in documents if d.source_id in gold] + others
+        corpus = args.cache / f"bioasq-{len(questions)}q-{args.documents}d.jsonl"
+        _write_subset(args.data / "corpus.jsonl", {d.source_id for d in documents}, corpus)
+        index_name = f"index-{corpus.stem}"
 
     results = {}
     baseline = _baseline_rankings(documents, [q.question for q in questions], cache)
     for name, rankings in baseline.items():
         results[f"plain {name}"] = score_rankings(name, [r[:10] for r in rankings], golds, 10)
 
-    settings = KnowledgeSettings(index_dir=args.cache / "index-bioasq")
+    settings = KnowledgeSettings(index_dir=args.cache / index_name)
     with LiteratureIndex(settings, embedder=cache) as index:  # type: ignore[arg-type]
         started = time.perf_counter()
         report = index.ingest([corpus], progress=True)
@@ -188,9 +208,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"== retrieval on {args.data.name} dev ({len(questions)} questions, {len(documents)} "
         f"documents), {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})"
     )
-    print(f"{'method':18} {'hit@1':>6} {'hit@10':>7} {'MRR@10':>7} {'p50 ms':>7}")
+    print(f"{'method':18} {'hit@1':>6} {'hit@10':>7} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for name, metrics in results.items():
-        latency = f"{metrics.latency_p50_ms:7.1f}" if metrics.latency_p50_ms else f"{'-':>7}"
+        latency = (
+            f"{metrics.latency_p50_ms:7.1f} {metrics.latency_p95_ms:7.1f}"
+            if metrics.latency_p50_ms
+            else f"{'-':>7} {'-':>7}"
+        )
         print(
             f"{name:18} {metrics.hit_at_1:6.3f} {metrics.hit_at_k:7.3f} "
             f"{metrics.mrr_at_10:7.3f} {latency}"

@@ -854,15 +854,20 @@ class LiteratureIndex:
         wanted = max(3 * k, 20) if reranker is not None else k
         depth = max(4 * wanted, 20) if mode == "hybrid" else wanted
 
+        lexical_run: Callable[[], _LexicalResult] | None = None
         lexical_job: Future[_LexicalResult] | None = None
         if mode in ("lexical", "hybrid"):
-            lexical = self._lexical_index(store)
-            job = functools.partial(
-                self._lexical_hits, store, lexical, tokenize(query), depth, search_filter
+            lexical_run = functools.partial(
+                self._lexical_hits,
+                store,
+                self._lexical_index(store),
+                tokenize(query),
+                depth,
+                search_filter,
             )
-            # BM25 and the lexical hits' records are fetched while the query is embedded.
-            lexical_job = self._search_pool().submit(job) if mode == "hybrid" else None
-            lexical_result = job() if lexical_job is None else None
+            if mode == "hybrid":
+                # BM25 and its hits' records are fetched while this thread embeds the query.
+                lexical_job = self._search_pool().submit(lexical_run)
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
         rankings: dict[str, list[str]] = {}
@@ -877,9 +882,9 @@ class LiteratureIndex:
                     dense=similarity, dense_rank=float(rank)
                 )
                 rankings["dense"].append(stored.chunk_id)
-        if mode in ("lexical", "hybrid"):
+        if lexical_run is not None:
             lexical_hits, lexical_records = (
-                lexical_job.result() if lexical_job is not None else lexical_result  # type: ignore[misc]
+                lexical_job.result() if lexical_job is not None else lexical_run()
             )
             records.update(lexical_records)
             rankings["lexical"] = []
@@ -931,10 +936,10 @@ class LiteratureIndex:
         ]
 
     def _search_pool(self) -> ThreadPoolExecutor:
-        """The thread that runs BM25 while the calling thread embeds the query (made once)."""
+        """Threads that run BM25 while calling threads embed their queries (made once)."""
         with self._mutex:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medgraph-bm25")
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medgraph-bm25")
             return self._pool
 
     # A hidden upload takes a slot of the fetched candidates, so with an origins filter the
