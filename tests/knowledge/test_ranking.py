@@ -123,13 +123,13 @@ def test_by_document_gives_every_document_its_best_chunk_first() -> None:
 
 
 def _records() -> list[dict[str, object]]:
-    filler = [
+    filler: list[dict[str, object]] = [
         {"pmid": str(100 + i), "title": f"Unrelated study {i}", "sections": [
             {"label": "ABSTRACT", "text": f"Cohort {i} measured blood pressure and sleep."}
         ]}
         for i in range(8)
     ]  # fmt: skip
-    target = {
+    target: dict[str, object] = {
         "pmid": "42",
         "title": "Nfat signalling in cardiac hypertrophy",
         "sections": [{"label": "ABSTRACT", "text": "miR-25 represses the pathway in mice."}],
