@@ -4,6 +4,11 @@ Chunks are runs of whole sentences inside one section and one page, each within 
 measured by the caller's tokenizer, with a small sentence overlap between neighbours. Every chunk
 keeps its exact character span, so ``document.text[chunk.start:chunk.end] == chunk.text`` and a
 citation can quote the source verbatim.
+
+The retrievers see more than the chunk: :func:`passage_text` puts the document's title on a line
+above it, for the embedding model and for BM25 alike, so a chunk of an abstract keeps the context
+its title gives (a question's terms are often split between the title and one sentence of the
+abstract). The title's tokens come out of each chunk's budget.
 """
 
 from __future__ import annotations
@@ -42,6 +47,25 @@ _WORD = re.compile(r"\S+")
 # Regions up to this many characters per budget token are first measured whole (English text runs
 # about 4-5 characters per WordPiece token); longer ones go straight to sentence packing.
 _WHOLE_REGION_CHARS_PER_TOKEN = 6
+# A longer title is cut at a word boundary before it heads a passage.
+_MAX_TITLE_CHARS = 300
+
+PASSAGE_FORMAT = "title-line-1"
+"""Names how :func:`passage_text` builds what is embedded and indexed; a change re-embeds."""
+
+
+def passage_title(title: str | None) -> str:
+    """The title line :func:`passage_text` puts above a chunk ('' when there is no title)."""
+    line = " ".join((title or "").split())
+    if len(line) > _MAX_TITLE_CHARS:
+        line = line[:_MAX_TITLE_CHARS].rsplit(" ", 1)[0]
+    return line
+
+
+def passage_text(title: str | None, text: str) -> str:
+    """What the retrievers read of a chunk: its document's title line, then the chunk's text."""
+    line = passage_title(title)
+    return f"{line}\n{text}" if line else text
 
 
 def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -137,7 +161,11 @@ class _Region:
 
 
 def chunk_id(source_id: str, text: str) -> str:
-    """Content hash of a chunk: the same text in the same document always gets the same id."""
+    """Content hash of a passage: the same ``text`` in the same document always gets the same id.
+
+    :func:`chunk_document` hashes the passage (title line and chunk), so a changed title gives
+    the chunk a new id and a new vector.
+    """
     return hashlib.sha256(f"{source_id}\x00{text}".encode()).hexdigest()[:32]
 
 
@@ -147,8 +175,11 @@ def chunk_document(
     max_tokens: int,
     overlap_sentences: int = 1,
 ) -> list[Chunk]:
-    """Cut ``document`` into sentence-aligned chunks of at most ``max_tokens`` tokens each.
+    """Cut ``document`` into sentence-aligned chunks whose passages fit ``max_tokens`` tokens.
 
+    A passage is the chunk under its document's title line (:func:`passage_text`), so each
+    chunk's budget is ``max_tokens`` less the title's tokens; a title that would take more than
+    half of ``max_tokens`` takes only half (the embedding model then truncates the passage's end).
     ``count_tokens`` measures a string with the embedding model's tokenizer. Chunks never straddle
     two sections or two pages; consecutive chunks of a section share ``overlap_sentences``
     sentences; a sentence longer than the budget is split at word boundaries (and a word longer
@@ -159,7 +190,7 @@ def chunk_document(
     seen: set[str] = set()
     for span in chunk_spans(document, count_tokens, max_tokens, overlap_sentences):
         text = document.text[span.start : span.end]
-        identifier = chunk_id(document.source_id, text)
+        identifier = chunk_id(document.source_id, passage_text(document.title, text))
         if identifier in seen:
             continue
         seen.add(identifier)
@@ -189,7 +220,7 @@ def chunk_spans(
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     if overlap_sentences < 0:
         raise ValueError(f"overlap_sentences must be 0 or more, got {overlap_sentences!r}")
-    budget = _Budget(document.text, count_tokens, max_tokens)
+    budget = _Budget(document.text, count_tokens, _text_budget(document, count_tokens, max_tokens))
     spans: list[ChunkSpan] = []
     for region in _regions(document):
         if region.end - region.start <= _WHOLE_REGION_CHARS_PER_TOKEN * max_tokens:
@@ -210,6 +241,15 @@ def chunk_spans(
         for start, end in _pack(budget, units, overlap_sentences):
             spans.append(ChunkSpan(start, end, region.section, region.page))
     return spans
+
+
+def _text_budget(document: Document, count_tokens: Callable[[str], int], max_tokens: int) -> int:
+    """Tokens left for chunk text once the title line (and its line break) is in the passage."""
+    line = passage_title(document.title)
+    if not line:
+        return max_tokens
+    title_cost = count_tokens(line + "\n") - max(0, count_tokens(""))
+    return max(max_tokens - title_cost, (max_tokens + 1) // 2)
 
 
 @dataclass(frozen=True)

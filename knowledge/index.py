@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -39,9 +40,10 @@ from medgraph.errors import (
     IngestError,
     MedgraphError,
 )
+from medgraph.knowledge.chunking import PASSAGE_FORMAT, passage_text
 from medgraph.knowledge.config import KnowledgeSettings
-from medgraph.knowledge.fusion import reciprocal_rank_fusion
-from medgraph.knowledge.lexical import LexicalIndex
+from medgraph.knowledge.fusion import by_document, document_rankings, reciprocal_rank_fusion
+from medgraph.knowledge.lexical import LexicalIndex, tokenize
 from medgraph.knowledge.store import (
     STORE_FORMAT,
     ChromaStore,
@@ -68,6 +70,7 @@ SearchMode = Literal["hybrid", "dense", "lexical"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 Reranker = Callable[[str, Sequence[str]], Sequence[float]]
 """Scores (higher is better) for ``(query, passages)``; e.g. a cross-encoder."""
+_LexicalResult = tuple[list[tuple[str, float]], dict[str, "StoredChunk"]]
 
 _RECORD = "index.json"
 _LOCK = "write.lock"
@@ -288,6 +291,11 @@ def _document_hash(document: Document, salt: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def _title(metadata: Mapping[str, Any]) -> str | None:
+    title = metadata.get("title")
+    return title if isinstance(title, str) else None
+
+
 def _same_position(stored: Mapping[str, Any], wanted: Metadata) -> bool:
     return all(stored.get(key) == wanted.get(key) for key in wanted)
 
@@ -325,7 +333,7 @@ def _with_records(
         generation=generation,
         delete=delete,
         ids=[record.chunk_id for record in records],
-        texts=[record.text for record in records],
+        texts=[passage_text(_title(record.metadata), record.text) for record in records],
         source_ids=[record.source_id for record in records],
         years=[_stored_year(record) for record in records],
         store_id=store_id,
@@ -367,6 +375,7 @@ class LiteratureIndex:
         self._mutex = threading.RLock()
         self._ingest_lock = threading.Lock()
         self._ingesting = False
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -386,6 +395,9 @@ class LiteratureIndex:
                 self._store.close()
                 self._store = None
             self._lexical = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             if self._write_lock is not None:
                 (self.index_dir / _PID).unlink(missing_ok=True)
                 self._write_lock.release(force=True)
@@ -833,7 +845,12 @@ class LiteratureIndex:
         max_tokens = embedder.max_tokens
         overlap = self.settings.chunk_overlap_sentences
         salt = json.dumps(
-            {"identity": embedder.identity, "max_tokens": max_tokens, "overlap": overlap},
+            {
+                "identity": embedder.identity,
+                "max_tokens": max_tokens,
+                "overlap": overlap,
+                "passage": PASSAGE_FORMAT,
+            },
             sort_keys=True,
         )
         count_tokens = functools.lru_cache(maxsize=1 << 16)(embedder.count_tokens)
@@ -903,7 +920,9 @@ class LiteratureIndex:
         with _IngestProgress(len(pending), document_total, documents_done, enabled=progress) as bar:
             for batch in batches:
                 texts = [item.chunk.text for item in batch]
-                vectors = embedder.embed_documents(texts)
+                vectors = embedder.embed_documents(
+                    [passage_text(_title(item.metadata), item.chunk.text) for item in batch]
+                )
                 store.add(
                     [item.chunk.chunk_id for item in batch],
                     vectors,
@@ -953,10 +972,15 @@ class LiteratureIndex:
     ) -> list[Evidence]:
         """The ``k`` best passages for ``query``.
 
-        ``mode``: ``dense`` (cosine over embeddings), ``lexical`` (BM25) or ``hybrid`` (reciprocal
-        rank fusion of both over a pool of ``4k`` candidates each). ``where`` restricts the search,
-        see :class:`SearchFilter`. Each evidence's ``scores`` holds the per-retriever scores and
-        ranks it got: ``dense``, ``dense_rank``, ``lexical``, ``lexical_rank``, ``rrf``, ``rerank``.
+        ``mode``: ``dense`` (cosine over embeddings), ``lexical`` (BM25) or ``hybrid``: both
+        retrievers run at once, each over a pool of ``4k`` chunks; each pool becomes a ranking
+        of documents (a document ranks where its best chunk does) and the two document rankings
+        are merged by reciprocal rank fusion. Passages come in document order: the best passage
+        of each ranked document first, then their second passages, and so on. ``where``
+        restricts the search, see :class:`SearchFilter`. Each evidence's ``scores`` holds the
+        per-retriever scores and ranks its chunk got (``dense``, ``dense_rank``, ``lexical``,
+        ``lexical_rank``), its document's fused score (``rrf``) and ``rerank``; in hybrid mode
+        ``score`` is the document's fused score.
         """
         if mode not in SEARCH_MODES:
             raise InvalidQueryError(
@@ -975,45 +999,67 @@ class LiteratureIndex:
         wanted = max(3 * k, 20) if reranker is not None else k
         depth = max(4 * wanted, 20) if mode == "hybrid" else wanted
 
+        lexical_run: Callable[[], _LexicalResult] | None = None
+        lexical_job: Future[_LexicalResult] | None = None
+        if mode in ("lexical", "hybrid"):
+            lexical_run = functools.partial(
+                self._lexical_hits,
+                store,
+                self._lexical_index(store),
+                tokenize(query),
+                depth,
+                search_filter,
+            )
+            if mode == "hybrid":
+                # BM25 and its hits' records are fetched while this thread embeds the query.
+                lexical_job = self._search_pool().submit(lexical_run)
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
         rankings: dict[str, list[str]] = {}
         if mode in ("dense", "hybrid"):
             vector = self.embedder.embed_queries([query])[0]
-            hits = self._dense_hits(store, vector, depth, search_filter)
             rankings["dense"] = []
-            for rank, (stored, similarity) in enumerate(hits, start=1):
+            for rank, (stored, similarity) in enumerate(
+                self._dense_hits(store, vector, depth, search_filter), start=1
+            ):
                 records[stored.chunk_id] = stored
                 scores.setdefault(stored.chunk_id, {}).update(
                     dense=similarity, dense_rank=float(rank)
                 )
                 rankings["dense"].append(stored.chunk_id)
-        if mode in ("lexical", "hybrid"):
-            lexical = self._lexical_index(store)
-            mask = lexical.mask(
-                year_min=search_filter.year_min,
-                year_max=search_filter.year_max,
-                source_ids=search_filter.source_ids,
+        if lexical_run is not None:
+            lexical_hits, lexical_records = (
+                lexical_job.result() if lexical_job is not None else lexical_run()
             )
+            records.update(lexical_records)
             rankings["lexical"] = []
-            lexical_hits = self._lexical_hits(store, lexical, query, depth, mask, search_filter)
             for rank, (chunk_id, score) in enumerate(lexical_hits, start=1):
                 scores.setdefault(chunk_id, {}).update(lexical=score, lexical_rank=float(rank))
                 rankings["lexical"].append(chunk_id)
 
+        def document_of(chunk_id: str) -> str:
+            return records[chunk_id].source_id
+
         if mode == "hybrid":
-            fused = reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)
-            for item in fused:
-                scores[item.item_id]["rrf"] = item.score
-            ordered = [(item.item_id, item.score) for item in fused[:wanted]]
+            fused = reciprocal_rank_fusion(
+                document_rankings(rankings, document_of), k=self.settings.rrf_k
+            )
+            document_score = {item.item_id: item.score for item in fused}
+            chunk_order = [
+                item.item_id for item in reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)
+            ]
+            laid_out = by_document(chunk_order, document_of, [item.item_id for item in fused])
+            ordered = []
+            for chunk_id in laid_out[:wanted]:
+                scores[chunk_id]["rrf"] = document_score[document_of(chunk_id)]
+                ordered.append((chunk_id, scores[chunk_id]["rrf"]))
         else:
             key = "dense" if mode == "dense" else "lexical"
-            ordered = [(chunk_id, scores[chunk_id][key]) for chunk_id in rankings[key][:wanted]]
-
-        missing = [chunk_id for chunk_id, _ in ordered if chunk_id not in records]
-        if missing:
-            records.update(store.get(missing))
-        ordered = [(chunk_id, score) for chunk_id, score in ordered if chunk_id in records]
+            ranking = rankings[key]
+            laid_out = by_document(
+                ranking, document_of, list(dict.fromkeys(map(document_of, ranking)))
+            )
+            ordered = [(chunk_id, scores[chunk_id][key]) for chunk_id in laid_out[:wanted]]
 
         if reranker is not None and ordered:
             passages = [records[chunk_id].text for chunk_id, _ in ordered]
@@ -1033,6 +1079,13 @@ class LiteratureIndex:
             evidence_from_stored(records[chunk_id], score, scores[chunk_id])
             for chunk_id, score in ordered[:k]
         ]
+
+    def _search_pool(self) -> ThreadPoolExecutor:
+        """Threads that run BM25 while calling threads embed their queries (made once)."""
+        with self._mutex:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medgraph-bm25")
+            return self._pool
 
     # A hidden upload takes a slot of the fetched candidates, so with an origins filter the
     # search fetches deeper (x4 per round) until ``depth`` visible hits or the index runs out.
@@ -1057,25 +1110,28 @@ class LiteratureIndex:
         self,
         store: ChromaStore,
         lexical: LexicalIndex,
-        query: str,
+        tokens: Sequence[str],
         depth: int,
-        mask: npt.NDArray[np.float32] | None,
         search_filter: SearchFilter,
-    ) -> list[tuple[str, float]]:
+    ) -> _LexicalResult:
+        """The ``depth`` best visible BM25 hits and their stored records."""
+        mask = lexical.mask(
+            year_min=search_filter.year_min,
+            year_max=search_filter.year_max,
+            source_ids=search_filter.source_ids,
+        )
         fetch = depth
         while True:
-            hits = lexical.search(query, fetch, mask)
-            if search_filter.origins is None:
-                return hits
-            # BM25 keeps no metadata: look the hits' origins up in the store.
+            hits = lexical.search(tokens, fetch, mask)
+            # BM25 keeps no metadata: the hits' records (documents, origins) come from the store.
             stored = store.get([chunk_id for chunk_id, _ in hits])
             visible = [
                 (chunk_id, score)
                 for chunk_id, score in hits
                 if chunk_id in stored and search_filter.shows(stored[chunk_id].metadata)
             ]
-            if len(visible) >= depth or len(hits) < fetch:
-                return visible[:depth]
+            if search_filter.origins is None or len(visible) >= depth or len(hits) < fetch:
+                return visible[:depth], stored
             fetch *= self._OVERFETCH
 
     def _active_reranker(self) -> Reranker | None:

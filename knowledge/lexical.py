@@ -22,6 +22,7 @@ dictionary and is memory-mapped like the postings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -29,7 +30,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,24 +55,39 @@ _ORDER_ARRAYS = ("id_order", "source_order")
 IntArray = npt.NDArray[np.int64]
 
 
-def _stopwords() -> frozenset[str]:
+# English function words that bm25s's 33-word list lacks: the interrogatives, auxiliaries and
+# modals that open most questions ("Which gene...", "Does X cause...") and carry no topic.
+_QUESTION_WORDS = frozenset(
+    {
+        "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "whether",
+        "do", "does", "did", "am", "been", "being", "has", "have", "had", "can", "could",
+        "should", "would", "may", "might", "must", "shall", "its", "from", "than", "also",
+    }
+)  # fmt: skip
+
+
+@functools.cache
+def _analyzer() -> tuple[frozenset[str], Callable[[list[str]], list[str]]]:
     from bm25s.stopwords import STOPWORDS_EN
+    from Stemmer import Stemmer
 
-    return frozenset(STOPWORDS_EN)
-
-
-_STOPWORDS: frozenset[str] | None = None
+    return frozenset(STOPWORDS_EN) | _QUESTION_WORDS, Stemmer("english").stemWords
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens of ``text`` without English stopwords (no stemming)."""
-    global _STOPWORDS
-    if _STOPWORDS is None:
-        _STOPWORDS = _stopwords()
-    return [token for token in _WORD.findall(text.lower()) if token not in _STOPWORDS]
+    """BM25 terms of ``text``: lowercase word tokens, English stopwords dropped, Snowball-stemmed.
+
+    Stemming lets "expressed" in a question match "expression" in an abstract, and "mutations"
+    match "mutation". Stopwords are bm25s's English list plus question and auxiliary words.
+    """
+    stopwords, stem = _analyzer()
+    return stem([token for token in _WORD.findall(text.lower()) if token not in stopwords])
 
 
-_PROBE = "The Patients' IL-6 levels were 2.5 mg/dL; running studies of Tumours in children."
+_PROBE = (
+    "Which patients' IL-6 levels were 2.5 mg/dL? How does running affect studies of Tumours in "
+    "children?"
+)
 
 
 def tokenizer_fingerprint() -> str:
@@ -430,10 +446,14 @@ class LexicalIndex:
         return np.concatenate(parts).astype(np.float32)
 
     def search(
-        self, query: str, k: int, mask: npt.NDArray[np.float32] | None = None
+        self, query: str | Sequence[str], k: int, mask: npt.NDArray[np.float32] | None = None
     ) -> list[tuple[str, float]]:
-        """The ``k`` best chunks for ``query`` as (chunk id, BM25 score); zero scores dropped."""
-        return self.search_tokens(tokenize(query), k, mask)
+        """The ``k`` best chunks for ``query`` as (chunk id, BM25 score); zero scores dropped.
+
+        ``query`` is text, or the terms :func:`tokenize` made of it (to tokenise a query once).
+        """
+        tokens = tokenize(query) if isinstance(query, str) else list(query)
+        return self.search_tokens(tokens, k, mask)
 
     def search_tokens(
         self, tokens: Sequence[str], k: int, mask: npt.NDArray[np.float32] | None = None

@@ -74,19 +74,22 @@ def test_every_mode_finds_gold_abstracts(index: LiteratureIndex) -> None:
 def test_hybrid_fuses_the_real_dense_and_lexical_rankings(index: LiteratureIndex) -> None:
     question = load_questions(pubmedqa_dir() / "dev.jsonl")[0].question
     k = 5
-    dense = [h.chunk.chunk_id for h in index.search(question, k=4 * 20, mode="dense")]
-    lexical = [h.chunk.chunk_id for h in index.search(question, k=4 * 20, mode="lexical")]
+    single = {mode: index.search(question, k=4 * 20, mode=mode) for mode in ("dense", "lexical")}
+    # each retriever ranks a document where its best chunk ranks
+    documents = {mode: distinct_in_order(h.source_id for h in single[mode]) for mode in single}
+    chunk_ranks = {
+        mode: {h.chunk.chunk_id: h.scores[f"{mode}_rank"] for h in hits}
+        for mode, hits in single.items()
+    }
     hybrid = index.search(question, k=k, mode="hybrid")
-    assert len(hybrid) == k
+    assert len(hybrid) == k == len({hit.source_id for hit in hybrid})
     for hit in hybrid:
         expected = 0.0
-        chunk_id = hit.chunk.chunk_id
-        if chunk_id in dense:
-            assert hit.scores["dense_rank"] == dense.index(chunk_id) + 1
-            expected += 1 / (60 + dense.index(chunk_id) + 1)
-        if chunk_id in lexical:
-            assert hit.scores["lexical_rank"] == lexical.index(chunk_id) + 1
-            expected += 1 / (60 + lexical.index(chunk_id) + 1)
+        for mode, ranking in documents.items():
+            if hit.source_id in ranking:
+                expected += 1 / (60 + ranking.index(hit.source_id) + 1)
+            if f"{mode}_rank" in hit.scores:
+                assert hit.scores[f"{mode}_rank"] == chunk_ranks[mode][hit.chunk.chunk_id]
         assert hit.score == pytest.approx(expected)
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
 

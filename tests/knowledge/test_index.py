@@ -167,13 +167,20 @@ def test_metadata_change_relabels_without_embedding(
     embedder = HashEmbedder()
     with _make_index(tmp_path / "index", embedder) as index:
         first = index.ingest([corpus["article"]], progress=False)
-        write_jsonl(corpus["article"], [dict(ARTICLE, title="Zinc for colds: a trial")])
+        write_jsonl(corpus["article"], [dict(ARTICLE, journal="J R Soc Med Open")])
         before = embedder.documents_embedded
         report = index.ingest([corpus["article"]], progress=False)
         assert embedder.documents_embedded == before
         assert report.chunks_updated == first.chunks_added and report.chunks_added == 0
         assert report.documents_updated == 1
         hit = index.search("zinc", k=1, mode="lexical")[0]
+        assert hit.document.journal == "J R Soc Med Open"
+        # the title heads every embedded passage: a new title is embedded again
+        write_jsonl(corpus["article"], [dict(ARTICLE, title="Zinc for colds: a trial")])
+        retitled = index.ingest([corpus["article"]], progress=False)
+        assert retitled.chunks_added == first.chunks_added == retitled.chunks_removed
+        assert embedder.documents_embedded == before + first.chunks_added
+        hit = index.search("trial", k=1, mode="lexical")[0]
         assert hit.document.title == "Zinc for colds: a trial"
 
 

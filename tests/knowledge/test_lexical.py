@@ -30,8 +30,8 @@ def test_tokenize_lowercases_drops_stopwords_keeps_numbers() -> None:
     assert tokenize("The IL-6 levels of THE patients: 2.5") == [
         "il",
         "6",
-        "levels",
-        "patients",
+        "level",
+        "patient",
         "2",
         "5",
     ]

@@ -1,0 +1,230 @@
+"""Retrieval on the BioASQ dev set: medgraph's three modes beside a plain baseline, in one run.
+
+The named baseline (the one issue 12 quotes) ranks whole documents (title + text):
+
+- ``bm25s``: bm25s with its default English stopwords and no stemmer (``bm25s.tokenize``);
+- ``minilm``: the packaged all-MiniLM-L6-v2, loaded as medgraph loads it, cosine over whole
+  documents (the model reads the first 256 tokens);
+- ``rrf``: reciprocal rank fusion (k=60) of the two, each ranking 100 documents deep.
+
+medgraph's ``lexical``, ``dense`` and ``hybrid`` modes are scored by
+:func:`medgraph.knowledge.evaluation.evaluate_retrieval` on an index built by
+:meth:`LiteratureIndex.ingest` from the same corpus. Every metric is over documents: hit@1, hit@10
+and MRR@10. The printed ratios divide medgraph's hybrid by the plain RRF of the same run.
+
+Embedding the 13k records takes minutes on a CPU, so vectors are cached by text (and model) under
+``~/.cache/medgraph/bench`` (``--cache``), and so is the index, which a later run updates in place
+(ingest is incremental); nothing is written into the repository.
+
+Run: ``python bench/retrieval_baseline.py [--limit N] [--documents M] [--data DIR] [--cache DIR]``
+(``--limit``: score only the first N dev questions; ``--documents``: a smoke-test corpus of the
+gold documents of those questions plus the first M others, scored apart from the whole corpus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RRF_K = 60
+BASELINE_DEPTH = 100
+
+
+def _default_data() -> Path:
+    return Path(os.environ.get("MEDGRAPH_DATA", REPO_ROOT.parent / "shared" / "data")) / "bioasq"
+
+
+class VectorCache:
+    """Passage vectors of one embedder kept on disk by the sha256 of their text."""
+
+    def __init__(self, folder: Path, embedder: object) -> None:
+        self.inner = embedder
+        identity = json.dumps(embedder.identity, sort_keys=True)  # type: ignore[attr-defined]
+        key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        self.path = folder / f"vectors-{key}.npz"
+        self.vectors: dict[str, npt.NDArray[np.float32]] = {}
+        if self.path.is_file():
+            saved = np.load(self.path)
+            self.vectors = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
+        self.embedded = 0
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def save(self) -> None:
+        """Write the cache (atomically: a killed run leaves the previous file)."""
+        if not self.vectors:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial.npz")
+        keys = list(self.vectors)
+        np.savez(partial, keys=np.asarray(keys), vectors=np.stack([self.vectors[k] for k in keys]))
+        partial.replace(self.path)
+
+    # -- the Embedder protocol, passages served from the cache ---------------------------------
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.inner.identity  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def max_tokens(self) -> int:
+        return self.inner.max_tokens  # type: ignore[attr-defined,no-any-return]
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)  # type: ignore[attr-defined,no-any-return]
+
+    def embed_documents(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        keys = [self._key(text) for text in texts]
+        missing = {
+            key: text for key, text in zip(keys, texts, strict=True) if key not in self.vectors
+        }
+        if missing:
+            fresh = self.inner.embed_documents(list(missing.values()))  # type: ignore[attr-defined]
+            self.vectors.update(zip(missing, np.asarray(fresh, dtype=np.float32), strict=True))
+            self.embedded += len(missing)
+            if self.embedded >= 2000:  # keep progress on a long first run
+                self.save()
+                self.embedded = 0
+        return np.stack([self.vectors[key] for key in keys])
+
+    def embed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return self.inner.embed_queries(texts)  # type: ignore[attr-defined,no-any-return]
+
+
+def _baseline_rankings(
+    documents: Sequence[object], questions: Sequence[str], cache: VectorCache
+) -> dict[str, list[list[str]]]:
+    import bm25s
+
+    ids = [document.source_id for document in documents]  # type: ignore[attr-defined]
+    whole = [
+        f"{document.title}\n{document.text}" if document.title else document.text  # type: ignore[attr-defined]
+        for document in documents
+    ]
+    bm25 = bm25s.BM25()
+    bm25.index(bm25s.tokenize(whole, stopwords="en", show_progress=False), show_progress=False)
+    hits, _ = bm25.retrieve(
+        bm25s.tokenize(list(questions), stopwords="en", show_progress=False),
+        k=BASELINE_DEPTH,
+        show_progress=False,
+    )
+    lexical = [[ids[int(i)] for i in row] for row in np.asarray(hits)]
+
+    print(f"baseline: embedding {len(whole)} whole documents (cached by text)", flush=True)
+    matrix = cache.embed_documents(whole)
+    cache.save()
+    queries = cache.embed_queries(list(questions))
+    similarities = queries @ matrix.T
+    top = np.argsort(-similarities, axis=1)[:, :BASELINE_DEPTH]
+    dense = [[ids[int(i)] for i in row] for row in top]
+
+    from medgraph.knowledge.fusion import reciprocal_rank_fusion
+
+    fused = [
+        [item.item_id for item in reciprocal_rank_fusion({"bm25s": b, "minilm": d}, k=RRF_K)]
+        for b, d in zip(lexical, dense, strict=True)
+    ]
+    return {"bm25s": lexical, "minilm": dense, "rrf": fused}
+
+
+def _write_subset(source: Path, keep: set[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
+        for line in lines:
+            if line.strip() and str(json.loads(line)["pmid"]) in keep:
+                out.write(line)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=_default_data())
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/medgraph/bench")
+    parser.add_argument("--limit", type=int, default=None, help="score the first N questions")
+    parser.add_argument(
+        "--documents", type=int, default=None, help="corpus: the gold documents plus M others"
+    )
+    args = parser.parse_args(argv)
+
+    from medgraph.knowledge.config import KnowledgeSettings
+    from medgraph.knowledge.embeddings import SentenceTransformerEmbedder
+    from medgraph.knowledge.evaluation import evaluate_retrieval, load_questions, score_rankings
+    from medgraph.knowledge.index import LiteratureIndex
+    from medgraph.knowledge.readers import read_paths
+
+    corpus = args.data / "corpus.jsonl"
+    questions = load_questions(args.data / "dev.jsonl")[: args.limit]
+    documents = read_paths([corpus]).documents
+    cache = VectorCache(args.cache, SentenceTransformerEmbedder())
+    golds = [question.gold_ids for question in questions]
+    index_name = "index-bioasq"
+    if args.documents is not None:
+        gold = {source_id for ids in golds for source_id in ids}
+        others = [d for d in documents if d.source_id not in gold][: args.documents]
+        documents = [d for d in documents if d.source_id in gold] + others
+        corpus = args.cache / f"bioasq-{len(questions)}q-{args.documents}d.jsonl"
+        _write_subset(args.data / "corpus.jsonl", {d.source_id for d in documents}, corpus)
+        index_name = f"index-{corpus.stem}"
+
+    results = {}
+    baseline = _baseline_rankings(documents, [q.question for q in questions], cache)
+    for name, rankings in baseline.items():
+        results[f"plain {name}"] = score_rankings(name, [r[:10] for r in rankings], golds, 10)
+
+    settings = KnowledgeSettings(index_dir=args.cache / index_name)
+    with LiteratureIndex(settings, embedder=cache) as index:  # type: ignore[arg-type]
+        started = time.perf_counter()
+        report = index.ingest([corpus], progress=True)
+        cache.save()
+        print(
+            f"medgraph index: {report.index_chunks} chunks of {report.index_documents} documents "
+            f"({report.chunks_added} embedded or taken from the cache, "
+            f"{time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        for mode, metrics in evaluate_retrieval(index, questions, k=10).items():
+            results[f"medgraph {mode}"] = metrics
+
+    print()
+    print(
+        f"== retrieval on {args.data.name} dev ({len(questions)} questions, {len(documents)} "
+        f"documents), {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})"
+    )
+    print(f"{'method':18} {'hit@1':>6} {'hit@10':>7} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    for name, metrics in results.items():
+        latency = (
+            f"{metrics.latency_p50_ms:7.1f} {metrics.latency_p95_ms:7.1f}"
+            if metrics.latency_p50_ms
+            else f"{'-':>7} {'-':>7}"
+        )
+        print(
+            f"{name:18} {metrics.hit_at_1:6.3f} {metrics.hit_at_k:7.3f} "
+            f"{metrics.mrr_at_10:7.3f} {latency}"
+        )
+    hybrid, rrf = results["medgraph hybrid"], results["plain rrf"]
+    print(
+        f"== medgraph hybrid / baseline plain rrf, same run: MRR@10 "
+        f"{hybrid.mrr_at_10 / rrf.mrr_at_10:.3f}x, hit@10 {hybrid.hit_at_k / rrf.hit_at_k:.3f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
