@@ -103,8 +103,8 @@ def _question_of(call: Call) -> str:
 def _first_evidence_sentence(call: Call) -> str:
     """The first sentence of the first evidence block in the prompt (a grounded claim)."""
     text = "\n".join(str(m.text) for m in call.messages)
-    start = text.find("<evidence")
-    end = text.find("</evidence>", start)
+    start = text.find("<untrusted_data")
+    end = text.find("</untrusted_data", start)
     if start == -1 or end == -1:
         return FINAL_TEXT
     body = text[text.index(">", start) + 1 : end].strip()

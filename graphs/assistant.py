@@ -66,7 +66,6 @@ from medgraph.graphs.prompts import (
 from medgraph.graphs.safety import (
     NOT_FOR_CLINICAL_USE,
     emergency_answer,
-    fence_untrusted,
     triage_by_rules,
 )
 from medgraph.graphs.state import (
@@ -93,6 +92,7 @@ from medgraph.knowledge.citations import (
 )
 from medgraph.knowledge.injection import flag_instructions
 from medgraph.knowledge.types import Evidence
+from medgraph.knowledge.untrusted import fence_untrusted
 from medgraph.knowledge.verification import GroundingJudge, rewrite_query, verify_sentences
 from medgraph.tools.image import ANALYZE_IMAGE, build_analyze_image_tool
 from medgraph.tools.literature import (

@@ -100,13 +100,13 @@ from medgraph.graphs.research_report import (
 from medgraph.graphs.safety import (
     NOT_FOR_CLINICAL_USE,
     emergency_answer,
-    fence_untrusted,
     triage_by_rules,
 )
 from medgraph.graphs.state import AssistantState, BestDraft, Reset, append_or_reset
 from medgraph.knowledge.citations import DraftSentence, content_terms, stem
 from medgraph.knowledge.conflicts import Conflict, Statement, find_conflicts
 from medgraph.knowledge.types import Evidence
+from medgraph.knowledge.untrusted import fence_untrusted
 from medgraph.knowledge.verification import is_claim
 from medgraph.tools.literature import EvidenceSearcher
 

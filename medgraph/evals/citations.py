@@ -35,8 +35,8 @@ from medgraph.evals.records import CitedAnswer
 from medgraph.evals.report import Column, EvalReport, mean
 from medgraph.evals.runner import Record, SaveFile, run_items
 from medgraph.graphs.prompts import JUDGE_PROMPT
-from medgraph.graphs.safety import fence_untrusted
 from medgraph.knowledge.citations import parse_cited_text, strip_markers
+from medgraph.knowledge.untrusted import fence_untrusted
 from medgraph.knowledge.verification import is_claim
 
 TASK = "citations"

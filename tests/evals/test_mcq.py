@@ -18,7 +18,7 @@ from tests.scripted import Call, ScriptedChatModel
 
 def answer_b_with_passages_else_a(call: Call) -> dict[str, str]:
     """B when the prompt holds retrieved passages, A when it holds the question alone."""
-    letter = "B" if "<evidence" in call.messages[0].text else "A"
+    letter = "B" if "<untrusted_data" in call.messages[0].text else "A"
     return {"reasoning": "Brief.", "answer": letter}
 
 

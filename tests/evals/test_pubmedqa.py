@@ -21,7 +21,9 @@ from tests.evals.support import one_error_line, read_jsonl, run_cli, write_lines
 from tests.knowledge.index_support import HashEmbedder
 from tests.scripted import Call, ScriptedChatModel
 
-_EVIDENCE = re.compile(r'<evidence n="(\d+)" source="PMID:(\d+)"[^>]*>\n(.*?)\n</evidence>', re.S)
+_EVIDENCE = re.compile(
+    r'<untrusted_data source="PMID:(\d+)" n="(\d+)"[^>]*>\n(.*?)\n</untrusted_data ', re.S
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def decide_yes_citing_first_passage(call: Call) -> dict[str, object] | str:
     assert call.schema is not None
     system = call.messages[0].text
     if "reasons" in call.schema["properties"]:
-        number, _, text = _EVIDENCE.findall(system)[0]
+        _, number, text = _EVIDENCE.findall(system)[0]
         start, end = split_sentences(text)[0]
         return {"reasons": [{"text": text[start:end], "citations": [int(number)]}], "answer": "yes"}
     return {"reasoning": "From general knowledge.", "answer": "no"}
@@ -67,7 +69,7 @@ def test_both_conditions_cite_ingested_passages_and_are_verified(
     retrieval_call, closed_call = model.calls[0], model.calls[1]
     assert retrieval_call.schema is not None
     assert retrieval_call.schema["properties"]["answer"]["enum"] == list(YES_NO_MAYBE)
-    shown = [int(n) for n, _, _ in _EVIDENCE.findall(retrieval_call.messages[0].text)]
+    shown = [int(n) for _, n, _ in _EVIDENCE.findall(retrieval_call.messages[0].text)]
     assert (
         shown
         and retrieval_call.schema["properties"]["reasons"]["items"]["properties"]["citations"][
@@ -75,7 +77,7 @@ def test_both_conditions_cite_ingested_passages_and_are_verified(
         ]["enum"]
         == shown
     )
-    assert "<evidence" not in closed_call.messages[0].text
+    assert "<untrusted_data" not in closed_call.messages[0].text
     assert closed_call.messages[-1].text == questions[0].question
 
     records = read_jsonl(save)

@@ -42,7 +42,7 @@ PLAN = [
 ]
 TOPIC = "Prevention in primary care: screening uptake and inherited cardiovascular risk"
 EVIDENCE_BLOCK = re.compile(
-    r'<evidence n="(\d+)" source="PMID:(\d+)"[^>]*>\n(.*?)\n</evidence>', re.S
+    r'<untrusted_data source="PMID:(\d+)" n="(\d+)"[^>]*>\n(.*?)\n</untrusted_data ', re.S
 )
 MARKER = re.compile(r"\[(\d+)\]")
 
@@ -83,9 +83,9 @@ class Scripted:
             blocks = EVIDENCE_BLOCK.findall(prompt(call))
             # the first two passages (often two chunks of one record) and the next other record
             chosen = (
-                blocks[:2] + [b for b in blocks[2:] if b[1] not in {x[1] for x in blocks[:2]}][:1]
+                blocks[:2] + [b for b in blocks[2:] if b[0] not in {x[0] for x in blocks[:2]}][:1]
             )
-            for number, pmid, body in chosen:
+            for pmid, number, body in chosen:
                 sentence = body.strip().split(". ")[0].rstrip(".") + "."
                 sentences.append({"text": sentence, "citations": [int(number)]})
                 pmids.append(pmid)

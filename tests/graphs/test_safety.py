@@ -16,18 +16,20 @@ from medgraph.graphs.safety import (
     EMERGENCY_ANSWER,
     EMERGENCY_KINDS,
     NOT_FOR_CLINICAL_USE,
-    FenceLabelError,
     detect_emergency,
     emergency_answer,
-    fence_untrusted,
     looks_like_injection,
     match_emergency,
-    parse_fenced,
     triage_by_rules,
 )
 from medgraph.knowledge.readers import read_file
 from medgraph.knowledge.types import Document
-from medgraph.knowledge.untrusted import BRACKET_LOOKALIKES
+from medgraph.knowledge.untrusted import (
+    BRACKET_LOOKALIKES,
+    FenceLabelError,
+    fence_untrusted,
+    parse_fenced,
+)
 
 # --------------------------------------------------------------------------------------------
 # Emergencies
