@@ -62,6 +62,11 @@ class PrefixCache:
         self.hits = 0
         self.misses = 0
 
+    def clear(self) -> None:
+        """Forget every stored prefix (the hit and miss counts stay)."""
+        with self._lock:
+            self._entries.clear()
+
     def past_key_values(
         self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> DynamicCache | None:

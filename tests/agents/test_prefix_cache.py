@@ -63,6 +63,8 @@ def test_reused_prefix_gives_the_same_greedy_decisions(
     plain = TransformersEngine(model, reuse_prefix=False)
     reused = TransformersEngine(model, reuse_prefix=True)
     assert reused.loaded is plain.loaded
+    # The loaded model is shared with earlier tests, which may have stored this tool list's prefix.
+    reused.loaded.prefixes.clear()
     expected = [c.text for c in plain.generate(_requests())]
     before = reused.loaded.prefixes.misses
     assert [c.text for c in reused.generate(_requests())] == expected
@@ -76,7 +78,7 @@ def test_reused_prefix_gives_the_same_greedy_decisions(
 
 def test_prefill_is_shared(tiny_text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = TransformersEngine(tiny_text, reuse_prefix=True)
-    engine.loaded.prefixes._entries.clear()
+    engine.loaded.prefixes.clear()
     prefilled: list[int] = []
     forward = engine.loaded.model.forward
 
