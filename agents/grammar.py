@@ -94,7 +94,11 @@ def shared_compiler(
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:  # a slow tokenizer: no cheap fingerprint, so no sharing
         return GrammarCompiler(tokenizer, vocab_size, stop_token_ids)
-    fingerprint = hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+    # Padding and truncation settings change as the tokenizer is used; they are not the vocabulary.
+    spec = json.loads(backend.to_str())
+    spec.pop("padding", None)
+    spec.pop("truncation", None)
+    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
     key = (vocab_size, tuple(stop_token_ids), fingerprint)
     with _SHARED_LOCK:
         compiler = _SHARED.get(key)

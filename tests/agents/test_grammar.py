@@ -79,4 +79,6 @@ def test_models_with_one_vocabulary_share_one_grammar_setup(tiny_text: str) -> N
     # vocabulary (xgrammar's tokenizer info, the closing table) is done once.
     first, second = load_model(tiny_text, dtype="auto"), load_model(tiny_text, dtype="float32")
     assert first is not second
+    # A tokenizer that has padded a batch carries padding settings; its vocabulary is the same.
+    first.tokenizer(["a", "a longer text"], padding=True)
     assert first.grammar is second.grammar
