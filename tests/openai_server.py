@@ -48,6 +48,9 @@ class Behaviour:
     ``guided_json``, ``format``); ``None``: all of them."""
     schema_refusal_status: int = 400
     """The status a refused schema form gets (llama.cpp's server answers 500)."""
+    schema_refusal_message: str | None = None
+    """The refusal's message, sent with no ``param`` (as llama-cpp-python does); ``None``: a
+    message naming the form, with ``param`` set to ``response_format``."""
     api_key: str | None = None
     """Require ``Authorization: Bearer <api_key>``; 401 otherwise."""
     fail_stream_after: int | None = None
@@ -450,15 +453,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         form = schema_form_of(body)
         if behaviour.schema_forms is not None and form and form not in behaviour.schema_forms:
-            self._send_error(
-                exchange,
-                RequestError(
+            if behaviour.schema_refusal_message is not None:
+                refusal = RequestError(
+                    behaviour.schema_refusal_status,
+                    behaviour.schema_refusal_message,
+                    kind="internal_server_error",
+                )
+            else:
+                refusal = RequestError(
                     behaviour.schema_refusal_status,
                     f"schema form {form!r} is not supported; this server takes: "
                     + ", ".join(behaviour.schema_forms),
                     param="response_format",
-                ),
-            )
+                )
+            self._send_error(exchange, refusal)
             return
         try:
             engine, request = self.app.plan(body)

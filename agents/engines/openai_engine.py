@@ -1,13 +1,20 @@
-"""MedGemma behind any OpenAI-compatible server: vLLM, Ollama, TGI, LM Studio, Vertex endpoints.
+"""MedGemma behind any OpenAI-compatible server: vLLM, llama.cpp, Ollama, TGI, LM Studio, Vertex.
 
-Images travel as ``image_url`` data-URL parts. Where the server accepts a JSON schema for guided
-decoding (vLLM's ``response_format`` of type ``json_schema``), the decision schema is sent with the
-request; a server that rejects it is remembered and asked again without, and the same parser and
-repair round then do the work.
+Images travel as ``image_url`` data-URL parts. A tool decision or structured output carries its
+JSON schema (already bounded by :func:`~medgraph.agents.protocol.bounded_schema`: digit-limited
+number ranges, string lengths, at most ``max_calls`` calls) so the server can guide decoding.
+Servers take that schema in different forms and refuse the others, some with a 400, llama.cpp's
+with a 500; the engine negotiates: it tries the forms of :data:`SCHEMA_FORMS` strongest first,
+steps down when an error names the schema or ``response_format``, remembers per base URL the form
+the server took, and where it takes none asks without a schema so the parser and its repair round
+do the work. Any other failure (nothing listening, a 5xx about something else) is an
+:class:`EngineError` naming the URL.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +29,57 @@ SCHEMA_FORMS = ("json_schema", "json_object_schema", "guided_json", "format")
 """How a JSON schema can travel, strongest first: OpenAI/vLLM ``response_format`` json_schema,
 llama.cpp's ``{"type": "json_object", "schema": ...}``, vLLM's ``guided_json``, Ollama's
 ``format``."""
-_SCHEMA_REFUSAL_STATUSES = frozenset({400, 422, 500})
+
+# An error about how the schema travelled names one of these (llama-cpp-python: "response_format.
+# type: Input should be 'text' or 'json_object'"; vLLM: "... guided_json ..."; grammar converters:
+# "unsupported schema ...").
+_SCHEMA_COMPLAINT = re.compile(
+    r"response_format|json_schema|json_object|schema|guided|grammar|\bformat\b", re.IGNORECASE
+)
+_SCHEMA_PARAMS = frozenset({"response_format", "format", "guided_json", "extra_body"})
+
+_accepted_forms: dict[str, int] = {}
+"""Per base URL, the index into SCHEMA_FORMS of the first form that server took (len: none)."""
+_accepted_lock = threading.Lock()
+
+
+def _server_key(base_url: str) -> str:
+    return base_url.rstrip("/")
+
+
+def remembered_schema_form(base_url: str) -> str | None:
+    """The schema form remembered for the server at ``base_url`` (``None``: none, or not probed)."""
+    with _accepted_lock:
+        index = _accepted_forms.get(_server_key(base_url))
+    return SCHEMA_FORMS[index] if index is not None and index < len(SCHEMA_FORMS) else None
+
+
+def forget_schema_forms(base_url: str | None = None) -> None:
+    """Forget what one server (or, with no URL, every server) took, so the next call probes again;
+    for a server that was upgraded or replaced at the same address."""
+    with _accepted_lock:
+        if base_url is None:
+            _accepted_forms.clear()
+        else:
+            _accepted_forms.pop(_server_key(base_url), None)
+
+
+def is_schema_refusal(error: openai.APIStatusError) -> bool:
+    """Whether an HTTP error refuses the way the schema was sent, rather than the request itself.
+
+    A 4xx or 5xx counts when its message or ``param`` names ``response_format``, the schema,
+    ``guided_json``, ``format`` or a grammar; auth, unknown-model, rate-limit and other server
+    errors do not.
+    """
+    if error.status_code in (401, 403, 404, 408, 429) or error.status_code < 400:
+        return False
+    body = error.body
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        fields = inner if isinstance(inner, Mapping) else body
+        if fields.get("param") in _SCHEMA_PARAMS:
+            return True
+    return bool(_SCHEMA_COMPLAINT.search(_server_message(error)))
 
 
 def _schema_arguments(form: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +124,6 @@ class OpenAIEngine:
         self.base_url = base_url
         self.temperature = temperature
         self.timeout = timeout
-        self._schema_form_index = 0
-        """Index into SCHEMA_FORMS of the first form this server took (len: none)."""
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",
@@ -107,37 +162,34 @@ class OpenAIEngine:
             kwargs["stop"] = list(request.stop)
         if request.json_schema is None:
             return self._create(kwargs)
-        # Servers take the schema in different forms and refuse the others with a 400 or a 500:
-        # try from the strongest form this server accepted before, remember the first it takes.
-        start = self._schema_form_index
+        # Try from the strongest form this server took before; remember the first it takes.
+        key = _server_key(self.base_url)
+        with _accepted_lock:
+            start = _accepted_forms.get(key, 0)
         for index in range(start, len(SCHEMA_FORMS)):
             try:
                 response = self._client.chat.completions.create(
                     **kwargs, **_schema_arguments(SCHEMA_FORMS[index], request.json_schema)
                 )
             except openai.APIStatusError as error:
-                if error.status_code not in _SCHEMA_REFUSAL_STATUSES:
+                if not is_schema_refusal(error):
                     raise self._engine_error(error) from error
                 continue
             except openai.APIError as error:
                 raise self._engine_error(error) from error
-            self._schema_form_index = index
+            with _accepted_lock:
+                _accepted_forms[key] = index
             return response
-        # No form accepted: ask without the schema; the parser and its repair round do the work.
-        try:
-            response = self._create(kwargs)
-        except EngineError:
-            # Refused without the schema too: the schema was not what it objected to.
-            self._schema_form_index = 0
-            raise
-        self._schema_form_index = len(SCHEMA_FORMS)
+        # No form taken: ask without the schema; the parser and its repair round do the work.
+        response = self._create(kwargs)
+        with _accepted_lock:
+            _accepted_forms[key] = len(SCHEMA_FORMS)
         return response
 
     @property
     def schema_form(self) -> str | None:
-        """The schema form this server is sent first (``None``: it took none of them)."""
-        index = self._schema_form_index
-        return SCHEMA_FORMS[index] if index < len(SCHEMA_FORMS) else None
+        """The schema form this server is sent first (``None``: it took none, or not asked yet)."""
+        return remembered_schema_form(self.base_url)
 
     def _create(self, kwargs: dict[str, Any]) -> Any:
         try:

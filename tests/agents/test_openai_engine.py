@@ -28,6 +28,11 @@ from PIL import Image
 from pydantic import BaseModel
 
 from medgraph.agents.chat_model import MedGemmaChat
+from medgraph.agents.engines.openai_engine import (
+    SCHEMA_FORMS,
+    forget_schema_forms,
+    remembered_schema_form,
+)
 from medgraph.errors import EngineError
 from tests.openai_server import Exchange, OpenAICompatibleServer
 from tests.tiny_gemma import MM_TOKENS_PER_IMAGE
@@ -89,8 +94,9 @@ def server(tiny_multimodal: str) -> Iterator[OpenAICompatibleServer]:
 
 @pytest.fixture
 def served(server: OpenAICompatibleServer) -> OpenAICompatibleServer:
-    """The module's server with its exchange log emptied for this test."""
+    """The module's server with its exchange log and the engine's memory of it emptied."""
     server.clear()
+    forget_schema_forms(server.base_url)
     return server
 
 
@@ -382,7 +388,6 @@ def test_structured_output_is_guided_by_the_schema(
 def test_server_without_guided_decoding_falls_back_to_parse_and_repair(
     make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer
 ) -> None:
-    from medgraph.agents.engines.openai_engine import SCHEMA_FORMS
     from tests.openai_server import schema_form_of
 
     chat = make_chat(max_new_tokens=24).bind_tools(TOOLS, tool_choice="any")
@@ -413,22 +418,22 @@ def test_server_without_guided_decoding_falls_back_to_parse_and_repair(
             assert invalid["error"]
 
 
-def test_a_400_unrelated_to_the_schema_is_an_error_and_keeps_guided_decoding(
-    make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer
+@pytest.mark.parametrize("status", [400, 500, 503])
+def test_an_error_unrelated_to_the_schema_raises_at_once_and_keeps_guided_decoding(
+    make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer, status: int
 ) -> None:
-    chat = make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="any")
-    with served.behaving(fail_status=400), pytest.raises(EngineError, match="HTTP 400"):
-        chat.invoke("Find trials of aspirin.")
-    message = chat.invoke("Find trials of aspirin.")
-
-    from medgraph.agents.engines.openai_engine import SCHEMA_FORMS
     from tests.openai_server import schema_form_of
 
+    chat = make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="any")
+    with served.behaving(fail_status=status), pytest.raises(EngineError) as caught:
+        chat.invoke("Find trials of aspirin.")
+    assert f"HTTP {status}" in str(caught.value) and served.base_url in str(caught.value)
+    message = chat.invoke("Find trials of aspirin.")
+
     forms = [schema_form_of(e.body or {}) for e in served.chat_exchanges()]
-    tries = len(SCHEMA_FORMS) + 1
-    assert forms[:tries] == [*SCHEMA_FORMS, None]  # every form, then without: all refused
-    assert forms[tries] == "json_schema", "a 400 about something else disabled guided decoding"
-    assert len(forms) == tries + 1  # guided again, so no repair round
+    # The outage was not mistaken for a refused form: no stepping down, no retry...
+    assert forms == ["json_schema", "json_schema"], "an unrelated error disabled guided decoding"
+    # ...and once the server is back, the schema guides the decision (no repair round).
     assert message.tool_calls and message.invalid_tool_calls == []
 
 
@@ -545,3 +550,40 @@ def test_schema_form_is_negotiated_and_remembered(
     # ...and the next decision went straight to it.
     assert forms[asked_first:] == [accepted]
     assert chat.backend.schema_form == accepted  # type: ignore[attr-defined]
+
+
+def test_llama_cpp_style_500_refusal_steps_down_and_other_engines_reuse_the_form(
+    make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer
+) -> None:
+    """llama-cpp-python refuses ``json_schema`` with a 500 whose only clue is its message."""
+    from tests.openai_server import schema_form_of
+
+    llama_cpp_refusal = (
+        "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', "
+        "'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"
+    )
+    with served.behaving(
+        schema_forms=("json_object_schema",),
+        schema_refusal_status=500,
+        schema_refusal_message=llama_cpp_refusal,
+    ):
+        first = make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="any")
+        reply = first.invoke("Find trials of aspirin.")
+        # A second chat model (a new engine) on the same server does not probe again.
+        second = make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="compute_bmi")
+        chunks = list(second.stream("Compute a BMI for 70 kg and 1.7 m."))
+    streamed = chunks[0]
+    for chunk in chunks[1:]:
+        streamed = streamed + chunk
+    for message in (reply, streamed):
+        assert message.tool_calls and not message.invalid_tool_calls
+    exchanges = served.chat_exchanges()
+    assert [schema_form_of(e.body or {}) for e in exchanges] == [
+        "json_schema",
+        "json_object_schema",
+        "json_object_schema",
+    ]
+    assert [e.status for e in exchanges] == [500, 200, 200]
+    assert remembered_schema_form(served.base_url + "/") == "json_object_schema"
+    forget_schema_forms(served.base_url)
+    assert remembered_schema_form(served.base_url) is None
