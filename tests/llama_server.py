@@ -9,6 +9,7 @@ version (see the Makefile), built portable with ``-DGGML_NATIVE=OFF``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -50,10 +51,8 @@ def _free_port() -> int:
 
 def _die_with_parent() -> None:
     """In the child (Linux): be killed when the test process dies, even without a teardown."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class LlamaServer:

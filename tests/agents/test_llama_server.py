@@ -83,10 +83,10 @@ def _significant_digits(number: str) -> int:
     return len(re.split(r"[eE]", number)[0].lstrip("-").replace(".", "").lstrip("0"))
 
 
-def _whole(chunks: list[BaseMessage]) -> BaseMessage:
+def _whole(chunks: list[Any]) -> Any:
     whole = chunks[0]
     for chunk in chunks[1:]:
-        whole = whole + chunk  # type: ignore[operator]
+        whole = whole + chunk
     return whole
 
 
