@@ -32,6 +32,10 @@ from tests.llama_server import LlamaServer, require_llama_cpp
 pytestmark = [pytest.mark.llama_server, pytest.mark.slow, pytest.mark.timeout(900)]
 
 DECISION_TOKEN_LIMIT = 128
+MAX_CALLS = 2
+"""Two calls at most per decision (``maxItems`` in the schema the server gets): the default four
+lets the base model repeat a call to the token budget, and llama-cpp-python's grammar costs about
+half a second per token over the 262k vocabulary on a busy 2-core machine."""
 
 
 class _NoIndex:
@@ -70,6 +74,7 @@ def _chat(server: LlamaServer, max_new_tokens: int = DECISION_TOKEN_LIMIT) -> Me
         engine="openai",
         base_url=server.base_url,
         max_new_tokens=max_new_tokens,
+        max_tool_calls=MAX_CALLS,
         timeout=300.0,
     )
 
@@ -96,6 +101,7 @@ def _check_decision(reply: BaseMessage, choice: str) -> bool:
     usage: Any = reply.usage_metadata
     # At most two rounds (the reply and one repair), each within the decision budget.
     assert usage["output_tokens"] <= 2 * DECISION_TOKEN_LIMIT, usage
+    assert len(reply.tool_calls) <= MAX_CALLS
     for call in reply.tool_calls:
         jsonschema.validate(call["args"], SCHEMAS[call["name"]])  # types and declared ranges
         digits = [_significant_digits(n) for n in _numbers(json.dumps(call["args"]))]
@@ -121,7 +127,7 @@ def test_server_refuses_json_schema_and_the_engine_steps_down_once(llama: LlamaS
     _check_decision(first, "bmi")
     # ...and a new chat model on the same server goes straight to it.
     before = len(llama.http_statuses())
-    second = _chat(llama).bind_tools(TOOLS, tool_choice="bmi").invoke(PROMPTS[2])
+    second = _chat(llama).bind_tools(TOOLS, tool_choice="bmi").invoke("BMI for 45 kg, 150 cm?")
     assert 500 not in llama.http_statuses()[before:]
     _check_decision(second, "bmi")
 
@@ -156,9 +162,8 @@ def test_streamed_decision_goes_through_the_same_negotiation(llama: LlamaServer)
 
 def test_auto_gives_a_valid_call_or_an_answer(llama: LlamaServer) -> None:
     bound = _chat(llama).bind_tools(TOOLS, tool_choice="auto")
-    for prompt in ("hello", PROMPTS[0]):
-        reply = bound.invoke(prompt)
-        if reply.tool_calls or reply.invalid_tool_calls:
-            _check_decision(reply, "any")
-        else:
-            assert isinstance(reply.content, str) and reply.content.strip(), reply
+    reply = bound.invoke("hello")
+    if reply.tool_calls or reply.invalid_tool_calls:
+        _check_decision(reply, "any")
+    else:
+        assert isinstance(reply.content, str) and reply.content.strip(), reply
