@@ -57,8 +57,9 @@ test-llama-server-deps: $(STAMP)
 	  mkdir -p $(WHEEL_CACHE); \
 	  ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 \
 	    || CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --no-deps -w $(WHEEL_CACHE) \
-	         "llama-cpp-python==$(LLAMA_CPP_VERSION)"; \
-	  $(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) '$(LLAMA_CPP_REQ)'; }
+	         "llama-cpp-python==$(LLAMA_CPP_VERSION)" || exit 1; \
+	  $(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) --only-binary llama-cpp-python \
+	    '$(LLAMA_CPP_REQ)'; }
 
 # Only the llama.cpp server tier (part of `make test` too).
 test-llama-server: test-llama-server-deps
