@@ -4,8 +4,8 @@ Hybrid search fuses by score (:func:`zscore_fusion`): each retriever's scores ar
 its own hits (mean 0, standard deviation 1) and summed with equal weights. Cosine and BM25 live on
 different scales, but after standardisation a hit counts by how far it stands out from the rest of
 its list, so a document that one retriever finds far ahead of everything else is not levelled
-down to "rank 1" as in rank fusion; on the BioASQ dev set this beats reciprocal rank fusion on both
-halves (see bench/retrieval_baseline.py).
+down to "rank 1" as in rank fusion. On the BioASQ dev set it beats reciprocal rank fusion (k 60)
+on MRR@10 on both halves: 0.923 / 0.906 against 0.916 / 0.886 (see bench/retrieval_baseline.py).
 
 Reciprocal rank fusion (:func:`reciprocal_rank_fusion`) is kept as the alternative
 (``KnowledgeSettings.fusion = "rrf"``): each item scores ``sum(weight / (k + rank))`` over the
