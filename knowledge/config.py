@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,5 +41,10 @@ class KnowledgeSettings(BaseModel):
         "available, else CPU.",
     )
     batch_size: int = Field(default=64, ge=1, description="Chunks embedded and committed at once.")
+    fusion: Literal["zscore", "rrf"] = Field(
+        default="zscore",
+        description="How hybrid search merges the dense and BM25 document rankings: 'zscore' sums "
+        "each retriever's scores standardised over its hits; 'rrf' is reciprocal rank fusion.",
+    )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
     reranker_model: str | None = Field(default=None, description="Optional cross-encoder.")

@@ -187,6 +187,25 @@ class Searchable(Protocol):
     def search(self, query: str, k: int = ..., mode: str = ...) -> Sequence[_Hit]: ...
 
 
+def search_rankings(
+    index: Searchable, questions: Sequence[RetrievalQuestion], mode: str, depth: int = MRR_DEPTH
+) -> tuple[list[list[str]], list[float]]:
+    """The document ranking (``depth`` deep) and search time in ms of every question in ``mode``.
+
+    Each search asks for ``3 * depth`` chunks so that ``depth`` distinct documents are usually
+    ranked. One untimed warm-up search comes first (it loads the models).
+    """
+    index.search(questions[0].question, k=3 * depth, mode=mode)
+    rankings: list[list[str]] = []
+    latencies: list[float] = []
+    for question in questions:
+        started = time.perf_counter()
+        hits = index.search(question.question, k=3 * depth, mode=mode)
+        latencies.append((time.perf_counter() - started) * 1000)
+        rankings.append(distinct_in_order(hit.source_id for hit in hits)[:depth])
+    return rankings, latencies
+
+
 def evaluate_retrieval(
     index: Searchable,
     questions: Sequence[RetrievalQuestion],
@@ -194,26 +213,16 @@ def evaluate_retrieval(
     k: int = 10,
     modes: Sequence[str] = ("dense", "lexical", "hybrid"),
 ) -> dict[str, RetrievalMetrics]:
-    """Search every question in every mode and score the document rankings.
+    """Search every question in every mode (see :func:`search_rankings`) and score the rankings.
 
-    Each search asks for ``3 * max(k, 10)`` chunks so that ``max(k, 10)`` distinct documents are
-    usually ranked (MRR needs depth 10). One untimed warm-up search per mode loads the models.
+    Rankings are ``max(k, 10)`` documents deep, as MRR needs depth 10.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    depth = max(k, MRR_DEPTH)
-    chunk_depth = 3 * depth
     golds = [question.gold_ids for question in questions]
     results: dict[str, RetrievalMetrics] = {}
     for mode in modes:
-        index.search(questions[0].question, k=chunk_depth, mode=mode)
-        rankings: list[list[str]] = []
-        latencies: list[float] = []
-        for question in questions:
-            started = time.perf_counter()
-            hits = index.search(question.question, k=chunk_depth, mode=mode)
-            latencies.append((time.perf_counter() - started) * 1000)
-            rankings.append(distinct_in_order(hit.source_id for hit in hits)[:depth])
+        rankings, latencies = search_rankings(index, questions, mode, max(k, MRR_DEPTH))
         results[mode] = score_rankings(mode, rankings, golds, k, latencies)
     return results
 
@@ -232,4 +241,5 @@ __all__ = [
     "recall_at",
     "reciprocal_rank",
     "score_rankings",
+    "search_rankings",
 ]

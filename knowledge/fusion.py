@@ -1,19 +1,27 @@
-"""Reciprocal rank fusion: merge ranked lists from several retrievers into one ranking.
+"""Fusion: merge ranked lists from several retrievers into one ranking.
 
-Each item scores ``sum(weight / (k + rank))`` over the lists it appears in (ranks start at 1), as in
-Cormack, Clarke and Büttcher, "Reciprocal rank fusion outperforms Condorcet and individual rank
-learning methods", SIGIR 2009. Only ranks matter, so scores on different scales (cosine, BM25) fuse
-without calibration.
+Hybrid search fuses by score (:func:`zscore_fusion`): each retriever's scores are standardised over
+its own hits (mean 0, standard deviation 1) and summed with equal weights. Cosine and BM25 live on
+different scales, but after standardisation a hit counts by how far it stands out from the rest of
+its list, so a document that one retriever finds far ahead of everything else is not levelled
+down to "rank 1" as in rank fusion. On the BioASQ dev set it beats reciprocal rank fusion (k 60)
+on MRR@10 on both halves: 0.923 / 0.906 against 0.916 / 0.886 (see bench/retrieval_baseline.py).
 
-Retrievers rank chunks, but a question is answered by a document: :func:`document_rankings` turns
-each chunk ranking into a ranking of documents (a document ranks where its best chunk does) so that
-documents, not chunks, are fused. A document whose title chunk leads the lexical list and whose
-abstract chunk leads the dense list is then first in both, where fusing chunks would credit each
-chunk with only one list. :func:`by_document` lays the chunks out in the fused document order.
+Reciprocal rank fusion (:func:`reciprocal_rank_fusion`) is kept as the alternative
+(``KnowledgeSettings.fusion = "rrf"``): each item scores ``sum(weight / (k + rank))`` over the
+lists it appears in (Cormack, Clarke and Büttcher, SIGIR 2009). Only ranks matter there.
+
+Retrievers rank chunks, but a question is answered by a document: :func:`document_rankings` and
+:func:`best_per_document` turn each chunk ranking into a ranking of documents (a document ranks
+where its best chunk does, with its score) so that documents, not chunks, are fused. A document
+whose title chunk leads the lexical list and whose abstract chunk leads the dense list is then
+first in both, where fusing chunks would credit each chunk with only one list.
+:func:`by_document` lays the chunks out in the fused document order.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +72,62 @@ def reciprocal_rank_fusion(
     return [FusedItem(item_id, scores[item_id], dict(ranks[item_id])) for item_id in ordered]
 
 
+def zscore_fusion(
+    runs: Mapping[str, Sequence[tuple[str, float]]],
+    weights: Mapping[str, float] | None = None,
+) -> list[FusedItem]:
+    """Fuse scored lists (retriever name -> (id, score), best first) into one list, best first.
+
+    Each list's scores are standardised over that list (population standard deviation; a list
+    whose scores are all equal standardises to zeros). An item's fused score is the weighted sum
+    of its standardised scores; where a list lacks the item, it counts that list's lowest
+    standardised score (the item scored at most that there). Duplicate ids within one list count
+    once, at their first (best) entry. Ties break as in :func:`reciprocal_rank_fusion`.
+    """
+    weights = weights or {}
+    standard: dict[str, dict[str, float]] = {}
+    floors: dict[str, float] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    first_seen: dict[str, int] = {}
+    for name, run in runs.items():
+        entries: dict[str, float] = {}
+        for position, (item_id, score) in enumerate(run, start=1):
+            if item_id in entries:
+                continue
+            entries[item_id] = float(score)
+            ranks.setdefault(item_id, {})[name] = position
+            first_seen.setdefault(item_id, len(first_seen))
+        if not entries:
+            continue
+        values = list(entries.values())
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((value - mean) ** 2 for value in values) / len(values))
+        scale = 1.0 / spread if spread > 0 else 0.0
+        standard[name] = {item_id: (s - mean) * scale for item_id, s in entries.items()}
+        floors[name] = min(standard[name].values())
+    scores = {
+        item_id: sum(
+            weights.get(name, 1.0) * standard[name].get(item_id, floors[name]) for name in standard
+        )
+        for item_id in first_seen
+    }
+    ordered = sorted(
+        scores,
+        key=lambda item_id: (-scores[item_id], min(ranks[item_id].values()), first_seen[item_id]),
+    )
+    return [FusedItem(item_id, scores[item_id], dict(ranks[item_id])) for item_id in ordered]
+
+
+def best_per_document(
+    hits: Sequence[tuple[str, float]], document_of: Callable[[str], str]
+) -> list[tuple[str, float]]:
+    """Chunk ``hits`` (id, score; best first) as documents with their best chunk's score."""
+    best: dict[str, float] = {}
+    for chunk_id, score in hits:
+        best.setdefault(document_of(chunk_id), score)
+    return list(best.items())
+
+
 def document_rankings(
     rankings: Mapping[str, Sequence[str]], document_of: Callable[[str], str]
 ) -> dict[str, list[str]]:
@@ -96,4 +160,11 @@ def by_document(
     return [chunk_id for _, _, chunk_id in sorted(keyed)]
 
 
-__all__ = ["FusedItem", "by_document", "document_rankings", "reciprocal_rank_fusion"]
+__all__ = [
+    "FusedItem",
+    "best_per_document",
+    "by_document",
+    "document_rankings",
+    "reciprocal_rank_fusion",
+    "zscore_fusion",
+]

@@ -11,10 +11,11 @@ Adding chunks writes one new segment, so its cost grows with the chunks added, n
 Deleting or replacing a chunk marks its row deleted. Segments of similar size are merged (four of a
 tier into one, as in a log-structured merge), which also drops deleted rows.
 
-Scoring is BM25 (Lucene variant, k1 1.5, b 0.75: bm25s's default) with corpus-wide statistics
-taken at query time. Segments keep raw term frequencies; document frequency, chunk count and
-average length are summed over the live rows of every segment, so a search over many segments
-scores every chunk as one index built from scratch would. Ties are broken by chunk id.
+Scoring is BM25 (Lucene variant, as bm25s computes it) with k1 1.2 and b 0.5 (see ``K1`` and ``B``)
+and corpus-wide statistics taken at query time. Segments keep raw term frequencies; document
+frequency, chunk count and average length are summed over the live rows of every segment, so a
+search over many segments scores every chunk as one index built from scratch would. Ties are broken
+by chunk id.
 
 Terms are stored as 64-bit hashes (blake2b) in sorted arrays, so the vocabulary needs no Python
 dictionary and is memory-mapped like the postings.
@@ -43,8 +44,12 @@ _MISSING_YEAR = -1
 _POINTER = "current.json"
 FORMAT = 2
 """Version of the on-disk layout; a folder of another version is rebuilt from the store."""
-K1 = 1.5
-B = 0.75
+K1 = 1.2
+"""Term-frequency saturation: Robertson's classic 1.2 (bm25s defaults to 1.5)."""
+B = 0.5
+"""Length normalisation, weaker than the usual 0.75: chunks are cut to the embedder's window, so
+a longer chunk is a fuller passage rather than a more verbose one, and should not be penalised as
+much. On BioASQ dev, k1 1.2 / b 0.5 lifts lexical MRR@10 from 0.857 to 0.870 (on each half)."""
 MERGE_FACTOR = 4
 """Segments per size tier (powers of this factor) before the tier is merged into one."""
 _MAX_DELETED_FRACTION = 0.3

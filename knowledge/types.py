@@ -148,7 +148,7 @@ class Evidence(BaseModel):
     document: Document
     score: float
     scores: dict[str, float] = Field(default_factory=dict)
-    """Per-retriever scores or ranks, e.g. ``{"dense": 0.81, "lexical": 12.3, "rrf": 0.032}``."""
+    """Per-retriever scores or ranks, e.g. ``{"dense": 0.81, "lexical": 12.3, "fused": 1.9}``."""
     number: int | None = None
     flags: tuple[str, ...] = ()
     """Warnings about the passage set at retrieval, e.g. ``"instructions"`` when it holds text

@@ -16,6 +16,7 @@ import pytest
 
 from medgraph.knowledge.config import DEFAULT_EMBEDDING_MODEL
 from medgraph.knowledge.evaluation import distinct_in_order, hit_at, load_questions, reciprocal_rank
+from medgraph.knowledge.fusion import best_per_document, zscore_fusion
 from medgraph.knowledge.index import LiteratureIndex
 from tests.knowledge.index_support import corpus_records, pubmedqa_dir
 from tests.knowledge.test_cli_knowledge import run_cli
@@ -74,9 +75,17 @@ def test_every_mode_finds_gold_abstracts(index: LiteratureIndex) -> None:
 def test_hybrid_fuses_the_real_dense_and_lexical_rankings(index: LiteratureIndex) -> None:
     question = load_questions(pubmedqa_dir() / "dev.jsonl")[0].question
     k = 5
-    single = {mode: index.search(question, k=4 * 20, mode=mode) for mode in ("dense", "lexical")}
-    # each retriever ranks a document where its best chunk ranks
-    documents = {mode: distinct_in_order(h.source_id for h in single[mode]) for mode in single}
+    # hybrid pools 100 chunks per retriever whatever k: the same pools as these searches
+    single = {mode: index.search(question, k=100, mode=mode) for mode in ("dense", "lexical")}
+    # each retriever scores a document by its best chunk; the two lists are fused by z-score
+    document_of = {h.chunk.chunk_id: h.source_id for hits in single.values() for h in hits}
+    runs = {
+        mode: best_per_document(
+            [(h.chunk.chunk_id, h.scores[mode]) for h in hits], document_of.__getitem__
+        )
+        for mode, hits in single.items()
+    }
+    expected = {item.item_id: item.score for item in zscore_fusion(runs)}
     chunk_ranks = {
         mode: {h.chunk.chunk_id: h.scores[f"{mode}_rank"] for h in hits}
         for mode, hits in single.items()
@@ -84,14 +93,11 @@ def test_hybrid_fuses_the_real_dense_and_lexical_rankings(index: LiteratureIndex
     hybrid = index.search(question, k=k, mode="hybrid")
     assert len(hybrid) == k == len({hit.source_id for hit in hybrid})
     for hit in hybrid:
-        expected = 0.0
-        for mode, ranking in documents.items():
-            if hit.source_id in ranking:
-                expected += 1 / (60 + ranking.index(hit.source_id) + 1)
+        for mode in single:
             if f"{mode}_rank" in hit.scores:
                 assert hit.scores[f"{mode}_rank"] == chunk_ranks[mode][hit.chunk.chunk_id]
-        assert hit.score == pytest.approx(expected)
-    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+        assert hit.score == pytest.approx(expected[hit.source_id])
+    assert [h.score for h in hybrid] == pytest.approx(sorted(expected.values(), reverse=True)[:k])
 
 
 def test_year_filter_on_the_corpus(

@@ -166,7 +166,7 @@ def test_reranker_model_setting_rescores_with_a_cross_encoder(tmp_path: Path) ->
     expected = CrossEncoder(str(reranker_dir)).predict([(query, h.chunk.text) for h in hits])
     np.testing.assert_allclose([h.scores["rerank"] for h in hits], expected, rtol=1e-4, atol=1e-5)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert all("rrf" in h.scores for h in hits)
+    assert all("fused" in h.scores for h in hits)
 
     broken = KnowledgeSettings(index_dir=tmp_path / "index", reranker_model=str(tmp_path / "nope"))
     with (

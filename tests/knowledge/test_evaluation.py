@@ -19,6 +19,7 @@ from medgraph.knowledge.evaluation import (
     recall_at,
     reciprocal_rank,
     score_rankings,
+    search_rankings,
 )
 
 
@@ -135,6 +136,16 @@ def test_evaluate_retrieval_scores_document_rankings() -> None:
     # searches ask for enough chunks to rank 10 documents; one warm-up call per mode
     assert all(k == 30 for _, k, _ in index.calls)
     assert len(index.calls) == 2 * (len(questions) + 1)
+
+
+def test_search_rankings_cut_document_rankings_to_depth_and_time_each_question() -> None:
+    index = _ScriptedIndex()
+    questions = [RetrievalQuestion("q1", ("d1",)), RetrievalQuestion("q2", ("d9",))]
+    rankings, latencies = search_rankings(index, questions, "dense", depth=1)
+    assert rankings == [["d1"], ["d5"]]
+    assert len(latencies) == 2 and all(ms >= 0 for ms in latencies)
+    # a warm-up search, then one per question, each for 3 chunks per ranked document
+    assert index.calls == [("q1", 3, "dense"), ("q1", 3, "dense"), ("q2", 3, "dense")]
 
 
 def test_load_questions_keeps_unicode_line_separators_inside_strings(tmp_path: Path) -> None:

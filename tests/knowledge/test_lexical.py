@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgraph.knowledge.lexical import LexicalIndex, tokenize
+from medgraph.knowledge.lexical import K1, B, LexicalIndex, tokenize
 
 
 def _index(generation: int = 3) -> LexicalIndex:
@@ -151,12 +151,12 @@ def _assert_same_results(left: LexicalIndex, right: LexicalIndex, k: int = 25) -
             assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
 
 
-def test_scores_equal_bm25s_lucene_defaults() -> None:
+def test_scores_equal_bm25s_with_the_same_parameters() -> None:
     import bm25s
 
     ids, texts, _, _ = _chunks(400)
     index = LexicalIndex.build(ids, texts, ids, [None] * len(ids), generation=1)
-    reference = bm25s.BM25()
+    reference = bm25s.BM25(k1=K1, b=B)
     reference.index([tokenize(text) for text in texts], show_progress=False)
     for query in QUERIES:
         tokens = [t for t in tokenize(query) if t in reference.vocab_dict]

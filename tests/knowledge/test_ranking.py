@@ -11,7 +11,13 @@ import pytest
 
 from medgraph.knowledge.chunking import chunk_document, passage_text
 from medgraph.knowledge.config import KnowledgeSettings
-from medgraph.knowledge.fusion import by_document, document_rankings, reciprocal_rank_fusion
+from medgraph.knowledge.fusion import (
+    best_per_document,
+    by_document,
+    document_rankings,
+    reciprocal_rank_fusion,
+    zscore_fusion,
+)
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.knowledge.lexical import LexicalIndex, tokenize
 from medgraph.knowledge.types import Document
@@ -150,6 +156,34 @@ def test_hybrid_returns_distinct_documents_first(index: LiteratureIndex) -> None
         assert len({hit.source_id for hit in hits}) == len(hits) == 5
         scores = [hit.score for hit in hits]
         assert scores == sorted(scores, reverse=True)
+
+
+def _document_scores(index: LiteratureIndex, query: str, mode: str) -> list[tuple[str, float]]:
+    hits = index.search(query, k=100, mode=mode)  # the whole corpus: the hybrid pool holds it all
+    return best_per_document(
+        [(hit.chunk.chunk_id, hit.scores[mode]) for hit in hits],
+        {hit.chunk.chunk_id: hit.source_id for hit in hits}.__getitem__,
+    )
+
+
+@pytest.mark.parametrize("fusion", ["zscore", "rrf"])
+def test_hybrid_fuses_the_document_scores_of_both_retrievers(tmp_path: Path, fusion: str) -> None:
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", _records())
+    settings = KnowledgeSettings(index_dir=tmp_path / "index", fusion=fusion)
+    query = "Nfat pathway, 3 or 4"
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as index:
+        index.ingest([corpus], progress=False)
+        runs = {mode: _document_scores(index, query, mode) for mode in ("dense", "lexical")}
+        hybrid = index.search(query, k=9, mode="hybrid")
+    if fusion == "zscore":
+        expected = zscore_fusion(runs)
+    else:
+        expected = reciprocal_rank_fusion(
+            {mode: [source for source, _ in run] for mode, run in runs.items()}, k=60
+        )
+    assert len(runs["lexical"]) < len(runs["dense"]) == 9  # lexical misses some documents
+    assert [hit.source_id for hit in hybrid] == [item.item_id for item in expected]
+    assert [hit.scores["fused"] for hit in hybrid] == pytest.approx([i.score for i in expected])
 
 
 class _WaitingEmbedder(HashEmbedder):
