@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +39,14 @@ class KnowledgeSettings(BaseModel):
         default=None,
         description="Device for the embedding model (cpu, cuda, cuda:1...); default: CUDA if "
         "available, else CPU.",
+    )
+    embedding_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
+        default="auto",
+        description="What runs the embedding model: ONNX Runtime (fp32, or int8 weights) or "
+        "torch; auto: ONNX on a CPU, torch on a GPU, torch when the model cannot be exported.",
+    )
+    embedding_threads: int | None = Field(
+        default=None, ge=1, description="ONNX Runtime intra-op threads; default: its own choice."
     )
     batch_size: int = Field(default=64, ge=1, description="Chunks embedded and committed at once.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
