@@ -42,6 +42,7 @@ from medgraph.errors import (
 )
 from medgraph.knowledge.chunking import PASSAGE_FORMAT, passage_text
 from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.embeddings import vector_family
 from medgraph.knowledge.fusion import by_document, document_rankings, reciprocal_rank_fusion
 from medgraph.knowledge.lexical import LexicalIndex, tokenize
 from medgraph.knowledge.store import (
@@ -450,6 +451,18 @@ class LiteratureIndex:
                     f"settings give {value!r}; search it with the same {key} "
                     f"(knowledge.{key}={stored!r}) or ingest into a new --index folder"
                 )
+        # Vectors of another backend may be mixed in only when they agree to cosine >= 0.999
+        # (torch and fp32 ONNX); indexes from before backends were recorded hold torch vectors.
+        family = getattr(self.embedder, "vector_family", None)
+        stored_backend = str(state.get("embedding_backend", "torch"))
+        if family is not None and vector_family(stored_backend) != family:
+            requested = getattr(self.embedder, "requested_backend", family)
+            raise ConfigurationError(
+                f"the index at {self.location} holds vectors from the {stored_backend!r} "
+                f"embedding backend, which the {requested!r} backend does not reproduce (cosine "
+                f"below 0.999); set knowledge.embedding_backend={stored_backend} to use it, or "
+                f"ingest into a new --index folder"
+            )
 
     def _open_for_read(self) -> ChromaStore:
         with self._mutex:
@@ -508,11 +521,14 @@ class LiteratureIndex:
         with self._mutex:
             store = self._store or self._new_store()
             embedder = self.embedder
+            dimension = embedder.dimension  # loads the model, which settles its backend
+            backend = getattr(embedder, "backend", None)
             store.create(
                 {
                     "medgraph_format": STORE_FORMAT,
                     **embedder.identity,
-                    "dimension": embedder.dimension,
+                    **({"embedding_backend": backend} if backend else {}),
+                    "dimension": dimension,
                     "generation": 0,
                     "ingest_state": _STATE_COMPLETE,
                 }
@@ -530,6 +546,7 @@ class LiteratureIndex:
             record = {
                 "format": STORE_FORMAT,
                 **embedder.identity,
+                "embedding_backend": str(state.get("embedding_backend", "torch")),
                 "dimension": embedder.dimension,
                 "collection": self.settings.collection,
                 "chroma_url": self.settings.chroma_url,
@@ -557,9 +574,19 @@ class LiteratureIndex:
                 )
             base = self._lexical_base()
             lexical = self._sync_lexical(store, base, state, complete=current)
-            # Another process ingested into the shared server: keep the new segment on disk.
-            if current and not self.embedded and lexical is not base:
-                self._save_lexical(lexical)
+            # Another process ingested into the shared server, or the saved files were unusable
+            # (another tokeniser, another layout) and BM25 was rebuilt: keep the result on disk,
+            # so the next start loads it instead of building it again.
+            if current and lexical is not base:
+                try:
+                    self._save_lexical(lexical)
+                except OSError as error:
+                    logger.warning(
+                        "index %s: could not save the BM25 index (%s); it is rebuilt in memory "
+                        "on each start until the next ingest",
+                        self.location,
+                        error,
+                    )
             self._lexical, self._lexical_key = lexical, key
             return lexical
 
@@ -640,17 +667,21 @@ class LiteratureIndex:
         return lexical
 
     def _save_lexical(self, lexical: LexicalIndex) -> None:
-        folder = self.index_dir / "bm25"
-        if self.embedded:
-            lexical.save(folder)
-            return
-        # With a shared server several processes may ingest; only the BM25 files need a lock.
+        """Save ``lexical`` unless the folder holds a newer (or as new and usable) index.
+
+        Writers and readers that rebuilt BM25 may save: a lock on the BM25 files orders them.
+        """
         from filelock import FileLock
 
+        folder = self.index_dir / "bm25"
         self.index_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.index_dir / "bm25.lock"), timeout=300, thread_local=False):
             saved = LexicalIndex.saved_generation(folder)
-            if saved is None or saved < lexical.generation:
+            if (
+                saved is None
+                or saved < lexical.generation
+                or (saved == lexical.generation and LexicalIndex.load(folder) is None)
+            ):
                 lexical.save(folder)
 
     # -- ingest --------------------------------------------------------------------------------
