@@ -315,6 +315,9 @@ class OnnxEncoder:
         if threads is not None:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle worker threads sleep instead of spinning: on a shared or busy CPU spinning threads
+        # steal the cores the working ones need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session: InferenceSession = onnxruntime.InferenceSession(
             str(self.path), options, providers=["CPUExecutionProvider"]
         )

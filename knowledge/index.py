@@ -1030,34 +1030,43 @@ class LiteratureIndex:
         wanted = max(3 * k, 20) if reranker is not None else k
         depth = max(4 * wanted, 20) if mode == "hybrid" else wanted
 
+        # Hybrid search ranks 4x more candidates than it returns: it fetches ids and scores
+        # only, takes their documents from the BM25 chunk table, and reads the records (texts,
+        # metadata) of the chunks it returns. An origins filter needs every candidate's record.
+        lean = mode == "hybrid" and search_filter.origins is None
+        lexical: LexicalIndex | None = None
         lexical_run: Callable[[], _LexicalResult] | None = None
         lexical_job: Future[_LexicalResult] | None = None
         if mode in ("lexical", "hybrid"):
+            lexical = self._lexical_index(store)
             lexical_run = functools.partial(
                 self._lexical_hits,
                 store,
-                self._lexical_index(store),
+                lexical,
                 tokenize(query),
                 depth,
                 search_filter,
+                records=not lean,
             )
             if mode == "hybrid":
-                # BM25 and its hits' records are fetched while this thread embeds the query.
+                # BM25 (and its hits' records) run while this thread embeds the query.
                 lexical_job = self._search_pool().submit(lexical_run)
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
         rankings: dict[str, list[str]] = {}
         if mode in ("dense", "hybrid"):
             vector = self.embedder.embed_queries([query])[0]
+            if lean:
+                dense_hits = store.query_ids(vector, depth, search_filter.chroma_where())
+            else:
+                dense_hits = []
+                for stored, similarity in self._dense_hits(store, vector, depth, search_filter):
+                    records[stored.chunk_id] = stored
+                    dense_hits.append((stored.chunk_id, similarity))
             rankings["dense"] = []
-            for rank, (stored, similarity) in enumerate(
-                self._dense_hits(store, vector, depth, search_filter), start=1
-            ):
-                records[stored.chunk_id] = stored
-                scores.setdefault(stored.chunk_id, {}).update(
-                    dense=similarity, dense_rank=float(rank)
-                )
-                rankings["dense"].append(stored.chunk_id)
+            for rank, (chunk_id, similarity) in enumerate(dense_hits, start=1):
+                scores.setdefault(chunk_id, {}).update(dense=similarity, dense_rank=float(rank))
+                rankings["dense"].append(chunk_id)
         if lexical_run is not None:
             lexical_hits, lexical_records = (
                 lexical_job.result() if lexical_job is not None else lexical_run()
@@ -1068,8 +1077,18 @@ class LiteratureIndex:
                 scores.setdefault(chunk_id, {}).update(lexical=score, lexical_rank=float(rank))
                 rankings["lexical"].append(chunk_id)
 
+        sources = {chunk_id: stored.source_id for chunk_id, stored in records.items()}
+        if lean and lexical is not None:
+            unknown = [chunk_id for chunk_id in scores if chunk_id not in sources]
+            sources.update(lexical.sources_of(unknown))
+            # chunks BM25 does not hold yet (an ingest is adding them): read their records
+            late = [chunk_id for chunk_id in scores if chunk_id not in sources]
+            if late:
+                records.update(store.get(late))
+                sources.update({chunk_id: records[chunk_id].source_id for chunk_id in late})
+
         def document_of(chunk_id: str) -> str:
-            return records[chunk_id].source_id
+            return sources[chunk_id]
 
         if mode == "hybrid":
             fused = reciprocal_rank_fusion(
@@ -1092,6 +1111,11 @@ class LiteratureIndex:
             )
             ordered = [(chunk_id, scores[chunk_id][key]) for chunk_id in laid_out[:wanted]]
 
+        missing = [chunk_id for chunk_id, _ in ordered if chunk_id not in records]
+        if missing:
+            records.update(store.get(missing))
+            # a chunk deleted since it was ranked (a concurrent prune) is left out
+            ordered = [(chunk_id, score) for chunk_id, score in ordered if chunk_id in records]
         if reranker is not None and ordered:
             passages = [records[chunk_id].text for chunk_id, _ in ordered]
             rerank_scores = [float(s) for s in reranker(query, passages)]
@@ -1144,13 +1168,21 @@ class LiteratureIndex:
         tokens: Sequence[str],
         depth: int,
         search_filter: SearchFilter,
+        *,
+        records: bool = True,
     ) -> _LexicalResult:
-        """The ``depth`` best visible BM25 hits and their stored records."""
+        """The ``depth`` best visible BM25 hits and their stored records.
+
+        Without ``records`` (and with no origins filter, which needs them) only the hits come
+        back, with no store access.
+        """
         mask = lexical.mask(
             year_min=search_filter.year_min,
             year_max=search_filter.year_max,
             source_ids=search_filter.source_ids,
         )
+        if not records and search_filter.origins is None:
+            return lexical.search(tokens, depth, mask), {}
         fetch = depth
         while True:
             hits = lexical.search(tokens, fetch, mask)
