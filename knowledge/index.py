@@ -1084,8 +1084,12 @@ class LiteratureIndex:
             # chunks BM25 does not hold yet (an ingest is adding them): read their records
             late = [chunk_id for chunk_id in scores if chunk_id not in sources]
             if late:
-                records.update(store.get(late))
-                sources.update({chunk_id: records[chunk_id].source_id for chunk_id in late})
+                fetched = store.get(late)
+                records.update(fetched)
+                sources.update({chunk_id: stored.source_id for chunk_id, stored in fetched.items()})
+                gone = set(late) - set(fetched)  # deleted since it was ranked (a prune)
+                for name, ranking in rankings.items():
+                    rankings[name] = [chunk_id for chunk_id in ranking if chunk_id not in gone]
 
         def document_of(chunk_id: str) -> str:
             return sources[chunk_id]
