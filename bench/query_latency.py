@@ -137,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small-docs", type=int, default=250)
     parser.add_argument("--copies", type=int, default=5)
+    parser.add_argument(
+        "--large-docs",
+        type=int,
+        default=None,
+        help="Abstracts copied into the large index (default all 1,000); fewer with more "
+        "--copies reaches 20k chunks while embedding fewer texts.",
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--seed-index", type=Path, default=None)
@@ -155,10 +162,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="medgraph-latency-bench-"))
     sizes: dict[str, int] = {}
     results: dict[tuple[str, str], list[float]] = {}
+    loads: dict[tuple[str, str], float] = {}
     try:
         plans = {
             "small": (records[: args.small_docs], 1),
-            "large": (records, args.copies),
+            "large": (records[: args.large_docs], args.copies),
         }
         for name, (subset, copies) in plans.items():
             corpus = work / f"{name}.jsonl"
@@ -176,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
                 for mode in MODES:
                     results[(name, mode)] = _latencies(index, questions, mode, args.k)
+                    loads[(name, mode)] = os.getloadavg()[0]
         query_embedding = []
         for question in questions:
             started = time.perf_counter()
@@ -189,11 +198,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"== query latency, {len(questions)} PubMedQA dev questions, k={args.k}, "
         f"{os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})"
     )
-    print(f"{'mode':8} {'chunks':>7} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
+    print(f"embedding backend: {getattr(embedder.inner, 'backend', 'unknown')}")
+    print(f"{'mode':8} {'chunks':>7} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'load':>5}")
     for (name, mode), timings in results.items():
         print(
             f"{mode:8} {sizes[name]:7d} {percentile(timings, 50):8.1f} "
-            f"{percentile(timings, 95):8.1f} {statistics.mean(timings):8.1f}"
+            f"{percentile(timings, 95):8.1f} {statistics.mean(timings):8.1f} "
+            f"{loads[(name, mode)]:5.1f}"
         )
     print(
         f"query embedding alone: p50 {percentile(query_embedding, 50):.1f} ms, "

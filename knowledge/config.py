@@ -40,6 +40,14 @@ class KnowledgeSettings(BaseModel):
         description="Device for the embedding model (cpu, cuda, cuda:1...); default: CUDA if "
         "available, else CPU.",
     )
+    embedding_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
+        default="auto",
+        description="What runs the embedding model: ONNX Runtime (fp32, or int8 weights) or "
+        "torch; auto: ONNX on a CPU, torch on a GPU, torch when the model cannot be exported.",
+    )
+    embedding_threads: int | None = Field(
+        default=None, ge=1, description="ONNX Runtime intra-op threads; default: its own choice."
+    )
     batch_size: int = Field(default=64, ge=1, description="Chunks embedded and committed at once.")
     fusion: Literal["zscore", "rrf"] = Field(
         default="zscore",

@@ -42,6 +42,7 @@ from medgraph.errors import (
 )
 from medgraph.knowledge.chunking import PASSAGE_FORMAT, passage_text
 from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.embeddings import vector_family
 from medgraph.knowledge.fusion import (
     best_per_document,
     by_document,
@@ -461,6 +462,18 @@ class LiteratureIndex:
                     f"settings give {value!r}; search it with the same {key} "
                     f"(knowledge.{key}={stored!r}) or ingest into a new --index folder"
                 )
+        # Vectors of another backend may be mixed in only when they agree to cosine >= 0.999
+        # (torch and fp32 ONNX); indexes from before backends were recorded hold torch vectors.
+        family = getattr(self.embedder, "vector_family", None)
+        stored_backend = str(state.get("embedding_backend", "torch"))
+        if family is not None and vector_family(stored_backend) != family:
+            requested = getattr(self.embedder, "requested_backend", family)
+            raise ConfigurationError(
+                f"the index at {self.location} holds vectors from the {stored_backend!r} "
+                f"embedding backend, which the {requested!r} backend does not reproduce (cosine "
+                f"below 0.999); set knowledge.embedding_backend={stored_backend} to use it, or "
+                f"ingest into a new --index folder"
+            )
 
     def _open_for_read(self) -> ChromaStore:
         with self._mutex:
@@ -519,11 +532,14 @@ class LiteratureIndex:
         with self._mutex:
             store = self._store or self._new_store()
             embedder = self.embedder
+            dimension = embedder.dimension  # loads the model, which settles its backend
+            backend = getattr(embedder, "backend", None)
             store.create(
                 {
                     "medgraph_format": STORE_FORMAT,
                     **embedder.identity,
-                    "dimension": embedder.dimension,
+                    **({"embedding_backend": backend} if backend else {}),
+                    "dimension": dimension,
                     "generation": 0,
                     "ingest_state": _STATE_COMPLETE,
                 }
@@ -541,6 +557,7 @@ class LiteratureIndex:
             record = {
                 "format": STORE_FORMAT,
                 **embedder.identity,
+                "embedding_backend": str(state.get("embedding_backend", "torch")),
                 "dimension": embedder.dimension,
                 "collection": self.settings.collection,
                 "chroma_url": self.settings.chroma_url,
@@ -568,9 +585,19 @@ class LiteratureIndex:
                 )
             base = self._lexical_base()
             lexical = self._sync_lexical(store, base, state, complete=current)
-            # Another process ingested into the shared server: keep the new segment on disk.
-            if current and not self.embedded and lexical is not base:
-                self._save_lexical(lexical)
+            # Another process ingested into the shared server, or the saved files were unusable
+            # (another tokeniser, another layout) and BM25 was rebuilt: keep the result on disk,
+            # so the next start loads it instead of building it again.
+            if current and lexical is not base:
+                try:
+                    self._save_lexical(lexical)
+                except OSError as error:
+                    logger.warning(
+                        "index %s: could not save the BM25 index (%s); it is rebuilt in memory "
+                        "on each start until the next ingest",
+                        self.location,
+                        error,
+                    )
             self._lexical, self._lexical_key = lexical, key
             return lexical
 
@@ -651,17 +678,21 @@ class LiteratureIndex:
         return lexical
 
     def _save_lexical(self, lexical: LexicalIndex) -> None:
-        folder = self.index_dir / "bm25"
-        if self.embedded:
-            lexical.save(folder)
-            return
-        # With a shared server several processes may ingest; only the BM25 files need a lock.
+        """Save ``lexical`` unless the folder holds a newer (or as new and usable) index.
+
+        Writers and readers that rebuilt BM25 may save: a lock on the BM25 files orders them.
+        """
         from filelock import FileLock
 
+        folder = self.index_dir / "bm25"
         self.index_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.index_dir / "bm25.lock"), timeout=300, thread_local=False):
             saved = LexicalIndex.saved_generation(folder)
-            if saved is None or saved < lexical.generation:
+            if (
+                saved is None
+                or saved < lexical.generation
+                or (saved == lexical.generation and LexicalIndex.load(folder) is None)
+            ):
                 lexical.save(folder)
 
     # -- ingest --------------------------------------------------------------------------------
@@ -1011,34 +1042,43 @@ class LiteratureIndex:
         wanted = max(3 * k, 20) if reranker is not None else k
         depth = max(4 * wanted, _FUSION_POOL) if mode == "hybrid" else wanted
 
+        # Hybrid search ranks 4x more candidates than it returns: it fetches ids and scores
+        # only, takes their documents from the BM25 chunk table, and reads the records (texts,
+        # metadata) of the chunks it returns. An origins filter needs every candidate's record.
+        lean = mode == "hybrid" and search_filter.origins is None
+        lexical: LexicalIndex | None = None
         lexical_run: Callable[[], _LexicalResult] | None = None
         lexical_job: Future[_LexicalResult] | None = None
         if mode in ("lexical", "hybrid"):
+            lexical = self._lexical_index(store)
             lexical_run = functools.partial(
                 self._lexical_hits,
                 store,
-                self._lexical_index(store),
+                lexical,
                 tokenize(query),
                 depth,
                 search_filter,
+                records=not lean,
             )
             if mode == "hybrid":
-                # BM25 and its hits' records are fetched while this thread embeds the query.
+                # BM25 (and its hits' records) run while this thread embeds the query.
                 lexical_job = self._search_pool().submit(lexical_run)
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
         rankings: dict[str, list[str]] = {}
         if mode in ("dense", "hybrid"):
             vector = self.embedder.embed_queries([query])[0]
+            if lean:
+                dense_hits = store.query_ids(vector, depth, search_filter.chroma_where())
+            else:
+                dense_hits = []
+                for stored, similarity in self._dense_hits(store, vector, depth, search_filter):
+                    records[stored.chunk_id] = stored
+                    dense_hits.append((stored.chunk_id, similarity))
             rankings["dense"] = []
-            for rank, (stored, similarity) in enumerate(
-                self._dense_hits(store, vector, depth, search_filter), start=1
-            ):
-                records[stored.chunk_id] = stored
-                scores.setdefault(stored.chunk_id, {}).update(
-                    dense=similarity, dense_rank=float(rank)
-                )
-                rankings["dense"].append(stored.chunk_id)
+            for rank, (chunk_id, similarity) in enumerate(dense_hits, start=1):
+                scores.setdefault(chunk_id, {}).update(dense=similarity, dense_rank=float(rank))
+                rankings["dense"].append(chunk_id)
         if lexical_run is not None:
             lexical_hits, lexical_records = (
                 lexical_job.result() if lexical_job is not None else lexical_run()
@@ -1049,8 +1089,22 @@ class LiteratureIndex:
                 scores.setdefault(chunk_id, {}).update(lexical=score, lexical_rank=float(rank))
                 rankings["lexical"].append(chunk_id)
 
+        sources = {chunk_id: stored.source_id for chunk_id, stored in records.items()}
+        if lean and lexical is not None:
+            unknown = [chunk_id for chunk_id in scores if chunk_id not in sources]
+            sources.update(lexical.sources_of(unknown))
+            # chunks BM25 does not hold yet (an ingest is adding them): read their records
+            late = [chunk_id for chunk_id in scores if chunk_id not in sources]
+            if late:
+                fetched = store.get(late)
+                records.update(fetched)
+                sources.update({chunk_id: stored.source_id for chunk_id, stored in fetched.items()})
+                gone = set(late) - set(fetched)  # deleted since it was ranked (a prune)
+                for name, ranking in rankings.items():
+                    rankings[name] = [chunk_id for chunk_id in ranking if chunk_id not in gone]
+
         def document_of(chunk_id: str) -> str:
-            return records[chunk_id].source_id
+            return sources[chunk_id]
 
         if mode == "hybrid":
             if self.settings.fusion == "rrf":
@@ -1082,6 +1136,11 @@ class LiteratureIndex:
             )
             ordered = [(chunk_id, scores[chunk_id][key]) for chunk_id in laid_out[:wanted]]
 
+        missing = [chunk_id for chunk_id, _ in ordered if chunk_id not in records]
+        if missing:
+            records.update(store.get(missing))
+            # a chunk deleted since it was ranked (a concurrent prune) is left out
+            ordered = [(chunk_id, score) for chunk_id, score in ordered if chunk_id in records]
         if reranker is not None and ordered:
             passages = [records[chunk_id].text for chunk_id, _ in ordered]
             rerank_scores = [float(s) for s in reranker(query, passages)]
@@ -1134,13 +1193,21 @@ class LiteratureIndex:
         tokens: Sequence[str],
         depth: int,
         search_filter: SearchFilter,
+        *,
+        records: bool = True,
     ) -> _LexicalResult:
-        """The ``depth`` best visible BM25 hits and their stored records."""
+        """The ``depth`` best visible BM25 hits and their stored records.
+
+        Without ``records`` (and with no origins filter, which needs them) only the hits come
+        back, with no store access.
+        """
         mask = lexical.mask(
             year_min=search_filter.year_min,
             year_max=search_filter.year_max,
             source_ids=search_filter.source_ids,
         )
+        if not records and search_filter.origins is None:
+            return lexical.search(tokens, depth, mask), {}
         fetch = depth
         while True:
             hits = lexical.search(tokens, fetch, mask)

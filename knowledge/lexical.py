@@ -421,6 +421,20 @@ class LexicalIndex:
             found.update(value.decode() for value in segment.ids[rows].tolist())
         return found
 
+    def sources_of(self, chunk_ids: Iterable[str]) -> dict[str, str]:
+        """Source id of each live chunk among ``chunk_ids`` (absent ids are left out)."""
+        keys = _as_bytes(chunk_ids)
+        found: dict[str, str] = {}
+        for segment, alive in zip(self._segments, self._alive, strict=True):
+            rows = segment.rows_of(keys, "ids")
+            if alive is not None:
+                rows = rows[alive[rows]]
+            for chunk_id, source_id in zip(
+                segment.ids[rows].tolist(), segment.sources[rows].tolist(), strict=True
+            ):
+                found[chunk_id.decode()] = source_id.decode()
+        return found
+
     def mask(
         self,
         *,

@@ -378,6 +378,29 @@ class ChromaStore:
             )
         ]
 
+    def query_ids(
+        self, vector: npt.NDArray[np.float32], n_results: int, where: Mapping[str, Any] | None
+    ) -> list[tuple[str, float]]:
+        """:meth:`query` without texts and metadata: (chunk id, cosine similarity) pairs.
+
+        Chroma reads metadata key by key, so leaving it out makes a 40-deep query about 3x
+        cheaper; the caller fetches records for the few chunks it returns.
+        """
+        if n_results < 1:
+            return []
+        result = self.collection.query(
+            query_embeddings=vector.reshape(1, -1),
+            n_results=n_results,
+            where=dict(where) if where else None,
+            include=["distances"],
+        )
+        ids = result["ids"][0]
+        distances = (result.get("distances") or [[]])[0] or [1.0] * len(ids)
+        return [
+            (chunk_id, 1.0 - float(distance))
+            for chunk_id, distance in zip(ids, distances, strict=True)
+        ]
+
     @staticmethod
     def _records(batch: Mapping[str, Any]) -> dict[str, StoredChunk]:
         ids = batch["ids"]

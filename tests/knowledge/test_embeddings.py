@@ -174,3 +174,105 @@ def test_reranker_model_setting_rescores_with_a_cross_encoder(tmp_path: Path) ->
         pytest.raises(ModelLoadError, match="reranker"),
     ):
         index.search("patients")
+
+
+# Measured on PubMedQA passages (title + chunk): ONNX fp32 vs torch min cosine 0.9999998;
+# int8 weights (dynamic quantisation) min 0.90 over 128 passages, so int8 is a family of its own.
+ONNX_MIN_COSINE = 0.9999
+
+
+@pytest.fixture(scope="module")
+def passages(corpus: dict[str, object]) -> list[str]:
+    from medgraph.knowledge.chunking import chunk_document, passage_text
+
+    counter = SentenceTransformerEmbedder(backend="torch")
+    texts: list[str] = []
+    for document in list(corpus.values())[:40]:
+        for chunk in chunk_document(document, counter.count_tokens, counter.max_tokens, 1):  # type: ignore[arg-type]
+            texts.append(passage_text(document.title, chunk.text))  # type: ignore[attr-defined]
+    return texts[:120]
+
+
+def test_onnx_backend_reproduces_torch_vectors_on_real_passages(passages: list[str]) -> None:
+    torch_embedder = SentenceTransformerEmbedder(backend="torch")
+    onnx_embedder = SentenceTransformerEmbedder(backend="onnx")
+    reference = torch_embedder.embed_documents(passages)
+    vectors = onnx_embedder.embed_documents(passages)
+    assert (torch_embedder.backend, onnx_embedder.backend) == ("torch", "onnx")
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    cosines = np.sum(vectors * reference, axis=1)
+    assert cosines.min() >= ONNX_MIN_COSINE, cosines.min()
+    query = "Do mitochondria play a role in remodelling lace plant leaves?"
+    assert (
+        float(onnx_embedder.embed_queries([query])[0] @ torch_embedder.embed_queries([query])[0])
+        >= ONNX_MIN_COSINE
+    )
+    # int8 weights move vectors measurably: why the index keeps them apart from fp32 ones
+    int8 = SentenceTransformerEmbedder(backend="onnx-int8").embed_documents(passages[:20])
+    assert np.sum(int8 * reference[:20], axis=1).min() < ONNX_MIN_COSINE
+
+
+def test_auto_backend_is_onnx_on_cpu_and_unknown_backends_are_refused() -> None:
+    assert SentenceTransformerEmbedder(device="cpu").backend == "onnx"
+    assert SentenceTransformerEmbedder(backend="torch").vector_family == "fp32"
+    assert SentenceTransformerEmbedder(backend="onnx-int8").vector_family == "int8"
+    with pytest.raises(ConfigurationError, match=r"unknown embedding backend 'tensorrt'.*torch"):
+        SentenceTransformerEmbedder(backend="tensorrt")
+
+
+def test_models_onnx_cannot_run_fall_back_to_torch_under_auto_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from medgraph.knowledge import embeddings
+
+    def unsupported(*args: object, **kwargs: object) -> None:
+        raise embeddings.OnnxUnsupportedError(
+            "no exporter here; set knowledge.embedding_backend=torch"
+        )
+
+    monkeypatch.setattr(embeddings, "OnnxEncoder", unsupported)
+    auto = SentenceTransformerEmbedder()
+    assert auto.embed_documents(["aspirin"]).shape == (1, 384)
+    assert auto.backend == "torch"
+    with pytest.raises(ModelLoadError, match="embedding_backend=torch"):
+        SentenceTransformerEmbedder(backend="onnx").embed_documents(["aspirin"])
+
+
+class _BackendHashEmbedder:
+    """A hash embedder that reports a backend, as the sentence-transformers embedder does."""
+
+    def __init__(self, backend: str) -> None:
+        from medgraph.knowledge.embeddings import vector_family
+        from tests.knowledge.index_support import HashEmbedder
+
+        self.inner = HashEmbedder()
+        self.backend = self.requested_backend = backend
+        self.vector_family = vector_family(backend)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_index_records_the_backend_and_refuses_another_vector_family(tmp_path: Path) -> None:
+    from medgraph.knowledge.index import LiteratureIndex
+    from tests.knowledge.index_support import corpus_records, write_jsonl
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", corpus_records(5))
+    settings = KnowledgeSettings(index_dir=tmp_path / "index")
+    with LiteratureIndex(settings, embedder=_BackendHashEmbedder("onnx")) as index:  # type: ignore[arg-type]
+        index.ingest([corpus], progress=False)
+        assert index._open_for_read().state()["embedding_backend"] == "onnx"
+    assert (
+        json.loads((tmp_path / "index" / "index.json").read_text())["embedding_backend"] == "onnx"
+    )
+    # torch reproduces fp32 ONNX vectors: it may search (and extend) the index
+    with LiteratureIndex(settings, embedder=_BackendHashEmbedder("torch")) as index:  # type: ignore[arg-type]
+        assert index.search("patients", k=2, mode="dense")
+        index.ingest([corpus], progress=False)
+    with (
+        LiteratureIndex(settings, embedder=_BackendHashEmbedder("onnx-int8")) as index,  # type: ignore[arg-type]
+        pytest.raises(
+            ConfigurationError, match=r"'onnx' embedding backend.*embedding_backend=onnx"
+        ),
+    ):
+        index.search("patients", k=2, mode="dense")

@@ -117,3 +117,24 @@ def test_workers_sharing_a_server_pick_up_new_segments(
     assert LexicalIndex.saved_generation(tmp_path / "serve-1" / "bm25") == picked.generation
     for index in (writer, server_worker):
         index.close()
+
+
+def test_bm25_files_of_another_tokeniser_are_rebuilt_once_and_saved(
+    tmp_path: Path, builds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = KnowledgeSettings(index_dir=tmp_path / "index")
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as index:
+        index.ingest([write_jsonl(tmp_path / "a.jsonl", RECORDS[:10])], progress=False)
+    assert builds == [1]
+    # a new release tokenises differently: the saved files no longer load
+    monkeypatch.setattr("medgraph.knowledge.lexical.tokenizer_fingerprint", lambda: "next")
+    assert LexicalIndex.load(tmp_path / "index" / "bm25") is None
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as reader:
+        reader.search("patients treatment outcome", k=3, mode="lexical")
+    assert builds == [1, 1]  # rebuilt from the store ...
+    saved = LexicalIndex.load(tmp_path / "index" / "bm25")
+    assert saved is not None and saved.tokenizer == "next"  # ... and saved
+    for _ in range(2):  # later starts load it: no rebuild until the next ingest
+        with LiteratureIndex(settings, embedder=HashEmbedder()) as reader:
+            _assert_matches_store(reader)
+    assert builds == [1, 1]

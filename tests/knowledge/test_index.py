@@ -378,3 +378,29 @@ def test_importing_the_package_loads_no_heavy_modules() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_hybrid_reads_the_records_of_returned_passages_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", corpus_records(30))
+    query = "patients treatment outcome"
+    with LiteratureIndex(
+        KnowledgeSettings(index_dir=tmp_path / "index"), embedder=HashEmbedder()
+    ) as index:
+        index.ingest([corpus], progress=False)
+        # an origins filter that hides nothing takes the path that reads every candidate's record
+        full = index.search(query, k=5, mode="hybrid", where={"origins": []})
+        store = index._open_for_read()
+        read: list[str] = []
+        get = store.get
+
+        def counting_get(ids: Any) -> Any:
+            read.extend(ids)
+            return get(ids)
+
+        monkeypatch.setattr(store, "get", counting_get)
+        lean = index.search(query, k=5, mode="hybrid")
+    assert len(full) == 5
+    assert [hit.model_dump() for hit in lean] == [hit.model_dump() for hit in full]
+    assert sorted(read) == sorted(hit.chunk.chunk_id for hit in lean)  # 5 of its 40 candidates
