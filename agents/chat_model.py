@@ -218,15 +218,21 @@ class MedGemmaChat(BaseChatModel):
         include_raw: bool = False,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Replies constrained to ``schema`` (pydantic model or JSON schema) and parsed into it."""
+        """Replies constrained to ``schema`` (pydantic model or JSON schema) and parsed into it.
+
+        Other keyword arguments are bound to every call: ``max_new_tokens`` (this output's token
+        budget) and ``deadline`` (``time.time()`` by which generation must end).
+        """
         if schema is None:
             raise ValueError(
                 "with_structured_output needs a schema (pydantic model or JSON schema)"
             )
         json_schema = structured_output_schema(schema)  # type: ignore[arg-type]
+        limits = {k: v for k, v in kwargs.items() if k in ("max_new_tokens", "deadline")}
         llm = self.bind(
             response_schema=json_schema,
             ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema},
+            **limits,
         )
         parser: Runnable[Any, Any]
         if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -271,11 +277,13 @@ class MedGemmaChat(BaseChatModel):
             budget = decision_token_budget(
                 schema, ceiling=budget, chars_per_token=self._chars_per_token(schema)
             )
+        deadline = kwargs.get("deadline")
         request = GenerationRequest(
             conversation=conversation,
             max_new_tokens=budget,
             json_schema=schema,
             stop=tuple(stop or self.stop or ()),
+            deadline=float(deadline) if deadline is not None else None,
         )
         return _Plan(
             request=request, specs=specs, tool_choice=choice, structured=response_schema is not None
@@ -310,6 +318,7 @@ class MedGemmaChat(BaseChatModel):
             max_new_tokens=plan.request.max_new_tokens,
             json_schema=plan.request.json_schema,
             stop=plan.request.stop,
+            deadline=plan.request.deadline,
         )
 
     def _run(self, plans: Sequence[_Plan]) -> list[tuple[ParsedReply, str, Completion]]:
@@ -318,7 +327,12 @@ class MedGemmaChat(BaseChatModel):
         results = [
             (self._read(p, c.text), c.text, c) for p, c in zip(plans, completions, strict=True)
         ]
-        broken = [i for i, (parsed, _, _) in enumerate(results) if parsed.error and self.repair]
+        # No repair round once a request's deadline has passed: the reply stands as it is.
+        broken = [
+            i
+            for i, (parsed, _, _) in enumerate(results)
+            if parsed.error and self.repair and plans[i].request.seconds_left() != 0.0
+        ]
         if broken:
             retries = self.backend.generate(
                 [

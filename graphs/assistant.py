@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -348,7 +349,36 @@ def _routed(
         "tool_steps": 0,
         "verify_rounds": 0,
         "draft": [],
+        "deadline": _turn_deadline(context),
+        "limits": Reset(),
     }
+
+
+def _turn_deadline(context: AssistantContext) -> float | None:
+    """When a turn that starts now must end (only with a language model; quoting is quick)."""
+    limit = context.settings.max_turn_seconds
+    return None if limit is None or context.extractive else time.time() + limit
+
+
+def _out_of_time(state: AssistantState) -> bool:
+    """Whether this turn's wall-clock limit has passed."""
+    deadline = state.get("deadline")
+    return deadline is not None and time.time() >= deadline
+
+
+def model_limits(
+    model: BaseChatModel, max_new_tokens: int, deadline: float | None
+) -> dict[str, Any]:
+    """Call keywords that bound one generation of ``model``: a token budget and a deadline.
+
+    Only :class:`~medgraph.agents.chat_model.MedGemmaChat` takes them; other chat models get
+    none (their own settings bound them).
+    """
+    from medgraph.agents.chat_model import MedGemmaChat
+
+    if not isinstance(model, MedGemmaChat):
+        return {}
+    return {"max_new_tokens": max_new_tokens, "deadline": deadline}
 
 
 def triage(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
@@ -529,16 +559,27 @@ def reason(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     context = runtime.context
     _, bound = context.toolset(state.get("images", []))
     assert bound is not None, "reason runs only with a text model (after_gather routes)"
+    steps = state.get("tool_steps", 0)
+    if _out_of_time(state):
+        # No new message: the last one is the question or a tool result, so write comes next.
+        return {
+            "route": ["reason"],
+            "tool_steps": steps + 1,
+            "limits": [f"time limit: the reasoner stopped after {steps} step(s)"],
+        }
+    assert context.text_model is not None
     prompt = (
         f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
         f"{_findings_block(state.get('findings', []))}"
     ).strip()
-    reply = bound.invoke([SystemMessage(prompt), *_turn_for_model(state)])
-    return {
-        "messages": [reply],
-        "route": ["reason"],
-        "tool_steps": state.get("tool_steps", 0) + 1,
-    }
+    limits = model_limits(
+        context.text_model, context.settings.reason_max_tokens, state.get("deadline")
+    )
+    reply = bound.invoke([SystemMessage(prompt), *_turn_for_model(state)], **limits)
+    update: dict[str, Any] = {"messages": [reply], "route": ["reason"], "tool_steps": steps + 1}
+    if _out_of_time(state):
+        update["limits"] = [f"time limit: the reasoner's step {steps + 1} was cut short"]
+    return update
 
 
 def call_tools(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
@@ -605,6 +646,7 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     evidence = state.get("evidence", [])
     question = state.get("question", "")
     extra: list[Evidence] = []
+    limits: list[str] = []
     if context.extractive:
         # quote from the whole of each record about the question, conclusions included
         extra = _record_context(runtime, question, evidence)
@@ -616,14 +658,41 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             embed=context.embed,
         )
     else:
-        sentences = _model_write(context, state, evidence, question)
+        timed_out = _out_of_time(state)
+        sentences = [] if timed_out else _model_write(context, state, evidence, question)
+        if not sentences and evidence and (timed_out or _out_of_time(state)):
+            # Out of time before or while writing: quote the evidence (every sentence cited)
+            # rather than end with nothing, and say so.
+            sentences = extractive_answer(
+                question,
+                evidence,
+                max_sentences=min(4, context.settings.max_answer_sentences),
+                embed=context.embed,
+            )
+            limits.append(
+                "time limit: the writer had no time"
+                if timed_out
+                else "time limit: the writer was cut short"
+            )
+            limits[-1] += "; the answer quotes the evidence instead"
     _emit(runtime, "write", sentences=len(sentences))
-    update = {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+    update: dict[str, Any] = {
+        "draft": drop_unknown_citations(sentences, evidence),
+        "route": ["write"],
+    }
+    if limits:
+        update["limits"] = limits
     return {**update, "evidence": extra} if extra else update
 
 
-def grounding_judge(model: BaseChatModel | None) -> GroundingJudge | None:
-    """A judge of (question, claim, passages) triples by ``model``; None without a model."""
+def grounding_judge(
+    model: BaseChatModel | None, max_new_tokens: int = 24, deadline: float | None = None
+) -> GroundingJudge | None:
+    """A judge of (question, claim, passages) triples by ``model``; None without a model.
+
+    Each verdict is two booleans, bounded by ``max_new_tokens`` and ``deadline`` (see
+    :func:`model_limits`); a verdict cut short counts as unsupported.
+    """
     if model is None:
         return None
     structured = model.with_structured_output(
@@ -631,7 +700,9 @@ def grounding_judge(model: BaseChatModel | None) -> GroundingJudge | None:
             "type": "object",
             "properties": {"supported": {"type": "boolean"}, "relevant": {"type": "boolean"}},
             "required": ["supported", "relevant"],
-        }
+            "additionalProperties": False,
+        },
+        **model_limits(model, max_new_tokens, deadline),
     )
 
     def judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
@@ -664,11 +735,17 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     config = context.settings
     evidence = state.get("evidence", [])
     computed, claims = split_computed(state.get("draft", []), _computed_output(state))
+    timed_out = _out_of_time(state)
+    judge = (
+        None
+        if timed_out
+        else grounding_judge(context.text_model, config.judge_max_tokens, state.get("deadline"))
+    )
     kept, report = verify_sentences(
         claims,
         evidence,
         question=state.get("question", ""),
-        grounding_judge=grounding_judge(context.text_model),
+        grounding_judge=judge,
         embed=context.embed,
         threshold=config.support_threshold,
         relevance_floor=config.relevance_floor,
@@ -686,11 +763,16 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         removed=len(report.removed),
     )
     update: dict[str, Any] = {"route": ["verify"], "retry": False}
+    if timed_out and context.text_model is not None:
+        update["limits"] = [
+            "time limit: support was checked by wording and embeddings, not by the model judge"
+        ]
     best = state.get("best")
     if best is None or report.supported_fraction >= best.verification.supported_fraction:
         update["best"] = BestDraft(sentences=kept, verification=report)
     low = report.supported_fraction < config.min_supported_fraction
-    if low and rounds < config.max_verify_rounds and state.get("needs_literature"):
+    more = rounds < config.max_verify_rounds and not _out_of_time(state)
+    if low and more and state.get("needs_literature"):
         update.update(
             retry=True,
             verify_rounds=rounds + 1,
@@ -735,6 +817,7 @@ def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]
         engine=context.engine,
         notice=NOT_FOR_CLINICAL_USE,
         kind=kind,
+        limits=list(dict.fromkeys(state.get("limits", []))),
     )
     return {"answer": answer, "route": ["finalize"], "messages": [AIMessage(text)]}
 
@@ -888,7 +971,10 @@ def _model_write(
         if part
     )
     try:
-        result = context.text_model.with_structured_output(schema).invoke(
+        limits = model_limits(
+            context.text_model, context.settings.write_max_tokens, state.get("deadline")
+        )
+        result = context.text_model.with_structured_output(schema, **limits).invoke(
             [SystemMessage(prompt), HumanMessage(question)]
         )
     except (MedgraphError, ValueError, json.JSONDecodeError):

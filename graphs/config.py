@@ -55,6 +55,28 @@ class GraphSettings(BaseModel):
         default=None,
         description="postgresql://... for a shared Postgres checkpointer; SQLite file otherwise.",
     )
+    reason_max_tokens: int = Field(
+        default=96,
+        ge=8,
+        description="Token budget of one reasoner step (tool calls, or ready to answer): the "
+        "writer composes the answer, so the reasoner only needs room for a decision.",
+    )
+    write_max_tokens: int = Field(
+        default=320, ge=16, description="Token budget of the writer's cited answer (JSON)."
+    )
+    judge_max_tokens: int = Field(
+        default=24,
+        ge=8,
+        description="Token budget of one grounding verdict ({supported, relevant} booleans).",
+    )
+    max_turn_seconds: float | None = Field(
+        default=90.0,
+        gt=0,
+        description="Wall-clock limit of one turn with a language model: past it, generation "
+        "stops, further tool rounds and the model judge are skipped, the answer is quoted from "
+        "the evidence if the writer had no time, and the answer's limits say what was cut. "
+        "None: no limit.",
+    )
     max_question_chars: int = Field(
         default=4000,
         ge=100,

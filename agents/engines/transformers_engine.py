@@ -91,16 +91,22 @@ class LoadedModel:
         if self._grammar is None:
             config = self.model.config
             text_config = getattr(config, "text_config", None) or config
-            stop_ids = [
-                i
-                for i in (
-                    self.tokenizer.eos_token_id,
-                    self.tokenizer.convert_tokens_to_ids("<end_of_turn>"),
-                )
-                if isinstance(i, int) and i != self.tokenizer.unk_token_id
-            ]
-            self._grammar = shared_compiler(self.tokenizer, text_config.vocab_size, stop_ids)
+            self._grammar = shared_compiler(
+                self.tokenizer, text_config.vocab_size, self.stop_token_ids
+            )
         return self._grammar
+
+    @functools.cached_property
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end a reply: ``<eos>`` and ``<end_of_turn>``."""
+        return [
+            i
+            for i in (
+                self.tokenizer.eos_token_id,
+                self.tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+            )
+            if isinstance(i, int) and i != self.tokenizer.unk_token_id
+        ]
 
 
 _CACHE: dict[ModelKey, LoadedModel] = {}
@@ -315,12 +321,19 @@ class TransformersEngine:
             for k, v in inputs.items()
         }
 
-    def _generation_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
+    def _generation_kwargs(
+        self, max_new_tokens: int, seconds_left: float | None = None
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": self.temperature > 0,
             "pad_token_id": self.loaded.tokenizer.pad_token_id,
+            # End at the end of the model's turn as well as at <eos>: checkpoints converted from
+            # GGUF (and some base models) list only <eos>, and a reply would run on past its turn.
+            "eos_token_id": self.loaded.stop_token_ids,
         }
+        if seconds_left is not None:
+            kwargs["max_time"] = seconds_left
         if self.temperature > 0:
             kwargs["temperature"] = self.temperature
         else:
@@ -345,7 +358,8 @@ class TransformersEngine:
     def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         inputs = self._inputs(requests)
         budget = max(r.max_new_tokens for r in requests)
-        kwargs = self._generation_kwargs(budget)
+        limits = [left for left in (r.seconds_left() for r in requests) if left is not None]
+        kwargs = self._generation_kwargs(budget, min(limits) if limits else None)
         if any(r.json_schema is not None for r in requests):
             processor = self.loaded.grammar.processor(
                 [r.json_schema for r in requests], [r.max_new_tokens for r in requests]
@@ -391,7 +405,7 @@ class TransformersEngine:
         streamer = TextIteratorStreamer(
             self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=False
         )
-        kwargs = self._generation_kwargs(request.max_new_tokens)
+        kwargs = self._generation_kwargs(request.max_new_tokens, request.seconds_left())
         error: list[BaseException] = []
 
         def run() -> None:
