@@ -197,6 +197,15 @@ class MedGemmaChat(BaseChatModel):
             )
         return self._engine
 
+    @property
+    def runs_on_cpu(self) -> bool:
+        """Whether this model decodes on a CPU (transformers engine, no CUDA device)."""
+        if self.engine != "transformers":
+            return False
+        import torch
+
+        return not torch.cuda.is_available()
+
     def bind_tools(
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
@@ -204,7 +213,11 @@ class MedGemmaChat(BaseChatModel):
         tool_choice: str | dict[str, Any] | bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools; ``tool_choice`` is "auto", "any"/"required", "none" or a tool's name."""
+        """Bind tools; ``tool_choice`` is "auto", "any"/"required", "none" or a tool's name.
+
+        ``brief_tools=True`` renders each tool in two lines instead of its full schema (see
+        :func:`~medgraph.agents.protocol.render_tools_prompt`).
+        """
         formatted = [convert_to_openai_tool(t) for t in tools]
         # Only the names matter for the choice; schemas are checked when a call is made.
         named = [ToolSpec(t["function"]["name"], "", {}) for t in formatted]
@@ -261,7 +274,7 @@ class MedGemmaChat(BaseChatModel):
         if response_schema is not None:
             suffix, schema = _structured_prompt(response_schema), response_schema
         elif specs and choice != "none":
-            suffix = render_tools_prompt(specs, choice)
+            suffix = render_tools_prompt(specs, choice, brief=bool(kwargs.get("brief_tools")))
             schema = decision_schema(specs, choice, max_calls=self.max_tool_calls)
         conversation = to_conversation(
             messages,

@@ -184,7 +184,9 @@ class AssistantContext:
             describe = functools.partial(describe_image, self)
             tools.append(build_analyze_image_tool(loaded, describe, studies))
         bound = (
-            self.text_model.bind_tools(tools, tool_choice="auto")
+            self.text_model.bind_tools(
+                tools, tool_choice="auto", **_tool_prompt_options(self.text_model, self.settings)
+            )
             if self.text_model is not None
             else None
         )
@@ -197,6 +199,17 @@ class AssistantContext:
 
 
 _TOOLSETS_KEPT = 16
+
+
+def _tool_prompt_options(model: BaseChatModel, settings: GraphSettings) -> dict[str, Any]:
+    """``bind_tools`` keywords for ``model``: a brief tool list where settings (or a CPU) ask."""
+    from medgraph.agents.chat_model import MedGemmaChat
+
+    if not isinstance(model, MedGemmaChat):
+        return {}
+    brief = settings.brief_tool_prompt
+    return {"brief_tools": model.runs_on_cpu if brief is None else brief}
+
 
 AssistantRuntime = Runtime[AssistantContext]
 
@@ -297,8 +310,21 @@ def pending_clarification(
     return None
 
 
-def _evidence_block(evidence: Sequence[Evidence]) -> str:
-    return render_evidence(evidence) if evidence else "No literature passages were retrieved."
+def _evidence_block(evidence: Sequence[Evidence], max_chars: int | None = None) -> str:
+    if not evidence:
+        return "No literature passages were retrieved."
+    if max_chars is not None:
+        evidence = [_preview(e, max_chars) for e in evidence]
+    return render_evidence(evidence)
+
+
+def _preview(evidence: Evidence, max_chars: int) -> Evidence:
+    """``evidence`` with its passage cut to ``max_chars`` characters (for a prompt only)."""
+    text = evidence.chunk.text
+    if len(text) <= max_chars:
+        return evidence
+    cut = text[:max_chars].rsplit(" ", 1)[0] + " …"
+    return evidence.model_copy(update={"chunk": evidence.chunk.model_copy(update={"text": cut})})
 
 
 def _findings_block(findings: Sequence[Finding]) -> str:
@@ -568,10 +594,9 @@ def reason(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             "limits": [f"time limit: the reasoner stopped after {steps} step(s)"],
         }
     assert context.text_model is not None
-    prompt = (
-        f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
-        f"{_findings_block(state.get('findings', []))}"
-    ).strip()
+    evidence = _evidence_block(state.get("evidence", []), context.settings.reason_passage_chars)
+    prompt = f"{REASON_SYSTEM}\n\n{evidence}\n\n{_findings_block(state.get('findings', []))}"
+    prompt = prompt.strip()
     limits = model_limits(
         context.text_model, context.settings.reason_max_tokens, state.get("deadline")
     )
@@ -817,6 +842,7 @@ def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]
         engine=context.engine,
         notice=NOT_FOR_CLINICAL_USE,
         kind=kind,
+        retrieved=list(dict.fromkeys(e.source_id for e in pool)),
         limits=list(dict.fromkeys(state.get("limits", []))),
     )
     return {"answer": answer, "route": ["finalize"], "messages": [AIMessage(text)]}
@@ -957,8 +983,11 @@ def _model_write(
         },
         "required": ["sentences"],
     }
+    # Literature results are in the evidence block already (numbered); other tools' are not.
     tool_results = [
-        m.text for m in _current_turn(state.get("messages", [])) if isinstance(m, ToolMessage)
+        m.text
+        for m in _current_turn(state.get("messages", []))
+        if isinstance(m, ToolMessage) and m.name != SEARCH_LITERATURE
     ]
     prompt = "\n\n".join(
         part

@@ -61,6 +61,18 @@ class GraphSettings(BaseModel):
         description="Token budget of one reasoner step (tool calls, or ready to answer): the "
         "writer composes the answer, so the reasoner only needs room for a decision.",
     )
+    brief_tool_prompt: bool | None = Field(
+        default=None,
+        description="Show the reasoner each tool in two lines rather than its full schema "
+        "(the decoder still enforces the schema). None: brief when the model runs on a CPU, "
+        "where prefilling thousands of tokens of tool schemas dominates a step.",
+    )
+    reason_passage_chars: int | None = Field(
+        default=300,
+        ge=40,
+        description="The reasoner sees each passage cut to this many characters (it decides "
+        "whether to search or calculate; the writer reads passages whole). None: whole passages.",
+    )
     write_max_tokens: int = Field(
         default=320, ge=16, description="Token budget of the writer's cited answer (JSON)."
     )

@@ -84,6 +84,9 @@ class Answer(BaseModel):
     verification: Verification = Field(default_factory=Verification)
     engine: str
     notice: str
+    retrieved: list[str] = Field(default_factory=list)
+    """Source ids (PMID/DOI/path) of every record retrieved in this turn: citations name only
+    these."""
     limits: list[str] = Field(default_factory=list)
     """What a budget cut short in this turn (the time limit, a token budget), in plain words."""
     kind: Literal["answer", "emergency", "out_of_scope", "no_evidence", "clarify"] = "answer"
@@ -125,6 +128,7 @@ class Answer(BaseModel):
             "verification": self.verification.model_dump(),
             "engine": self.engine,
             "kind": self.kind,
+            "retrieved": self.retrieved,
             "limits": self.limits,
             "notice": self.notice,
             "thread_id": self.thread_id,
