@@ -766,17 +766,23 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         if timed_out
         else grounding_judge(context.text_model, config.judge_max_tokens, state.get("deadline"))
     )
-    kept, report = verify_sentences(
+    check = functools.partial(
+        verify_sentences,
         claims,
         evidence,
         question=state.get("question", ""),
-        grounding_judge=judge,
         embed=context.embed,
         threshold=config.support_threshold,
         relevance_floor=config.relevance_floor,
         action=config.unsupported,
         off_topic=config.off_topic,
     )
+    kept, report = check(grounding_judge=judge)
+    if judge is not None and _out_of_time(state):
+        # The limit cut the judge's verdicts short (a cut verdict reads as "unsupported"):
+        # check by wording and embeddings instead, which takes no model time.
+        timed_out = True
+        kept, report = check(grounding_judge=None)
     kept, report = [*computed, *kept], with_computed(report, computed)
     rounds = state.get("verify_rounds", 0)
     report = report.model_copy(update={"rounds": rounds})
