@@ -20,15 +20,24 @@ import pytest
 
 from tests.support import REPO_ROOT, shared_data_dir
 
-pytestmark = [pytest.mark.real_weights, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.real_weights, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 QUESTION = "Do mitochondria play a role in programmed cell death in lace plant leaves?"
 RECORDS = 24  # the first one is the lace plant study the question is about
-HANG_GUARD_SECONDS = 600
+# The default turn limit (90 s) is sized for an idle 2-core machine; test runners share their
+# cores, and under a load average of 9 one reasoner step alone outlasted it (the answer then
+# quoted the evidence and said so). The test gives the model room to search, write and judge.
+TURN_SECONDS = "420"
+HANG_GUARD_SECONDS = 900
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDGRAPH_HOME": str(cwd / "home")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MEDGRAPH_HOME": str(cwd / "home"),
+        "MEDGRAPH_GRAPH__MAX_TURN_SECONDS": TURN_SECONDS,
+    }
     return subprocess.run(
         [sys.executable, "-m", "medgraph", *args],
         cwd=REPO_ROOT,
