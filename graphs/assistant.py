@@ -583,9 +583,14 @@ def gather(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
 def reason(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     """One step of the text model with the tools bound: call tools, or be ready to answer."""
     context = runtime.context
-    _, bound = context.toolset(state.get("images", []))
+    tools, bound = context.toolset(state.get("images", []))
     assert bound is not None, "reason runs only with a text model (after_gather routes)"
     steps = state.get("tool_steps", 0)
+    model = context.text_model
+    searches = any(t.name == SEARCH_LITERATURE for t in tools)
+    if context.settings.search_first and steps == 0 and model is not None and searches:
+        options = _tool_prompt_options(model, context.settings)
+        bound = model.bind_tools(tools, tool_choice=SEARCH_LITERATURE, **options)
     if _out_of_time(state):
         # No new message: the last one is the question or a tool result, so write comes next.
         return {

@@ -67,6 +67,12 @@ class GraphSettings(BaseModel):
         "(the decoder still enforces the schema). None: brief when the model runs on a CPU, "
         "where prefilling thousands of tokens of tool schemas dominates a step.",
     )
+    search_first: bool = Field(
+        default=False,
+        description="The reasoner's first step in a turn with an index must call "
+        "search_literature (its own query), not answer at once: for models that do not follow "
+        "the tool instructions (a base model), so every answer rests on a search it wrote.",
+    )
     reason_passage_chars: int | None = Field(
         default=300,
         ge=40,

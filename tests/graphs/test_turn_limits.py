@@ -65,3 +65,18 @@ def test_a_turn_within_its_limit_reports_no_limits(tmp_path: Path) -> None:
     answer, _ = _ask(tmp_path, model, max_turn_seconds=600)
     assert answer.limits == []
     assert any(s.method == "judge" for s in answer.verification.sentences)
+
+
+def test_search_first_makes_the_first_reasoner_step_write_a_search(tmp_path: Path) -> None:
+    def answers_at_once(call: Call) -> AIMessage | dict[str, Any]:
+        if call.tools and call.tool_choice == "auto":
+            return AIMessage("No search needed.")
+        return grounded_handler(call)  # a named choice: it calls search_literature
+
+    plain = ScriptedChatModel(answers_at_once)
+    answer, _ = _ask(tmp_path / "plain", plain)
+    assert answer.tool_calls == [] and plain.calls[0].tool_choice == "auto"
+    searching = ScriptedChatModel(answers_at_once)
+    answer, _ = _ask(tmp_path / "first", searching, search_first=True)
+    assert [t.name for t in answer.tool_calls] == ["search_literature"]
+    assert [c.tool_choice for c in searching.calls if c.tools] == ["search_literature", "auto"]

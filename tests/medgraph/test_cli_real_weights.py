@@ -37,6 +37,8 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "HF_HUB_OFFLINE": "1",
         "MEDGRAPH_HOME": str(cwd / "home"),
         "MEDGRAPH_GRAPH__MAX_TURN_SECONDS": TURN_SECONDS,
+        # A base model given the choice answered at once; its first step must write a search.
+        "MEDGRAPH_GRAPH__SEARCH_FIRST": "true",
     }
     return subprocess.run(
         [sys.executable, "-m", "medgraph", *args],
