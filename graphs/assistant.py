@@ -392,6 +392,18 @@ def _out_of_time(state: AssistantState) -> bool:
     return deadline is not None and time.time() >= deadline
 
 
+REASONING_SHARE = 0.5
+"""Share of a turn's time limit after which the reasoner starts no new step (the first step
+always runs): the rest is the writer's and the judge's."""
+
+
+def _reasoning_time_over(state: AssistantState, settings: GraphSettings) -> bool:
+    deadline, limit = state.get("deadline"), settings.max_turn_seconds
+    if deadline is None or limit is None:
+        return False
+    return time.time() >= deadline - limit * (1 - REASONING_SHARE)
+
+
 def model_limits(
     model: BaseChatModel, max_new_tokens: int, deadline: float | None
 ) -> dict[str, Any]:
@@ -591,6 +603,15 @@ def reason(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     if context.settings.search_first and steps == 0 and model is not None and searches:
         options = _tool_prompt_options(model, context.settings)
         bound = model.bind_tools(tools, tool_choice=SEARCH_LITERATURE, **options)
+    if steps and _reasoning_time_over(state, context.settings):
+        return {
+            "route": ["reason"],
+            "tool_steps": steps + 1,
+            "limits": [
+                f"time limit: the reasoner stopped after {steps} step(s) to leave the writer "
+                "and the judge their share of the turn"
+            ],
+        }
     if _out_of_time(state):
         # No new message: the last one is the question or a tool result, so write comes next.
         return {

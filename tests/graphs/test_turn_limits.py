@@ -80,3 +80,17 @@ def test_search_first_makes_the_first_reasoner_step_write_a_search(tmp_path: Pat
     answer, _ = _ask(tmp_path / "first", searching, search_first=True)
     assert [t.name for t in answer.tool_calls] == ["search_literature"]
     assert [c.tool_choice for c in searching.calls if c.tools] == ["search_literature", "auto"]
+
+
+def test_the_reasoner_leaves_the_writer_and_judge_their_share_of_the_turn(tmp_path: Path) -> None:
+    def slow_searcher(call: Call) -> AIMessage | dict[str, Any]:
+        if call.tools and not any(isinstance(m, ToolMessage) for m in call.messages):
+            time.sleep(1.2)  # the first step uses more than half of the 2 s turn
+        return grounded_handler(call)
+
+    model = ScriptedChatModel(slow_searcher)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=2.0, max_tool_steps=4)
+    assert sum(1 for c in model.calls if c.tools) == 1  # no second reasoner step
+    assert any(c.schema and "sentences" in c.schema["properties"] for c in model.calls)  # wrote
+    assert any("leave the writer" in limit for limit in answer.limits)
+    assert not any("writer" in limit and "no time" in limit for limit in answer.limits)
