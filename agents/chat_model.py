@@ -197,6 +197,15 @@ class MedGemmaChat(BaseChatModel):
             )
         return self._engine
 
+    @property
+    def runs_on_cpu(self) -> bool:
+        """Whether this model decodes on a CPU (transformers engine, no CUDA device)."""
+        if self.engine != "transformers":
+            return False
+        import torch
+
+        return not torch.cuda.is_available()
+
     def bind_tools(
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
@@ -204,7 +213,11 @@ class MedGemmaChat(BaseChatModel):
         tool_choice: str | dict[str, Any] | bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools; ``tool_choice`` is "auto", "any"/"required", "none" or a tool's name."""
+        """Bind tools; ``tool_choice`` is "auto", "any"/"required", "none" or a tool's name.
+
+        ``brief_tools=True`` renders each tool in two lines instead of its full schema (see
+        :func:`~medgraph.agents.protocol.render_tools_prompt`).
+        """
         formatted = [convert_to_openai_tool(t) for t in tools]
         # Only the names matter for the choice; schemas are checked when a call is made.
         named = [ToolSpec(t["function"]["name"], "", {}) for t in formatted]
@@ -218,15 +231,21 @@ class MedGemmaChat(BaseChatModel):
         include_raw: bool = False,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Replies constrained to ``schema`` (pydantic model or JSON schema) and parsed into it."""
+        """Replies constrained to ``schema`` (pydantic model or JSON schema) and parsed into it.
+
+        Other keyword arguments are bound to every call: ``max_new_tokens`` (this output's token
+        budget) and ``deadline`` (``time.time()`` by which generation must end).
+        """
         if schema is None:
             raise ValueError(
                 "with_structured_output needs a schema (pydantic model or JSON schema)"
             )
         json_schema = structured_output_schema(schema)  # type: ignore[arg-type]
+        limits = {k: v for k, v in kwargs.items() if k in ("max_new_tokens", "deadline")}
         llm = self.bind(
             response_schema=json_schema,
             ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema},
+            **limits,
         )
         parser: Runnable[Any, Any]
         if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -255,7 +274,7 @@ class MedGemmaChat(BaseChatModel):
         if response_schema is not None:
             suffix, schema = _structured_prompt(response_schema), response_schema
         elif specs and choice != "none":
-            suffix = render_tools_prompt(specs, choice)
+            suffix = render_tools_prompt(specs, choice, brief=bool(kwargs.get("brief_tools")))
             schema = decision_schema(specs, choice, max_calls=self.max_tool_calls)
         conversation = to_conversation(
             messages,
@@ -271,11 +290,13 @@ class MedGemmaChat(BaseChatModel):
             budget = decision_token_budget(
                 schema, ceiling=budget, chars_per_token=self._chars_per_token(schema)
             )
+        deadline = kwargs.get("deadline")
         request = GenerationRequest(
             conversation=conversation,
             max_new_tokens=budget,
             json_schema=schema,
             stop=tuple(stop or self.stop or ()),
+            deadline=float(deadline) if deadline is not None else None,
         )
         return _Plan(
             request=request, specs=specs, tool_choice=choice, structured=response_schema is not None
@@ -310,6 +331,7 @@ class MedGemmaChat(BaseChatModel):
             max_new_tokens=plan.request.max_new_tokens,
             json_schema=plan.request.json_schema,
             stop=plan.request.stop,
+            deadline=plan.request.deadline,
         )
 
     def _run(self, plans: Sequence[_Plan]) -> list[tuple[ParsedReply, str, Completion]]:
@@ -318,7 +340,12 @@ class MedGemmaChat(BaseChatModel):
         results = [
             (self._read(p, c.text), c.text, c) for p, c in zip(plans, completions, strict=True)
         ]
-        broken = [i for i, (parsed, _, _) in enumerate(results) if parsed.error and self.repair]
+        # No repair round once a request's deadline has passed: the reply stands as it is.
+        broken = [
+            i
+            for i, (parsed, _, _) in enumerate(results)
+            if parsed.error and self.repair and plans[i].request.seconds_left() != 0.0
+        ]
         if broken:
             retries = self.backend.generate(
                 [

@@ -341,9 +341,44 @@ def _format_instructions(specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> 
     )
 
 
-def render_tools_prompt(specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> str:
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence (or line) of ``text``, at most ``limit`` characters."""
+    first = text.strip().split("\n", 1)[0]
+    end = first.find(". ")
+    first = first[: end + 1] if end != -1 else first
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def _brief_arguments(parameters: Mapping[str, Any]) -> str:
+    """One line naming each argument with its type, range or choices (no descriptions)."""
+    required = set(parameters.get("required") or [])
+    parts = []
+    for name, schema in (parameters.get("properties") or {}).items():
+        schema = schema if isinstance(schema, Mapping) else {}
+        options = [o for o in schema.get("anyOf") or [] if isinstance(o, Mapping)]
+        types = [str(o["type"]) for o in options if o.get("type") not in (None, "null")]
+        details = [str(schema.get("type") or "/".join(types) or "any")]
+        bounded = next((o for o in options if "minimum" in o or "maximum" in o), None)
+        schema = {**bounded, **schema} if bounded is not None else schema
+        if "enum" in schema:
+            details = ["one of " + "/".join(_json_compact(v) for v in schema["enum"])]
+        if "minimum" in schema or "maximum" in schema:
+            details.append(f"{schema.get('minimum', '')}..{schema.get('maximum', '')}")
+        if name not in required:
+            details.append("optional")
+        parts.append(f"{name} ({', '.join(details)})")
+    return ", ".join(parts) or "none"
+
+
+def render_tools_prompt(
+    specs: Sequence[ToolSpec], tool_choice: ToolChoice, *, brief: bool = False
+) -> str:
     """Instructions to append to the system prompt: the tools and the exact reply format.
 
+    ``brief``: each tool in two lines (its description's first sentence, its arguments with
+    types and ranges) instead of its whole description and JSON schema: a few hundred tokens for
+    medgraph's tools instead of several thousand, for small models where prefill dominates. The
+    constrained decoder and the validator still hold every call to the full schema.
     Returns ``""`` when no tools are bound (there is nothing to say).
     Raises :class:`ToolProtocolError` when ``tool_choice`` names a tool that is not in ``specs``.
     """
@@ -354,10 +389,16 @@ def render_tools_prompt(specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> s
         return "# Reply format\n" + _format_instructions(specs, tool_choice)
     lines = ["# Tools", "You can call these tools. Each takes one JSON object of arguments.", ""]
     for spec in callable_specs:
+        if brief:
+            lines.append(f"## {spec.name}: {_first_sentence(spec.description)}")
+            lines.append(f"Arguments: {_brief_arguments(spec.parameters)}")
+            continue
         lines.append(f"## {spec.name}")
         if spec.description.strip():
             lines.append(spec.description.strip())
         lines.append(f"Arguments (JSON schema): {_json_compact(spec.parameters)}")
+        lines.append("")
+    if brief:
         lines.append("")
     lines.append("# Reply format")
     lines.append(_format_instructions(specs, tool_choice))

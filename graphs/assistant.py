@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -183,7 +184,9 @@ class AssistantContext:
             describe = functools.partial(describe_image, self)
             tools.append(build_analyze_image_tool(loaded, describe, studies))
         bound = (
-            self.text_model.bind_tools(tools, tool_choice="auto")
+            self.text_model.bind_tools(
+                tools, tool_choice="auto", **_tool_prompt_options(self.text_model, self.settings)
+            )
             if self.text_model is not None
             else None
         )
@@ -196,6 +199,17 @@ class AssistantContext:
 
 
 _TOOLSETS_KEPT = 16
+
+
+def _tool_prompt_options(model: BaseChatModel, settings: GraphSettings) -> dict[str, Any]:
+    """``bind_tools`` keywords for ``model``: a brief tool list where settings (or a CPU) ask."""
+    from medgraph.agents.chat_model import MedGemmaChat
+
+    if not isinstance(model, MedGemmaChat):
+        return {}
+    brief = settings.brief_tool_prompt
+    return {"brief_tools": model.runs_on_cpu if brief is None else brief}
+
 
 AssistantRuntime = Runtime[AssistantContext]
 
@@ -296,8 +310,21 @@ def pending_clarification(
     return None
 
 
-def _evidence_block(evidence: Sequence[Evidence]) -> str:
-    return render_evidence(evidence) if evidence else "No literature passages were retrieved."
+def _evidence_block(evidence: Sequence[Evidence], max_chars: int | None = None) -> str:
+    if not evidence:
+        return "No literature passages were retrieved."
+    if max_chars is not None:
+        evidence = [_preview(e, max_chars) for e in evidence]
+    return render_evidence(evidence)
+
+
+def _preview(evidence: Evidence, max_chars: int) -> Evidence:
+    """``evidence`` with its passage cut to ``max_chars`` characters (for a prompt only)."""
+    text = evidence.chunk.text
+    if len(text) <= max_chars:
+        return evidence
+    cut = text[:max_chars].rsplit(" ", 1)[0] + " …"
+    return evidence.model_copy(update={"chunk": evidence.chunk.model_copy(update={"text": cut})})
 
 
 def _findings_block(findings: Sequence[Finding]) -> str:
@@ -348,7 +375,48 @@ def _routed(
         "tool_steps": 0,
         "verify_rounds": 0,
         "draft": [],
+        "deadline": _turn_deadline(context),
+        "limits": Reset(),
     }
+
+
+def _turn_deadline(context: AssistantContext) -> float | None:
+    """When a turn that starts now must end (only with a language model; quoting is quick)."""
+    limit = context.settings.max_turn_seconds
+    return None if limit is None or context.extractive else time.time() + limit
+
+
+def _out_of_time(state: AssistantState) -> bool:
+    """Whether this turn's wall-clock limit has passed."""
+    deadline = state.get("deadline")
+    return deadline is not None and time.time() >= deadline
+
+
+REASONING_SHARE = 0.5
+"""Share of a turn's time limit after which the reasoner starts no new step (the first step
+always runs): the rest is the writer's and the judge's."""
+
+
+def _reasoning_time_over(state: AssistantState, settings: GraphSettings) -> bool:
+    deadline, limit = state.get("deadline"), settings.max_turn_seconds
+    if deadline is None or limit is None:
+        return False
+    return time.time() >= deadline - limit * (1 - REASONING_SHARE)
+
+
+def model_limits(
+    model: BaseChatModel, max_new_tokens: int, deadline: float | None
+) -> dict[str, Any]:
+    """Call keywords that bound one generation of ``model``: a token budget and a deadline.
+
+    Only :class:`~medgraph.agents.chat_model.MedGemmaChat` takes them; other chat models get
+    none (their own settings bound them).
+    """
+    from medgraph.agents.chat_model import MedGemmaChat
+
+    if not isinstance(model, MedGemmaChat):
+        return {}
+    return {"max_new_tokens": max_new_tokens, "deadline": deadline}
 
 
 def triage(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
@@ -527,18 +595,42 @@ def gather(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
 def reason(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     """One step of the text model with the tools bound: call tools, or be ready to answer."""
     context = runtime.context
-    _, bound = context.toolset(state.get("images", []))
+    tools, bound = context.toolset(state.get("images", []))
     assert bound is not None, "reason runs only with a text model (after_gather routes)"
-    prompt = (
-        f"{REASON_SYSTEM}\n\n{_evidence_block(state.get('evidence', []))}\n\n"
-        f"{_findings_block(state.get('findings', []))}"
-    ).strip()
-    reply = bound.invoke([SystemMessage(prompt), *_turn_for_model(state)])
-    return {
-        "messages": [reply],
-        "route": ["reason"],
-        "tool_steps": state.get("tool_steps", 0) + 1,
-    }
+    steps = state.get("tool_steps", 0)
+    model = context.text_model
+    searches = any(t.name == SEARCH_LITERATURE for t in tools)
+    if context.settings.search_first and steps == 0 and model is not None and searches:
+        options = _tool_prompt_options(model, context.settings)
+        bound = model.bind_tools(tools, tool_choice=SEARCH_LITERATURE, **options)
+    if steps and _reasoning_time_over(state, context.settings):
+        return {
+            "route": ["reason"],
+            "tool_steps": steps + 1,
+            "limits": [
+                f"time limit: the reasoner stopped after {steps} step(s) to leave the writer "
+                "and the judge their share of the turn"
+            ],
+        }
+    if _out_of_time(state):
+        # No new message: the last one is the question or a tool result, so write comes next.
+        return {
+            "route": ["reason"],
+            "tool_steps": steps + 1,
+            "limits": [f"time limit: the reasoner stopped after {steps} step(s)"],
+        }
+    assert context.text_model is not None
+    evidence = _evidence_block(state.get("evidence", []), context.settings.reason_passage_chars)
+    prompt = f"{REASON_SYSTEM}\n\n{evidence}\n\n{_findings_block(state.get('findings', []))}"
+    prompt = prompt.strip()
+    limits = model_limits(
+        context.text_model, context.settings.reason_max_tokens, state.get("deadline")
+    )
+    reply = bound.invoke([SystemMessage(prompt), *_turn_for_model(state)], **limits)
+    update: dict[str, Any] = {"messages": [reply], "route": ["reason"], "tool_steps": steps + 1}
+    if _out_of_time(state):
+        update["limits"] = [f"time limit: the reasoner's step {steps + 1} was cut short"]
+    return update
 
 
 def call_tools(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
@@ -605,6 +697,7 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     evidence = state.get("evidence", [])
     question = state.get("question", "")
     extra: list[Evidence] = []
+    limits: list[str] = []
     if context.extractive:
         # quote from the whole of each record about the question, conclusions included
         extra = _record_context(runtime, question, evidence)
@@ -616,14 +709,41 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             embed=context.embed,
         )
     else:
-        sentences = _model_write(context, state, evidence, question)
+        timed_out = _out_of_time(state)
+        sentences = [] if timed_out else _model_write(context, state, evidence, question)
+        if not sentences and evidence and (timed_out or _out_of_time(state)):
+            # Out of time before or while writing: quote the evidence (every sentence cited)
+            # rather than end with nothing, and say so.
+            sentences = extractive_answer(
+                question,
+                evidence,
+                max_sentences=min(4, context.settings.max_answer_sentences),
+                embed=context.embed,
+            )
+            limits.append(
+                "time limit: the writer had no time"
+                if timed_out
+                else "time limit: the writer was cut short"
+            )
+            limits[-1] += "; the answer quotes the evidence instead"
     _emit(runtime, "write", sentences=len(sentences))
-    update = {"draft": drop_unknown_citations(sentences, evidence), "route": ["write"]}
+    update: dict[str, Any] = {
+        "draft": drop_unknown_citations(sentences, evidence),
+        "route": ["write"],
+    }
+    if limits:
+        update["limits"] = limits
     return {**update, "evidence": extra} if extra else update
 
 
-def grounding_judge(model: BaseChatModel | None) -> GroundingJudge | None:
-    """A judge of (question, claim, passages) triples by ``model``; None without a model."""
+def grounding_judge(
+    model: BaseChatModel | None, max_new_tokens: int = 24, deadline: float | None = None
+) -> GroundingJudge | None:
+    """A judge of (question, claim, passages) triples by ``model``; None without a model.
+
+    Each verdict is two booleans, bounded by ``max_new_tokens`` and ``deadline`` (see
+    :func:`model_limits`); a verdict cut short counts as unsupported.
+    """
     if model is None:
         return None
     structured = model.with_structured_output(
@@ -631,7 +751,9 @@ def grounding_judge(model: BaseChatModel | None) -> GroundingJudge | None:
             "type": "object",
             "properties": {"supported": {"type": "boolean"}, "relevant": {"type": "boolean"}},
             "required": ["supported", "relevant"],
-        }
+            "additionalProperties": False,
+        },
+        **model_limits(model, max_new_tokens, deadline),
     )
 
     def judge(triples: Sequence[tuple[str, str, str]]) -> list[tuple[float, float]]:
@@ -664,17 +786,29 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     config = context.settings
     evidence = state.get("evidence", [])
     computed, claims = split_computed(state.get("draft", []), _computed_output(state))
-    kept, report = verify_sentences(
+    timed_out = _out_of_time(state)
+    judge = (
+        None
+        if timed_out
+        else grounding_judge(context.text_model, config.judge_max_tokens, state.get("deadline"))
+    )
+    check = functools.partial(
+        verify_sentences,
         claims,
         evidence,
         question=state.get("question", ""),
-        grounding_judge=grounding_judge(context.text_model),
         embed=context.embed,
         threshold=config.support_threshold,
         relevance_floor=config.relevance_floor,
         action=config.unsupported,
         off_topic=config.off_topic,
     )
+    kept, report = check(grounding_judge=judge)
+    if judge is not None and _out_of_time(state):
+        # The limit cut the judge's verdicts short (a cut verdict reads as "unsupported"):
+        # check by wording and embeddings instead, which takes no model time.
+        timed_out = True
+        kept, report = check(grounding_judge=None)
     kept, report = [*computed, *kept], with_computed(report, computed)
     rounds = state.get("verify_rounds", 0)
     report = report.model_copy(update={"rounds": rounds})
@@ -686,11 +820,16 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         removed=len(report.removed),
     )
     update: dict[str, Any] = {"route": ["verify"], "retry": False}
+    if timed_out and context.text_model is not None:
+        update["limits"] = [
+            "time limit: support was checked by wording and embeddings, not by the model judge"
+        ]
     best = state.get("best")
     if best is None or report.supported_fraction >= best.verification.supported_fraction:
         update["best"] = BestDraft(sentences=kept, verification=report)
     low = report.supported_fraction < config.min_supported_fraction
-    if low and rounds < config.max_verify_rounds and state.get("needs_literature"):
+    more = rounds < config.max_verify_rounds and not _out_of_time(state)
+    if low and more and state.get("needs_literature"):
         update.update(
             retry=True,
             verify_rounds=rounds + 1,
@@ -735,6 +874,8 @@ def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]
         engine=context.engine,
         notice=NOT_FOR_CLINICAL_USE,
         kind=kind,
+        retrieved=list(dict.fromkeys(e.source_id for e in pool)),
+        limits=list(dict.fromkeys(state.get("limits", []))),
     )
     return {"answer": answer, "route": ["finalize"], "messages": [AIMessage(text)]}
 
@@ -874,8 +1015,11 @@ def _model_write(
         },
         "required": ["sentences"],
     }
+    # Literature results are in the evidence block already (numbered); other tools' are not.
     tool_results = [
-        m.text for m in _current_turn(state.get("messages", [])) if isinstance(m, ToolMessage)
+        m.text
+        for m in _current_turn(state.get("messages", []))
+        if isinstance(m, ToolMessage) and m.name != SEARCH_LITERATURE
     ]
     prompt = "\n\n".join(
         part
@@ -888,7 +1032,10 @@ def _model_write(
         if part
     )
     try:
-        result = context.text_model.with_structured_output(schema).invoke(
+        limits = model_limits(
+            context.text_model, context.settings.write_max_tokens, state.get("deadline")
+        )
+        result = context.text_model.with_structured_output(schema, **limits).invoke(
             [SystemMessage(prompt), HumanMessage(question)]
         )
     except (MedgraphError, ValueError, json.JSONDecodeError):

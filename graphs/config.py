@@ -55,6 +55,46 @@ class GraphSettings(BaseModel):
         default=None,
         description="postgresql://... for a shared Postgres checkpointer; SQLite file otherwise.",
     )
+    reason_max_tokens: int = Field(
+        default=96,
+        ge=8,
+        description="Token budget of one reasoner step (tool calls, or ready to answer): the "
+        "writer composes the answer, so the reasoner only needs room for a decision.",
+    )
+    brief_tool_prompt: bool | None = Field(
+        default=None,
+        description="Show the reasoner each tool in two lines rather than its full schema "
+        "(the decoder still enforces the schema). None: brief when the model runs on a CPU, "
+        "where prefilling thousands of tokens of tool schemas dominates a step.",
+    )
+    search_first: bool = Field(
+        default=False,
+        description="The reasoner's first step in a turn with an index must call "
+        "search_literature (its own query), not answer at once: for models that do not follow "
+        "the tool instructions (a base model), so every answer rests on a search it wrote.",
+    )
+    reason_passage_chars: int | None = Field(
+        default=300,
+        ge=40,
+        description="The reasoner sees each passage cut to this many characters (it decides "
+        "whether to search or calculate; the writer reads passages whole). None: whole passages.",
+    )
+    write_max_tokens: int = Field(
+        default=320, ge=16, description="Token budget of the writer's cited answer (JSON)."
+    )
+    judge_max_tokens: int = Field(
+        default=24,
+        ge=8,
+        description="Token budget of one grounding verdict ({supported, relevant} booleans).",
+    )
+    max_turn_seconds: float | None = Field(
+        default=90.0,
+        gt=0,
+        description="Wall-clock limit of one turn with a language model: past it, generation "
+        "stops, further tool rounds and the model judge are skipped, the answer is quoted from "
+        "the evidence if the writer had no time, and the answer's limits say what was cut. "
+        "None: no limit.",
+    )
     max_question_chars: int = Field(
         default=4000,
         ge=100,

@@ -84,6 +84,11 @@ class Answer(BaseModel):
     verification: Verification = Field(default_factory=Verification)
     engine: str
     notice: str
+    retrieved: list[str] = Field(default_factory=list)
+    """Source ids (PMID/DOI/path) of every record retrieved in this turn: citations name only
+    these."""
+    limits: list[str] = Field(default_factory=list)
+    """What a budget cut short in this turn (the time limit, a token budget), in plain words."""
     kind: Literal["answer", "emergency", "out_of_scope", "no_evidence", "clarify"] = "answer"
     """``clarify``: ``text`` is a clarifying question; reply in the same thread to continue."""
     thread_id: str | None = None
@@ -123,6 +128,8 @@ class Answer(BaseModel):
             "verification": self.verification.model_dump(),
             "engine": self.engine,
             "kind": self.kind,
+            "retrieved": self.retrieved,
+            "limits": self.limits,
             "notice": self.notice,
             "thread_id": self.thread_id,
         }
@@ -184,3 +191,7 @@ class AssistantState(TypedDict, total=False):
     answer: Answer
     tool_steps: int
     verify_rounds: int
+    deadline: float | None
+    """``time.time()`` by which this turn must end (``GraphSettings.max_turn_seconds``)."""
+    limits: Annotated[list[str], append_or_reset]
+    """What budgets cut short in this turn (goes into ``Answer.limits``)."""

@@ -25,6 +25,7 @@ class Call:
     messages: list[BaseMessage]
     tools: list[str]
     schema: dict[str, Any] | None
+    tool_choice: Any = None
 
 
 Handler = Callable[[Call], AIMessage | dict[str, Any] | str]
@@ -59,7 +60,7 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         tools = [t["function"]["name"] for t in kwargs.get("tools", [])]
-        call = Call(list(messages), tools, kwargs.get("response_schema"))
+        call = Call(list(messages), tools, kwargs.get("response_schema"), kwargs.get("tool_choice"))
         self._calls.append(call)
         reply = self._handler(call)
         if isinstance(reply, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,12 @@ class GenerationRequest:
     max_new_tokens: int
     json_schema: dict[str, Any] | None = None
     stop: Sequence[str] = ()
+    deadline: float | None = None
+    """Wall-clock time (``time.time()``) by which generation must end; ``None``: no limit."""
+
+    def seconds_left(self) -> float | None:
+        """Seconds until :attr:`deadline` (at least 0), or ``None`` without one."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.time())
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import inspect
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,12 @@ except ImportError:  # pragma: no cover - depends on the installed transformers
 
 # Below this many shared tokens a separate prefix pass saves less than it costs.
 MIN_PREFIX_TOKENS = 64
+# Prompt tokens prefilled between two looks at a deadline (about a second or two on a busy CPU).
+PREFILL_CHUNK_TOKENS = 256
+
+
+class PrefillTimeout(Exception):
+    """A deadline passed while a prompt was being prefilled."""
 
 
 def cache_argument(model: Any) -> str:
@@ -125,6 +132,41 @@ class PrefixCache:
                 arguments = {cache_argument(model): cache}
                 model(input_ids=ids, use_cache=True, logits_to_keep=1, **arguments)
         return cache
+
+
+def prefill_within(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    deadline: float,
+    chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+) -> DynamicCache | None:
+    """A cache of every row's tokens but the last (left-padded like ``past_key_values``),
+    prefilled ``chunk_tokens`` at a time so that a long prompt can stop at ``deadline``.
+
+    A single forward pass over a prompt of thousands of tokens cannot be interrupted, and on a
+    busy CPU it can outlast a turn's whole time limit; ``generate``'s own ``max_time`` is only
+    checked between decoded tokens. Raises :class:`PrefillTimeout` once ``time.time()`` passes
+    ``deadline`` between chunks; returns ``None`` where the cache layers are not plain dynamic
+    ones (``generate`` then prefills as usual).
+    """
+    if DynamicLayer is None:
+        return None
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
+    caches = []
+    for row in rows:
+        cache: DynamicCache | None = DynamicCache(config=model.config)
+        tokens = row[:-1]
+        for start in range(0, len(tokens), chunk_tokens):
+            if time.time() >= deadline:
+                raise PrefillTimeout(f"prefill stopped at token {start} of {len(tokens)}")
+            assert cache is not None
+            cache = PrefixCache._prefill(model, tokens[start : start + chunk_tokens], cache)
+            if cache is None:
+                return None
+        assert cache is not None
+        caches.append(cache)
+    return _stack_left_padded(caches, [len(r) - 1 for r in rows])
 
 
 def _stack_left_padded(caches: list[DynamicCache], lengths: list[int]) -> DynamicCache:

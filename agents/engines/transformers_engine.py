@@ -30,7 +30,12 @@ from transformers import (
 
 from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
-from medgraph.agents.engines.prefix_cache import PrefixCache, cache_argument
+from medgraph.agents.engines.prefix_cache import (
+    PrefillTimeout,
+    PrefixCache,
+    cache_argument,
+    prefill_within,
+)
 from medgraph.agents.gemma_template import ensure_chat_template
 from medgraph.agents.grammar import GrammarCompiler, shared_compiler
 from medgraph.agents.protocol import DEFAULT_CHARS_PER_TOKEN
@@ -91,16 +96,22 @@ class LoadedModel:
         if self._grammar is None:
             config = self.model.config
             text_config = getattr(config, "text_config", None) or config
-            stop_ids = [
-                i
-                for i in (
-                    self.tokenizer.eos_token_id,
-                    self.tokenizer.convert_tokens_to_ids("<end_of_turn>"),
-                )
-                if isinstance(i, int) and i != self.tokenizer.unk_token_id
-            ]
-            self._grammar = shared_compiler(self.tokenizer, text_config.vocab_size, stop_ids)
+            self._grammar = shared_compiler(
+                self.tokenizer, text_config.vocab_size, self.stop_token_ids
+            )
         return self._grammar
+
+    @functools.cached_property
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end a reply: ``<eos>`` and ``<end_of_turn>``."""
+        return [
+            i
+            for i in (
+                self.tokenizer.eos_token_id,
+                self.tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+            )
+            if isinstance(i, int) and i != self.tokenizer.unk_token_id
+        ]
 
 
 _CACHE: dict[ModelKey, LoadedModel] = {}
@@ -315,12 +326,20 @@ class TransformersEngine:
             for k, v in inputs.items()
         }
 
-    def _generation_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
+    def _generation_kwargs(
+        self, max_new_tokens: int, seconds_left: float | None = None
+    ) -> dict[str, Any]:
+        """``generate`` keywords: budget, greedy or sampled, stop tokens, time left."""
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": self.temperature > 0,
             "pad_token_id": self.loaded.tokenizer.pad_token_id,
+            # End at the end of the model's turn as well as at <eos>: checkpoints converted from
+            # GGUF (and some base models) list only <eos>, and a reply would run on past its turn.
+            "eos_token_id": self.loaded.stop_token_ids,
         }
+        if seconds_left is not None:
+            kwargs["max_time"] = seconds_left
         if self.temperature > 0:
             kwargs["temperature"] = self.temperature
         else:
@@ -345,6 +364,8 @@ class TransformersEngine:
     def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         inputs = self._inputs(requests)
         budget = max(r.max_new_tokens for r in requests)
+        deadlines = [r.deadline for r in requests if r.deadline is not None]
+        deadline = min(deadlines) if deadlines else None
         kwargs = self._generation_kwargs(budget)
         if any(r.json_schema is not None for r in requests):
             processor = self.loaded.grammar.processor(
@@ -352,14 +373,32 @@ class TransformersEngine:
             )
             kwargs["logits_processor"] = LogitsProcessorList([processor])
         prompt_length = inputs["input_ids"].shape[1]
+        model = self.loaded.model
         with self.loaded.lock, torch.inference_mode():
-            if "pixel_values" not in inputs and self.reuse_prefix:
-                past = self.loaded.prefixes.past_key_values(
-                    self.loaded.model, inputs["input_ids"], inputs["attention_mask"]
-                )
-                if past is not None:
-                    kwargs[cache_argument(self.loaded.model)] = past
-            output = self.loaded.model.generate(**inputs, **kwargs)
+            past = None
+            text_only = "pixel_values" not in inputs
+            try:
+                if deadline is not None and time.time() >= deadline:
+                    raise PrefillTimeout("the deadline passed before generation started")
+                if text_only and self.reuse_prefix:
+                    past = self.loaded.prefixes.past_key_values(
+                        model, inputs["input_ids"], inputs["attention_mask"]
+                    )
+                if text_only and past is None and deadline is not None:
+                    past = prefill_within(
+                        model, inputs["input_ids"], inputs["attention_mask"], deadline
+                    )
+            except PrefillTimeout:
+                return [
+                    Completion("", prompt_tokens=int(mask.sum()), completion_tokens=0)
+                    for mask in inputs["attention_mask"]
+                ]
+            if past is not None:
+                kwargs[cache_argument(model)] = past
+            if deadline is not None:
+                # generate checks this between tokens; the prefill above checked between chunks
+                kwargs["max_time"] = max(0.0, deadline - time.time())
+            output = model.generate(**inputs, **kwargs)
         completions = []
         pad = self.loaded.tokenizer.pad_token_id
         for row, request in enumerate(requests):
@@ -391,7 +430,7 @@ class TransformersEngine:
         streamer = TextIteratorStreamer(
             self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=False
         )
-        kwargs = self._generation_kwargs(request.max_new_tokens)
+        kwargs = self._generation_kwargs(request.max_new_tokens, request.seconds_left())
         error: list[BaseException] = []
 
         def run() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from medgraph.agents.conversation import to_conversation
+from medgraph.agents.engines import prefix_cache
 from medgraph.agents.engines.base import GenerationRequest
 from medgraph.agents.engines.prefix_cache import common_prefix_length
 from medgraph.agents.engines.transformers_engine import TransformersEngine
@@ -95,3 +98,40 @@ def test_prefill_is_shared(tiny_text: str, monkeypatch: pytest.MonkeyPatch) -> N
     tokenizer = engine.loaded.tokenizer
     padded = len(prompts) * max(len(tokenizer(p)["input_ids"]) for p in prompts)
     assert sum(prefilled) < padded / 2
+
+
+def _with_deadline(requests: list[GenerationRequest], deadline: float) -> list[GenerationRequest]:
+    return [dataclasses.replace(r, deadline=deadline) for r in requests]
+
+
+def test_prefill_in_chunks_under_a_deadline_gives_the_same_greedy_decisions(
+    tiny_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 32 tokens: several per prompt, and more than the sliding window (128) in all.
+    monkeypatch.setattr(prefix_cache.prefill_within, "__defaults__", (32,))
+    engine = TransformersEngine(tiny_text, reuse_prefix=False)
+    for request in _requests()[1:3]:  # one row at a time: no shared prefix, chunked prefill
+        expected = engine.generate([request])[0].text
+        timed = engine.generate(_with_deadline([request], time.time() + 600))[0]
+        assert timed.text == expected
+
+
+def test_a_passed_deadline_ends_prefill_between_chunks_with_an_empty_reply(
+    tiny_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = TransformersEngine(tiny_text, reuse_prefix=False)
+    chunks: list[int] = []
+    prefill = prefix_cache.PrefixCache._prefill
+
+    def slow_prefill(model: Any, tokens: list[int], cache: Any) -> Any:
+        chunks.append(len(tokens))
+        time.sleep(0.3)
+        return prefill(model, tokens, cache)
+
+    monkeypatch.setattr(prefix_cache.PrefixCache, "_prefill", staticmethod(slow_prefill))
+    monkeypatch.setattr(prefix_cache.prefill_within, "__defaults__", (16,))
+    request = _requests()[3]  # 300 "x": many 16-token chunks
+    reply = engine.generate(_with_deadline([request], time.time() + 0.5))[0]
+    assert reply.text == "" and reply.completion_tokens == 0 and reply.prompt_tokens > 100
+    assert 1 <= len(chunks) <= 3  # stopped soon after the deadline, not after the whole prompt
+    assert engine.generate(_with_deadline([request], time.time() - 1))[0].text == ""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from medgraph.agents.config import ModelSettings
 from medgraph.doctor import check_role, run_doctor
 
@@ -53,3 +55,28 @@ def test_cli_json(tiny_multimodal: str, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["torch"] and data["cuda"] is False
     assert [r["weights"] for r in data["roles"]] == ["local folder", "local folder"]
+
+
+def test_gguf_parameters_come_from_the_tensor_headers_past_any_metadata(tmp_path: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    from medgraph.doctor import gguf_parameters
+
+    path = tmp_path / "small.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="gemma3")
+    writer.add_token_list([f"tok{i}" for i in range(300)])  # a string array to skip
+    writer.add_token_scores([0.5] * 300)  # a fixed-size array
+    writer.add_name("tiny")
+    writer.add_tensor("token_embd.weight", np.zeros((300, 8), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert gguf_parameters(path) == 300 * 8 + 8 * 8 * 2
+    assert gguf_parameters(path) == sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a gguf file")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        gguf_parameters(not_gguf)

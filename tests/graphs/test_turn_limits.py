@@ -1,0 +1,96 @@
+"""The assistant graph's wall-clock limit with scripted chat models: a turn that runs out of time
+ends with a well-formed, cited answer that says what was cut."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolMessage
+
+from medgraph.assistant import Assistant
+from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
+from tests.graphs.test_assistant_graph import grounded_handler, settings_for
+from tests.scripted import Call, ScriptedChatModel
+
+DOCS = corpus_documents(60)
+QUESTION = dev_questions(1)[0]["question"]
+
+
+def _ask(tmp_path: Path, model: ScriptedChatModel, **graph: Any) -> tuple[Any, KeywordIndex]:
+    index = KeywordIndex(DOCS)
+    with Assistant(
+        settings_for(tmp_path, **graph), text_model=model, image_model=model, index=index
+    ) as assistant:
+        return assistant.ask(QUESTION), index
+
+
+def test_no_time_left_quotes_the_evidence_and_says_so(tmp_path: Path) -> None:
+    model = ScriptedChatModel(grounded_handler)
+    answer, index = _ask(tmp_path, model, max_turn_seconds=1e-6)
+    assert model.calls == []  # out of time before the first model call: nothing waits on one
+    assert answer.route == ["triage", "retrieve", "reason", "write", "verify", "finalize"]
+    assert answer.kind == "answer" and answer.citations
+    assert {c.source_id for c in answer.citations} <= set(answer.retrieved) <= index.source_ids()
+    assert "[1]" in answer.text
+    assert any("reasoner stopped after 0 step" in limit for limit in answer.limits)
+    assert any("quotes the evidence" in limit for limit in answer.limits)
+    assert any("not by the model judge" in limit for limit in answer.limits)
+    assert all(s.method != "judge" for s in answer.verification.sentences)
+    assert answer.to_json_dict()["limits"] == answer.limits
+
+
+def test_time_running_out_during_the_tool_loop_ends_the_loop_and_skips_the_judge(
+    tmp_path: Path,
+) -> None:
+    def slow_searcher(call: Call) -> AIMessage | dict[str, Any]:
+        if call.tools and not any(isinstance(m, ToolMessage) for m in call.messages):
+            time.sleep(0.6)  # the first reasoner step outlasts the turn's limit
+        return grounded_handler(call)
+
+    model = ScriptedChatModel(slow_searcher)
+    answer, index = _ask(tmp_path, model, max_turn_seconds=0.5, max_tool_steps=4)
+    assert len(model.calls) == 1  # the search decision; no second step, writer or judge
+    assert [t.name for t in answer.tool_calls] == ["search_literature"]
+    assert answer.route == [
+        "triage", "retrieve", "reason", "tools", "reason", "write", "verify", "finalize",
+    ]  # fmt: skip
+    assert answer.citations and {c.source_id for c in answer.citations} <= index.source_ids()
+    assert any("cut short" in limit for limit in answer.limits)
+
+
+def test_a_turn_within_its_limit_reports_no_limits(tmp_path: Path) -> None:
+    model = ScriptedChatModel(grounded_handler)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=600)
+    assert answer.limits == []
+    assert any(s.method == "judge" for s in answer.verification.sentences)
+
+
+def test_search_first_makes_the_first_reasoner_step_write_a_search(tmp_path: Path) -> None:
+    def answers_at_once(call: Call) -> AIMessage | dict[str, Any]:
+        if call.tools and call.tool_choice == "auto":
+            return AIMessage("No search needed.")
+        return grounded_handler(call)  # a named choice: it calls search_literature
+
+    plain = ScriptedChatModel(answers_at_once)
+    answer, _ = _ask(tmp_path / "plain", plain)
+    assert answer.tool_calls == [] and plain.calls[0].tool_choice == "auto"
+    searching = ScriptedChatModel(answers_at_once)
+    answer, _ = _ask(tmp_path / "first", searching, search_first=True)
+    assert [t.name for t in answer.tool_calls] == ["search_literature"]
+    assert [c.tool_choice for c in searching.calls if c.tools] == ["search_literature", "auto"]
+
+
+def test_the_reasoner_leaves_the_writer_and_judge_their_share_of_the_turn(tmp_path: Path) -> None:
+    def slow_searcher(call: Call) -> AIMessage | dict[str, Any]:
+        if call.tools and not any(isinstance(m, ToolMessage) for m in call.messages):
+            time.sleep(1.2)  # the first step uses more than half of the 2 s turn
+        return grounded_handler(call)
+
+    model = ScriptedChatModel(slow_searcher)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=2.0, max_tool_steps=4)
+    assert sum(1 for c in model.calls if c.tools) == 1  # no second reasoner step
+    assert any(c.schema and "sentences" in c.schema["properties"] for c in model.calls)  # wrote
+    assert any("leave the writer" in limit for limit in answer.limits)
+    assert not any("writer" in limit and "no time" in limit for limit in answer.limits)
