@@ -86,7 +86,7 @@ class LoadedModel:
 
     @property
     def grammar(self) -> GrammarCompiler:
-        """The xgrammar compiler for this tokenizer, built on first use (shared by every model
+        """The grammar compiler (llguidance) for this tokenizer, built on first use (shared by every model
         with the same vocabulary)."""
         if self._grammar is None:
             config = self.model.config

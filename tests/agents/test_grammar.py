@@ -1,4 +1,4 @@
-"""Constrained decoding: xgrammar masks and closing mode on a random-weight model."""
+"""Constrained decoding: llguidance masks and closing mode on a random-weight model."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_rows_with_and_without_schema_share_a_batch(engine: TransformersEngine) 
 
 def test_models_with_one_vocabulary_share_one_grammar_setup(tiny_text: str) -> None:
     # Two loaded copies (different dtype settings) of one checkpoint: the setup over the
-    # vocabulary (xgrammar's tokenizer info, the closing table) is done once.
+    # vocabulary (llguidance's tokenizer, the closing table) is done once.
     first, second = load_model(tiny_text, dtype="auto"), load_model(tiny_text, dtype="float32")
     assert first is not second
     # A tokenizer that has padded a batch carries padding settings; its vocabulary is the same.
