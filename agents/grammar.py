@@ -49,6 +49,8 @@ _JSON_OPTIONS: JsonCompileOptions = {
 _SUBSCHEMA_KEYS = ("items", "additionalProperties", "then", "else", "contains")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+# Keywords with which a schema says what its undeclared keys may be.
+_EXTRA_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties"})
 _CLOSERS = set('"}]')
 
 
@@ -83,16 +85,8 @@ def grammar_schema(schema: Any, *, close: bool = True) -> Any:
     types = {declared} if isinstance(declared, str) else set(declared or ())
     if "enum" in schema or "const" in schema:
         return narrowed
-    if (
-        close
-        and ("object" in types or "properties" in schema)
-        and not {
-            "additionalProperties",
-            "patternProperties",
-            "unevaluatedProperties",
-        }
-        & set(schema)
-    ):
+    is_object = "object" in types or "properties" in schema
+    if close and is_object and not _EXTRA_KEYS & set(schema):
         narrowed["additionalProperties"] = False
     if "number" in types and "multipleOf" not in schema:
         narrowed["multipleOf"] = 10.0**-NUMBER_DECIMALS
