@@ -1,35 +1,113 @@
-"""Constrained decoding with xgrammar for the transformers engine.
+"""Constrained decoding with llguidance for the transformers engine.
 
 A JSON schema (the tool decision of the bound tools, or a structured-output schema) is compiled once
-per tokenizer and schema; every ``generate`` call gets a fresh :class:`GrammarLogitsProcessor`
-because xgrammar matchers keep state. Rows of one batch may follow different schemas, or none.
+per tokenizer and schema into a matcher at the start of the grammar; every ``generate`` row gets its
+own copy of it inside a fresh :class:`GrammarLogitsProcessor`, because matchers keep state. Rows of
+one batch may follow different schemas, or none.
 
 Random or small models can loop inside an open string or number until the token budget runs out,
 leaving JSON that never closes. The processor therefore switches to *closing mode* for the last
 ``reserve`` tokens of the budget: among the tokens the grammar allows, it prefers ones that close
-strings, objects and arrays, so every reply ends as schema-valid JSON.
+strings, numbers, literals, objects and arrays, so every reply ends as schema-valid JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import llguidance
+import llguidance.numpy
+import numpy as np
 import torch
-import xgrammar as xgr
 from transformers import LogitsProcessor
 
+from medgraph.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
+logger = logging.getLogger(__name__)
+
+NUMBER_DECIMALS = 6
+"""Most decimals the grammar lets a JSON number have (and it never allows an exponent)."""
+
+# Compact JSON with the separators of ``json.dumps``: no free whitespace for a model to loop in.
+# lenient: keywords llguidance cannot enforce (uniqueItems, unknown formats) are left to the
+# validator, which checks every argument against the tool's own schema.
+_JSON_OPTIONS: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+    "lenient": True,
+}
+# Subschemas whose values are values of the whole (narrowing them narrows it; not "not" or "if").
+_SUBSCHEMA_KEYS = ("items", "additionalProperties", "then", "else", "contains")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+# Keywords with which a schema says what its undeclared keys may be.
+_EXTRA_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties"})
 _CLOSERS = set('"}]')
+
+
+class GrammarError(ConfigurationError, ValueError):
+    """A schema or tokenizer that constrained decoding cannot use."""
+
+
+def grammar_schema(schema: Any, *, close: bool = True) -> Any:
+    """``schema`` as the grammar enforces it, narrowed so that every value it allows is bounded.
+
+    Objects without ``additionalProperties`` are closed to undeclared keys (JSON Schema would allow
+    any extra key with any value), and numbers without ``multipleOf`` get at most
+    :data:`NUMBER_DECIMALS` decimals and no exponent. Validation still uses the original schema.
+    ``close=False`` leaves the top object open (a branch of an ``allOf`` whose siblings declare
+    the other keys).
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    narrowed: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SUBSCHEMA_KEYS or key in _SUBSCHEMA_LISTS:
+            narrowed[key] = grammar_schema(value)
+        elif key == "allOf" and isinstance(value, list):
+            narrowed[key] = [grammar_schema(item, close=len(value) == 1) for item in value]
+        elif key in _SUBSCHEMA_MAPS and isinstance(value, Mapping):
+            narrowed[key] = {name: grammar_schema(sub) for name, sub in value.items()}
+        else:
+            narrowed[key] = value
+    declared = schema.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    if "enum" in schema or "const" in schema:
+        return narrowed
+    is_object = "object" in types or "properties" in schema
+    if close and is_object and not _EXTRA_KEYS & set(schema):
+        narrowed["additionalProperties"] = False
+    if "number" in types and "multipleOf" not in schema:
+        narrowed["multipleOf"] = 10.0**-NUMBER_DECIMALS
+    return narrowed
+
+
+def json_grammar(schema: Mapping[str, Any]) -> str:
+    """The llguidance grammar for ``schema``: compact JSON, bounded by :func:`grammar_schema`."""
+    return str(
+        llguidance.LLMatcher.grammar_from_json_schema(
+            json.dumps(grammar_schema(schema)), defaults=_JSON_OPTIONS
+        )
+    )
 
 
 def closing_bias(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     """Per-token preference used in closing mode.
 
     A lone quote comes first (inside a string it is the only way out; outside one it opens the key
-    or value the grammar demands), then brackets and braces, then ``,``, then the shortest tokens.
+    or value the grammar demands), then brackets and braces, then ``,``, then the shortest tokens
+    (which end numbers and literals soonest).
     """
     bias = torch.full((vocab_size,), -1.0e4)
     # One batched decode: a Python loop over MedGemma's 262k tokens takes tens of seconds.
@@ -48,38 +126,80 @@ def closing_bias(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     return bias
 
 
+class CompiledGrammar:
+    """One schema compiled against one tokenizer: a matcher at the start, copied per row."""
+
+    def __init__(self, start: llguidance.LLMatcher) -> None:
+        """Keep ``start`` untouched; :meth:`matcher` hands out copies."""
+        self._start = start
+        self._lock = threading.Lock()
+
+    def matcher(self) -> llguidance.LLMatcher:
+        """A fresh matcher for one row (a copy: the grammar is not compiled again)."""
+        with self._lock:
+            return self._start.deep_copy()
+
+
+def _llg_tokenizer(
+    tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]
+) -> llguidance.LLTokenizer:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise GrammarError(
+            f"constrained decoding needs a fast (Rust) tokenizer, got {type(tokenizer).__name__}; "
+            "load the checkpoint with its tokenizer.json (AutoTokenizer with use_fast=True)."
+        )
+    # from_tokenizer copies the backend without padding or truncation settings.
+    import llguidance.hf
+
+    return llguidance.hf.from_tokenizer(
+        tokenizer, n_vocab=max(vocab_size, len(tokenizer)), eos_token=list(stop_token_ids)
+    )
+
+
 class GrammarCompiler:
     """Compiles JSON schemas against one tokenizer, caching compiled grammars by schema."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
-        """Build xgrammar's view of ``tokenizer`` (vocab padded to the model's ``vocab_size``)."""
-        self.info = xgr.TokenizerInfo.from_huggingface(
-            tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids)
-        )
-        self._compiler = xgr.GrammarCompiler(self.info)
-        self._cache: dict[str, xgr.CompiledGrammar] = {}
+        """Build llguidance's view of ``tokenizer`` and the closing-mode table over ``vocab_size``
+        tokens (the model's output width)."""
+        if not stop_token_ids:
+            raise GrammarError(
+                "constrained decoding needs at least one stop token id to end a reply; the "
+                "tokenizer has no eos_token_id or <end_of_turn>: set tokenizer.eos_token."
+            )
+        self.tokenizer = _llg_tokenizer(tokenizer, vocab_size, stop_token_ids)
+        self.vocab_size = vocab_size
+        self.stop_token_ids = tuple(stop_token_ids)
+        self._cache: dict[str, CompiledGrammar] = {}
         self._lock = threading.Lock()
         self.bias = closing_bias(tokenizer, vocab_size)
 
-    def compile(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
+    def compile(self, schema: Mapping[str, Any]) -> CompiledGrammar:
         """The compiled grammar for ``schema`` (compact JSON, no free whitespace)."""
         key = json.dumps(schema, sort_keys=True)
         with self._lock:
             compiled = self._cache.get(key)
             if compiled is None:
-                # Compile the schema as given: xgrammar keeps its property order.
-                compiled = self._compiler.compile_json_schema(
-                    json.dumps(schema), any_whitespace=False, strict_mode=True
-                )
-                self._cache[key] = compiled
+                # Compile the schema as given: the grammar keeps its property order.
+                start = llguidance.LLMatcher(self.tokenizer, json_grammar(schema), log_level=0)
+                if start.is_error():
+                    raise GrammarError(
+                        f"cannot compile the JSON schema {json.dumps(schema)[:300]} for "
+                        f"constrained decoding: {start.get_error()[:300]}; fix the schema (a "
+                        "JSON Schema object whose $ref targets exist under $defs)."
+                    )
+                compiled = self._cache[key] = CompiledGrammar(start)
         return compiled
 
     def processor(
-        self, schemas: Sequence[dict[str, Any] | None], budgets: Sequence[int]
+        self, schemas: Sequence[Mapping[str, Any] | None], budgets: Sequence[int]
     ) -> GrammarLogitsProcessor:
         """A fresh logits processor for one ``generate`` call: a schema and token budget per row."""
         grammars = [self.compile(s) if s is not None else None for s in schemas]
-        return GrammarLogitsProcessor(grammars, self.info.vocab_size, budgets, self.bias)
+        return GrammarLogitsProcessor(
+            grammars, self.tokenizer.vocab_size, budgets, self.bias, self.stop_token_ids
+        )
 
 
 _SHARED: dict[tuple[int, tuple[int, ...], str], GrammarCompiler] = {}
@@ -92,7 +212,7 @@ def shared_compiler(
     """The process's compiler for this vocabulary: models loaded twice with the same tokenizer
     (a folder and its GGUF file, two dtypes) share one setup over the vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:  # a slow tokenizer: no cheap fingerprint, so no sharing
+    if backend is None:  # a slow tokenizer: GrammarCompiler says what to do
         return GrammarCompiler(tokenizer, vocab_size, stop_token_ids)
     # Padding and truncation settings change as the tokenizer is used; they are not the vocabulary.
     spec = json.loads(backend.to_str())
@@ -112,46 +232,87 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     def __init__(
         self,
-        grammars: Sequence[xgr.CompiledGrammar | None],
+        grammars: Sequence[CompiledGrammar | None],
         vocab_size: int,
         budgets: Sequence[int],
         bias: torch.Tensor,
+        stop_token_ids: Sequence[int],
         reserve: int | None = None,
     ) -> None:
         """One matcher per row; each row's closing mode starts ``reserve`` tokens before its budget
         ends (default: half the budget, at most 64 tokens)."""
-        self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
-        self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
+        self.matchers = [g.matcher() if g is not None else None for g in grammars]
+        # A row ends when it emits a stop token; until then a finished grammar allows only those.
+        self.ended = [m is None for m in self.matchers]
+        self.stop_token_ids = frozenset(stop_token_ids)
+        self._stops = torch.tensor(sorted(self.stop_token_ids), dtype=torch.long)
+        self.bitmask = llguidance.numpy.allocate_token_bitmask(len(grammars), vocab_size)
+        self._shifts = torch.arange(32, dtype=torch.int32)
         self.vocab_size = vocab_size
         self.closing_from = [
             b - (reserve if reserve is not None else min(64, b // 2)) for b in budgets
         ]
         self.bias = bias
+        self._device_bias: dict[torch.device, torch.Tensor] = {}
         self.steps = 0
+
+    def _advance(self, input_ids: torch.Tensor) -> None:
+        """Feed every live row's last token to its matcher."""
+        for row, matcher in enumerate(self.matchers):
+            if matcher is None or self.ended[row]:
+                continue
+            token = int(input_ids[row, -1])
+            if token in self.stop_token_ids:
+                self.ended[row] = True
+            elif not matcher.consume_token(token):
+                # Only a grammar beyond llguidance's limits gets here: the row is told to stop,
+                # and its unfinished reply goes to the validator (repair round, then invalid).
+                logger.warning("grammar matcher failed at row %d: %s", row, matcher.get_error())
+
+    def _allowed(self, rows: Sequence[int], width: int) -> torch.Tensor:
+        """Boolean mask (rows x width) of the tokens each row's grammar allows next."""
+        for row in rows:
+            matcher = self.matchers[row]
+            assert matcher is not None
+            if matcher.is_error():
+                self.bitmask[row] = 0
+            else:
+                llguidance.numpy.fill_next_token_bitmask(matcher, self.bitmask, row)
+        words = torch.from_numpy(self.bitmask[np.asarray(rows)])
+        bits = (words.unsqueeze(-1) >> self._shifts) & 1
+        allowed = bits.reshape(len(rows), -1)[:, :width].bool()
+        stops = self._stops[self._stops < width]
+        for index, row in enumerate(rows):
+            matcher = self.matchers[row]
+            assert matcher is not None
+            if matcher.is_error() or not bool(allowed[index].any()):
+                allowed[index, stops] = True
+        return allowed
+
+    def _bias_on(self, device: torch.device, width: int) -> torch.Tensor:
+        if device not in self._device_bias:
+            self._device_bias[device] = self.bias.to(device)
+        return self._device_bias[device][:width]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Accept the previous token in every matcher, then mask the next-token scores."""
         if self.steps > 0:
-            for row, matcher in enumerate(self.matchers):
-                if matcher is not None and not matcher.is_terminated():
-                    matcher.accept_token(int(input_ids[row, -1]))
+            self._advance(input_ids)
         self.steps += 1
-        rows = [i for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
+        rows = [i for i, ended in enumerate(self.ended) if not ended]
         if not rows:
             return scores
         device = scores.device
         work = scores.float().cpu() if device.type not in ("cpu", "cuda") else scores.float()
-        width = min(work.shape[-1], self.vocab_size)
-        for row in rows:
-            matcher = self.matchers[row]
-            assert matcher is not None
-            matcher.fill_next_token_bitmask(self.bitmask, row)
-            view = work[row : row + 1, :width].clone()
-            xgr.apply_token_bitmask_inplace(view, self.bitmask[row : row + 1].to(view.device))
-            if self.steps > self.closing_from[row]:
-                allowed = torch.isfinite(view)
-                view[allowed] = self.bias[:width].to(view.device)[allowed[0]]
-            work[row : row + 1, :width] = view
+        width = min(work.shape[-1], self.vocab_size, self.bias.shape[0])
+        allowed = self._allowed(rows, width).to(work.device)
+        index = torch.tensor(rows, device=work.device)
+        view = work[index, :width].masked_fill(~allowed, float("-inf"))
+        closing = [i for i, row in enumerate(rows) if self.steps > self.closing_from[row]]
+        if closing:
+            bias = self._bias_on(work.device, width).expand(len(closing), -1)
+            view[closing] = torch.where(allowed[closing], bias, float("-inf"))
+        work[index, :width] = view
         if work.shape[-1] > width:
-            work[rows, width:] = float("-inf")
+            work[index, width:] = float("-inf")
         return work.to(device=device, dtype=scores.dtype)  # type: ignore[return-value]

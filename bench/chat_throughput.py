@@ -2,7 +2,7 @@
 
 Baselines measured in the same run:
 - batched: ``chat.batch(prompts)`` (one padded generate) against a loop of ``chat.invoke``;
-- constrained: tool decisions under xgrammar against free generation of the same length.
+- constrained: tool decisions under the grammar against free generation of the same length.
 Also prints the tool-call validity over the prompts (schema-valid calls / prompts).
 
     python bench/chat_throughput.py [--prompts 32] [--tokens 64]
@@ -87,7 +87,7 @@ def main() -> None:
     label = f"batch() padded, batch {len(prompts)}"
     print(f"{label:38} {batch_tps:10.1f} {batch_tps / loop_tps:8.2f}")
     print(
-        f"{'batch() + xgrammar tool decisions':38} {tool_tps:10.1f} {tool_tps / batch_tps:8.2f}"
+        f"{'batch() + grammar tool decisions':38} {tool_tps:10.1f} {tool_tps / batch_tps:8.2f}"
         "  (vs unconstrained batch)"
     )
     print(f"schema-valid tool calls: {valid}/{len(prompts)}")

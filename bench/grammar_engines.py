@@ -11,7 +11,8 @@ model bounds them), each engine is measured in the same run:
 
     python bench/grammar_engines.py [--walks 20] [--cap 160]
 
-Needs the real-weights fixture (``python tests/real_gemma.py``) and ``pip install llguidance``.
+Needs the real-weights fixture (``python tests/real_gemma.py``) and xgrammar (``pip install
+medgraph[bench]``); llguidance is medgraph's grammar engine, measured with medgraph's own grammar.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import jsonschema
 import numpy as np
 from transformers import AutoTokenizer
 
+from medgraph.agents.grammar import json_grammar
 from medgraph.agents.protocol import decision_schema, tool_specs
 from medgraph.tools.calculators import CALCULATOR_TOOLS
 from medgraph.tools.literature import build_search_literature_tool
@@ -140,16 +142,14 @@ class LLGuidance(Engine):
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab, eos_token=stops)
         self.setup_ms = (time.perf_counter() - started) * 1e3
         started = time.perf_counter()
-        self.grammar = llguidance.LLMatcher.grammar_from_json_schema(
-            schema,
-            defaults={"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "},
-        )
-        llguidance.LLMatcher(self.tokenizer, self.grammar)  # compiles the grammar
+        # medgraph's own grammar: compact JSON, objects closed, numbers at most 6 decimals.
+        self.grammar = json_grammar(json.loads(schema))
+        self.start = llguidance.LLMatcher(self.tokenizer, self.grammar)  # compiles the grammar
         self.compile_ms = (time.perf_counter() - started) * 1e3
         self.mask = llguidance.torch.allocate_token_bitmask(1, vocab)
 
     def new_matcher(self) -> Any:
-        return self.llg.LLMatcher(self.tokenizer, self.grammar)
+        return self.start.deep_copy()  # as medgraph does: one compile, a copy per decision
 
     def allowed(self, matcher: Any) -> np.ndarray:
         self.llg.torch.fill_next_token_bitmask(matcher, self.mask, 0)

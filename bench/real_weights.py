@@ -7,7 +7,7 @@ Each ratio has its baseline measured in the same run:
   same ``generate`` unconstrained, prefill subtracted from both (target <= 1.3x);
 - the first token of a batch of tool decisions with the shared tool-list prefix prefilled once
   against the same batch with every row prefilled whole (``reuse_prefix=False``);
-- grammar setup over the 262k vocabulary (xgrammar tokenizer info and the closing-mode table), a
+- grammar setup over the 262k vocabulary (llguidance tokenizer and the closing-mode table), a
   schema's first compile and its cached compile; peak resident memory.
 
     python bench/real_weights.py [--tokens 32] [--batch 6]

@@ -91,8 +91,8 @@ class LoadedModel:
 
     @property
     def grammar(self) -> GrammarCompiler:
-        """The xgrammar compiler for this tokenizer, built on first use (shared by every model
-        with the same vocabulary)."""
+        """The llguidance grammar compiler for this tokenizer, built on first use (shared by every
+        model with the same vocabulary)."""
         if self._grammar is None:
             config = self.model.config
             text_config = getattr(config, "text_config", None) or config

@@ -1,4 +1,4 @@
-"""Constrained decoding: xgrammar masks and closing mode on a random-weight model."""
+"""Constrained decoding: llguidance masks and closing mode on a random-weight model."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ from langchain_core.messages import HumanMessage
 from medgraph.agents.conversation import to_conversation
 from medgraph.agents.engines.base import GenerationRequest
 from medgraph.agents.engines.transformers_engine import TransformersEngine, load_model
-from medgraph.agents.grammar import GrammarLogitsProcessor
-from medgraph.agents.protocol import ToolSpec, decision_schema
+from medgraph.agents.grammar import (
+    GrammarCompiler,
+    GrammarError,
+    GrammarLogitsProcessor,
+    grammar_schema,
+)
+from medgraph.agents.protocol import DEFAULT_STRING_MAX_CHARS, ToolSpec, decision_schema, tool_specs
+from tests.agents.byte_grammar import accepts
+from tests.agents.test_bounded_decisions import RANGED, body_mass_index, search_literature
 
 SEARCH = ToolSpec(
     name="search",
@@ -76,9 +83,91 @@ def test_rows_with_and_without_schema_share_a_batch(engine: TransformersEngine) 
 
 def test_models_with_one_vocabulary_share_one_grammar_setup(tiny_text: str) -> None:
     # Two loaded copies (different dtype settings) of one checkpoint: the setup over the
-    # vocabulary (xgrammar's tokenizer info, the closing table) is done once.
+    # vocabulary (llguidance's tokenizer, the closing table) is done once.
     first, second = load_model(tiny_text, dtype="auto"), load_model(tiny_text, dtype="float32")
     assert first is not second
     # A tokenizer that has padded a batch carries padding settings; its vocabulary is the same.
     first.tokenizer(["a", "a longer text"], padding=True)
     assert first.grammar is second.grammar
+
+
+# The bounds the grammar itself enforces (checked byte by byte, no model needed).
+
+BOUNDED_SCHEMA = decision_schema(tool_specs([search_literature, body_mass_index]), "any")
+assert BOUNDED_SCHEMA is not None
+
+
+def _call(name: str, arguments: str) -> str:
+    return f'{{"tool_calls": [{{"name": "{name}", "arguments": {arguments}}}]}}'
+
+
+def test_grammar_numbers_have_at_most_six_decimals_and_no_exponent() -> None:
+    bmi = "body_mass_index"
+    assert accepts(BOUNDED_SCHEMA, _call(bmi, '{"weight_kg": 81.123456, "height_m": 1.8}'))
+    assert not accepts(BOUNDED_SCHEMA, _call(bmi, '{"weight_kg": 81.1234567, "height_m": 1.8}'))
+    assert not accepts(BOUNDED_SCHEMA, _call(bmi, '{"weight_kg": 8e1, "height_m": 1.8}'))
+    # Nine integer digits at most (the range bounded_schema declares), so 15 significant in all.
+    assert not accepts(BOUNDED_SCHEMA, _call(bmi, '{"weight_kg": 1000000000, "height_m": 1.8}'))
+    declared = {"type": "number", "multipleOf": 0.5}
+    assert grammar_schema(declared) == declared
+
+
+def test_grammar_keeps_ranges_string_caps_and_the_call_limit() -> None:
+    dose = decision_schema([RANGED], "dose")
+    assert dose is not None
+    assert accepts(dose, _call("dose", '{"age_years": 120, "mg": 0.5}'))
+    assert not accepts(dose, _call("dose", '{"age_years": 121, "mg": 0.5}'))
+    assert not accepts(dose, _call("dose", '{"age_years": 17, "mg": 0.5}'))
+    assert not accepts(dose, _call("dose", '{"age_years": 40, "mg": 650.5}'))
+    search = "search_literature"
+    at_cap = json.dumps({"query": "x" * DEFAULT_STRING_MAX_CHARS})
+    over_cap = json.dumps({"query": "x" * (DEFAULT_STRING_MAX_CHARS + 1)})
+    assert accepts(BOUNDED_SCHEMA, _call(search, at_cap))
+    assert not accepts(BOUNDED_SCHEMA, _call(search, over_cap))
+    call = {"name": search, "arguments": {"query": "statins"}}
+    assert accepts(BOUNDED_SCHEMA, json.dumps({"tool_calls": [call] * 4}))
+    assert not accepts(BOUNDED_SCHEMA, json.dumps({"tool_calls": [call] * 5}))
+
+
+def test_grammar_closes_objects_to_undeclared_keys() -> None:
+    # The tool's own schema leaves additionalProperties unset; an extra key could hold anything.
+    extra = '{"query": "statins", "notes": "' + "y" * 1000 + '"}'
+    assert not accepts(BOUNDED_SCHEMA, _call("search_literature", extra))
+    # Branches of an allOf declare each other's keys: they stay open, their union is closed.
+    both = {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}},
+            {"type": "object", "properties": {"b": {"type": "integer"}}},
+        ]
+    }
+    assert accepts(both, '{"a": 1, "b": 2}')
+
+
+def test_schema_the_grammar_cannot_compile_names_the_schema(tiny_text: str) -> None:
+    broken = {"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}
+    with pytest.raises(GrammarError, match="Missing"):
+        load_model(tiny_text).grammar.compile(broken)
+
+
+def test_a_slow_tokenizer_is_refused_with_the_fix() -> None:
+    with pytest.raises(GrammarError, match="use_fast=True"):
+        GrammarCompiler(object(), 10, [1])
+
+
+def test_closing_mode_closes_numbers_and_literals(engine: TransformersEngine) -> None:
+    values = {
+        "type": "object",
+        "properties": {
+            "values": {
+                "type": "array",
+                "items": {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "null"}]},
+            }
+        },
+        "required": ["values"],
+    }
+    requests = [
+        GenerationRequest(to_conversation([HumanMessage(p)]), 16, json_schema=values)
+        for p in PROMPTS
+    ]
+    for completion in engine.generate(requests):
+        jsonschema.validate(json.loads(completion.text), values)
