@@ -1,10 +1,10 @@
 """``MedGemmaChat``: MedGemma behind LangChain's ``BaseChatModel``, with tool calling.
 
 MedGemma has no tool tokens; this class supplies them. Bound tools are rendered into the prompt,
-the reply is constrained to the JSON decision schema where the engine can (xgrammar locally, guided
-JSON on servers), parsed robustly either way, validated against each tool's schema, and given one
-repair round before a bad reply lands in ``invalid_tool_calls`` — never as an exception inside a
-graph. Thinking blocks go to ``additional_kwargs["reasoning"]``.
+the reply is constrained to the JSON decision schema where the engine can (llguidance locally,
+guided JSON on servers), parsed robustly either way, validated against each tool's schema, and
+given one repair round before a bad reply lands in ``invalid_tool_calls`` — never as an exception
+inside a graph. Thinking blocks go to ``additional_kwargs["reasoning"]``.
 """
 
 from __future__ import annotations

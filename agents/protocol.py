@@ -607,8 +607,8 @@ def decision_schema(
 
     ``auto``: a calls object or ``{"answer": string}``; ``any``: a calls object over all tools;
     a tool name: a calls object with exactly one call to that tool; ``none`` (or ``auto`` with no
-    tools bound): ``None``, meaning no constraint. Accepted by xgrammar's
-    ``Grammar.from_json_schema`` and usable as ``guided_json`` / ``response_format`` on servers.
+    tools bound): ``None``, meaning no constraint. Compiled by llguidance
+    (:mod:`medgraph.agents.grammar`) and usable as ``guided_json`` / ``response_format`` on servers.
     """
     if max_calls < 1:
         raise ToolProtocolError(f"max_calls must be at least 1, got {max_calls}.")
@@ -794,7 +794,7 @@ def _classify(value: Any) -> _Decision | None:
 
 
 def _loads(text: str) -> Any:
-    # strict=False: xgrammar's JSON grammar lets raw control characters into strings.
+    # strict=False: server grammars and unconstrained models put raw control characters in strings.
     return json.loads(text, strict=False)
 
 
@@ -1106,7 +1106,12 @@ def _is_oversized(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return abs(value) > _INTEGER_LIMIT
-    return isinstance(value, float) and abs(value) > _INTEGER_LIMIT
+    if not isinstance(value, float):
+        return False
+    # Server grammars (llama.cpp's) allow any number of digits; the shortest repr that reads back
+    # as the same float counts the digits the value really carries.
+    mantissa = repr(abs(value)).split("e")[0].replace(".", "").strip("0")
+    return abs(value) > _INTEGER_LIMIT or len(mantissa) > MAX_NUMBER_DIGITS
 
 
 def _first_oversized_number(value: Any, path: str = "") -> str | None:

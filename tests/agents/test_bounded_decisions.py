@@ -107,6 +107,25 @@ def test_a_number_with_too_many_digits_is_an_invalid_call() -> None:
     assert parsed.error
 
 
+def test_a_decimal_with_more_than_fifteen_significant_digits_is_an_invalid_call() -> None:
+    # What a server grammar that ignores digit limits (llama.cpp's) lets through.
+    def reply(weight: str) -> str:
+        return (
+            '{"tool_calls": [{"name": "body_mass_index", '
+            f'"arguments": {{"weight_kg": {weight}, "height_m": 1.75}}}}]}}'
+        )
+
+    fifteen = parse_reply(reply("70.1234567891234"), SPECS, "any")
+    assert fifteen.tool_calls[0]["args"]["weight_kg"] == 70.1234567891234
+    sixteen = parse_reply(reply("70.12345678912345"), SPECS, "any")
+    assert not sixteen.tool_calls
+    assert "weight_kg" in sixteen.invalid_tool_calls[0]["error"]
+    assert "significant digits" in sixteen.invalid_tool_calls[0]["error"]
+    # Zeros that only place the point are not significant.
+    tiny = parse_reply(reply("0.000000000001").replace("1.75", "0.0000017500"), SPECS, "any")
+    assert tiny.tool_calls and not tiny.invalid_tool_calls
+
+
 def test_identical_calls_count_once_and_extra_calls_are_dropped() -> None:
     call = {"name": "search_literature", "arguments": {"query": "statins", "k": 3}}
     others = [{"name": "search_literature", "arguments": {"query": f"topic {i}"}} for i in range(3)]
