@@ -894,7 +894,11 @@ def _computed_output(state: AssistantState) -> str:
 
 
 def tool_uses(messages: Sequence[AnyMessage]) -> list[ToolUse]:
-    """This turn's tool calls, each with the result it got (in call order)."""
+    """This turn's tool calls that ran, each with the result it got (in call order).
+
+    Calls the graph did not run (a repeat of an earlier call, or one past the step budget) are
+    left out.
+    """
     turn = _current_turn(messages)
     results = {m.tool_call_id: m for m in turn if isinstance(m, ToolMessage)}
     uses = []
@@ -903,14 +907,15 @@ def tool_uses(messages: Sequence[AnyMessage]) -> list[ToolUse]:
             continue
         for call in message.tool_calls:
             result = results.get(call["id"] or "")
-            uses.append(
-                ToolUse(
-                    name=call["name"],
-                    args=call["args"],
-                    result=str(result.text) if result is not None else "",
-                    status=result.status if result is not None else "error",
+            if result is not None:
+                uses.append(
+                    ToolUse(
+                        name=call["name"],
+                        args=call["args"],
+                        result=str(result.text),
+                        status=result.status,
+                    )
                 )
-            )
     return uses
 
 
@@ -1105,9 +1110,28 @@ def route_after_reason(
     """Run the tools the reasoner asked for while the step budget lasts; else write."""
     last = state["messages"][-1]
     wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
-    if wants_tools and state.get("tool_steps", 0) <= runtime.context.settings.max_tool_steps:
-        return "tools"
-    return "write"
+    if not wants_tools or state.get("tool_steps", 0) > runtime.context.settings.max_tool_steps:
+        return "write"
+    # Calls the model already made this turn would only return what it has read; small models
+    # repeat their search until the step budget runs out, each step prefilling a longer prompt.
+    return "write" if _repeats_earlier_calls(state["messages"]) else "tools"
+
+
+def _repeats_earlier_calls(messages: Sequence[BaseMessage]) -> bool:
+    """Whether every tool call of the last message was made earlier in this turn."""
+    last = messages[-1]
+    assert isinstance(last, AIMessage)
+    earlier: set[str] = set()
+    for message in reversed(messages[:-1]):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, AIMessage):
+            earlier.update(_call_key(call) for call in message.tool_calls)
+    return all(_call_key(call) in earlier for call in last.tool_calls)
+
+
+def _call_key(call: Mapping[str, Any]) -> str:
+    return json.dumps([call["name"], call["args"]], sort_keys=True, default=str)
 
 
 def route_after_verify(state: AssistantState) -> Literal["retrieve", "finalize"]:

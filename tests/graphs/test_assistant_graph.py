@@ -161,8 +161,11 @@ def test_tool_budget_ends_with_an_answer_not_an_error(tmp_path: Path, index: Key
     def always_search(call: Call) -> AIMessage | dict[str, Any]:
         if call.schema:
             return grounded_handler(call)
+        # a new query each step (a repeated call would end the loop before the budget does)
+        step = len(call.messages)
+        query = {"query": f"aspirin {step}"}
         return AIMessage(
-            "", tool_calls=[{"name": "search_literature", "args": {"query": "aspirin"}, "id": "x"}]
+            "", tool_calls=[{"name": "search_literature", "args": query, "id": f"x{step}"}]
         )
 
     model = ScriptedChatModel(always_search)

@@ -94,3 +94,21 @@ def test_the_reasoner_leaves_the_writer_and_judge_their_share_of_the_turn(tmp_pa
     assert any(c.schema and "sentences" in c.schema["properties"] for c in model.calls)  # wrote
     assert any("leave the writer" in limit for limit in answer.limits)
     assert not any("writer" in limit and "no time" in limit for limit in answer.limits)
+
+
+def test_a_step_that_only_repeats_earlier_calls_ends_the_tool_loop(tmp_path: Path) -> None:
+    def repeats_its_search(call: Call) -> AIMessage | dict[str, Any]:
+        if call.tools:  # every reasoner step asks for the same search
+            query = {"query": "mitochondria programmed cell death"}
+            call_id = f"search-{len(call.messages)}"
+            return AIMessage(
+                "", tool_calls=[{"name": "search_literature", "args": query, "id": call_id}]
+            )
+        return grounded_handler(call)
+
+    model = ScriptedChatModel(repeats_its_search)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=600, max_tool_steps=4)
+    assert sum(1 for c in model.calls if c.tools) == 2  # the search, then its repeat
+    assert [t.name for t in answer.tool_calls] == ["search_literature"]  # run once
+    assert answer.route[:6] == ["triage", "retrieve", "reason", "tools", "reason", "write"]
+    assert answer.citations
