@@ -12,41 +12,26 @@ repair round enforce those.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 
 from medgraph.agents import MedGemmaChat
 from medgraph.agents.engines.openai_engine import forget_schema_forms, remembered_schema_form
-from medgraph.agents.protocol import MAX_NUMBER_DIGITS, tool_specs
-from medgraph.tools.calculators import CALCULATOR_TOOLS
-from medgraph.tools.literature import build_search_literature_tool
+from tests.agents.decision_checks import DECISION_TOKEN_LIMIT, TOOLS, assert_call_bounded
 from tests.llama_server import LlamaServer, require_llama_cpp
+from tests.support import merged_chunks
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.slow, pytest.mark.timeout(900)]
 
-DECISION_TOKEN_LIMIT = 128
 MAX_CALLS = 2
 """Two calls at most per decision (``maxItems`` in the schema the server gets): the default four
 lets the base model repeat a call to the token budget, and llama-cpp-python's grammar costs about
 half a second per token over the 262k vocabulary on a busy 2-core machine."""
 
-
-class _NoIndex:
-    def search(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
-
-SEARCH = build_search_literature_tool(_NoIndex(), max_k=50)  # type: ignore[arg-type]
-BMI = next(tool for tool in CALCULATOR_TOOLS if tool.name == "bmi")
-TOOLS = [SEARCH, BMI]
-SCHEMAS = {spec.name: spec.parameters for spec in tool_specs(TOOLS)}
 
 # Few prompts: on 2 CPU cores a constrained decision over Gemma's 262k vocabulary takes 10-40 s.
 PROMPTS = [
@@ -79,22 +64,6 @@ def _chat(server: LlamaServer, max_new_tokens: int = DECISION_TOKEN_LIMIT) -> Me
     )
 
 
-def _numbers(text: str) -> list[str]:
-    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
-    return re.findall(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", outside)
-
-
-def _significant_digits(number: str) -> int:
-    return len(re.split(r"[eE]", number)[0].lstrip("-").replace(".", "").lstrip("0"))
-
-
-def _whole(chunks: list[Any]) -> Any:
-    whole = chunks[0]
-    for chunk in chunks[1:]:
-        whole = whole + chunk
-    return whole
-
-
 def _check_decision(reply: BaseMessage, choice: str) -> bool:
     """Check one decision's bounds; True when it holds valid calls, False when it was refused."""
     assert isinstance(reply, AIMessage), reply
@@ -103,9 +72,7 @@ def _check_decision(reply: BaseMessage, choice: str) -> bool:
     assert usage["output_tokens"] <= 2 * DECISION_TOKEN_LIMIT, usage
     assert len(reply.tool_calls) <= MAX_CALLS
     for call in reply.tool_calls:
-        jsonschema.validate(call["args"], SCHEMAS[call["name"]])  # types and declared ranges
-        digits = [_significant_digits(n) for n in _numbers(json.dumps(call["args"]))]
-        assert all(d <= MAX_NUMBER_DIGITS for d in digits), call
+        assert_call_bounded(call)
         if choice != "any":
             assert call["name"] == choice
     if reply.tool_calls:
@@ -154,7 +121,7 @@ def test_streamed_decision_goes_through_the_same_negotiation(llama: LlamaServer)
     forget_schema_forms(llama.base_url)
     before = len(llama.http_statuses())
     bound = _chat(llama).bind_tools(TOOLS, tool_choice="bmi")
-    reply = _whole(list(bound.stream(PROMPTS[0])))
+    reply = merged_chunks(list(bound.stream(PROMPTS[0])))
     assert llama.http_statuses()[before:][:2] == [500, 200]
     assert remembered_schema_form(llama.base_url) == "json_object_schema"
     assert _check_decision(reply, "bmi")

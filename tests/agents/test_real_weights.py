@@ -7,33 +7,16 @@ nothing; the grammar and the validator must still make every decision bounded an
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
-import jsonschema
 import pytest
 from langchain_core.messages import AIMessage
 
 from medgraph.agents import MedGemmaChat
-from medgraph.agents.protocol import MAX_NUMBER_DIGITS, tool_specs
-from medgraph.tools.calculators import CALCULATOR_TOOLS
-from medgraph.tools.literature import build_search_literature_tool
+from tests.agents.decision_checks import DECISION_TOKEN_LIMIT, TOOLS, assert_call_bounded
 
 pytestmark = [pytest.mark.real_weights, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-DECISION_TOKEN_LIMIT = 128
-
-
-class _NoIndex:
-    def search(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
-
-SEARCH = build_search_literature_tool(_NoIndex(), max_k=50)  # type: ignore[arg-type]
-BMI = next(tool for tool in CALCULATOR_TOOLS if tool.name == "bmi")
-TOOLS = [SEARCH, BMI]
-SCHEMAS = {spec.name: spec.parameters for spec in tool_specs(TOOLS)}
 
 PROMPTS = [
     "What is the first-line treatment for type 2 diabetes?",
@@ -64,21 +47,10 @@ def real_chat(real_gemma: str) -> MedGemmaChat:
     return MedGemmaChat(model=real_gemma, max_new_tokens=DECISION_TOKEN_LIMIT)
 
 
-def _numbers(text: str) -> list[str]:
-    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
-    return re.findall(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", outside)
-
-
-def _significant_digits(number: str) -> int:
-    return len(re.split(r"[eE]", number)[0].lstrip("-").replace(".", "").lstrip("0"))
-
-
 def _check_decision(reply: AIMessage) -> None:
     assert reply.tool_calls and not reply.invalid_tool_calls, reply
     for call in reply.tool_calls:
-        jsonschema.validate(call["args"], SCHEMAS[call["name"]])  # types and declared ranges
-        digits = [_significant_digits(n) for n in _numbers(json.dumps(call["args"]))]
-        assert all(d <= MAX_NUMBER_DIGITS for d in digits), call
+        assert_call_bounded(call)
     usage: Any = reply.usage_metadata
     assert usage["output_tokens"] <= DECISION_TOKEN_LIMIT, (usage, reply.tool_calls)
 
