@@ -361,12 +361,7 @@ class ChromaStore:
         """The ``n_results`` nearest chunks to ``vector`` as (chunk, cosine similarity)."""
         if n_results < 1:
             return []
-        result = self.collection.query(
-            query_embeddings=vector.reshape(1, -1),
-            n_results=n_results,
-            where=dict(where) if where else None,
-            include=["documents", "metadatas", "distances"],
-        )
+        result = self._nearest(vector, n_results, where, ["documents", "metadatas", "distances"])
         ids = result["ids"][0]
         documents = (result.get("documents") or [[]])[0] or [""] * len(ids)
         metadatas = (result.get("metadatas") or [[]])[0] or [{}] * len(ids)
@@ -378,6 +373,20 @@ class ChromaStore:
             )
         ]
 
+    def _nearest(
+        self,
+        vector: npt.NDArray[np.float32],
+        n_results: int,
+        where: Mapping[str, Any] | None,
+        include: list[str],
+    ) -> Any:
+        return self.collection.query(
+            query_embeddings=vector.reshape(1, -1),
+            n_results=n_results,
+            where=dict(where) if where else None,
+            include=include,  # type: ignore[arg-type]
+        )
+
     def query_ids(
         self, vector: npt.NDArray[np.float32], n_results: int, where: Mapping[str, Any] | None
     ) -> list[tuple[str, float]]:
@@ -388,12 +397,7 @@ class ChromaStore:
         """
         if n_results < 1:
             return []
-        result = self.collection.query(
-            query_embeddings=vector.reshape(1, -1),
-            n_results=n_results,
-            where=dict(where) if where else None,
-            include=["distances"],
-        )
+        result = self._nearest(vector, n_results, where, ["distances"])
         ids = result["ids"][0]
         distances = (result.get("distances") or [[]])[0] or [1.0] * len(ids)
         return [
