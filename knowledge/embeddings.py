@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_chec
 import numpy as np
 import numpy.typing as npt
 
+from medgraph.cache import user_cache_dir
 from medgraph.errors import ConfigurationError, ModelLoadError
 from medgraph.knowledge.config import DEFAULT_EMBEDDING_MODEL, KnowledgeSettings
 from medgraph.loading import MODEL_LOAD_LOCK
@@ -160,11 +161,7 @@ def vector_family(backend: str) -> str:
 
 def onnx_cache_dir() -> Path:
     """Where exported ONNX graphs are kept: ``MEDGRAPH_ONNX_CACHE``, else the user's cache."""
-    configured = os.environ.get("MEDGRAPH_ONNX_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "medgraph" / "onnx"
+    return user_cache_dir("onnx", "MEDGRAPH_ONNX_CACHE")
 
 
 class OnnxUnsupportedError(ModelLoadError):

@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from medgraph.cache import user_cache_dir
 from medgraph.errors import ConfigurationError
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
@@ -80,11 +81,7 @@ PUBMEDQA_DEV = DerivedFile(
 
 def data_cache_dir() -> Path:
     """Where fetched datasets are kept: ``MEDGRAPH_DATA_CACHE``, else the user's cache folder."""
-    configured = os.environ.get("MEDGRAPH_DATA_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "medgraph" / "data"
+    return user_cache_dir("data", "MEDGRAPH_DATA_CACHE")
 
 
 def sha256_of(path: Path) -> str:
