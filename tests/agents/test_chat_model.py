@@ -25,6 +25,7 @@ from medgraph.agents.engines.transformers_engine import (
 )
 from medgraph.agents.protocol import tool_specs
 from medgraph.errors import ConfigurationError, EngineError, ModelLoadError
+from tests.support import merged_chunks
 
 
 @tool
@@ -172,9 +173,7 @@ def test_tool_turn_streams_as_one_chunk_with_tool_call_chunks(chat: MedGemmaChat
     chunks = list(chat.bind_tools(TOOLS, tool_choice="any").stream("Find statin trials."))
     with_calls = [c for c in chunks if c.tool_call_chunks]
     assert len(with_calls) == 1
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged += chunk
+    merged = merged_chunks(chunks)
     assert merged.tool_calls
     for call in merged.tool_calls:
         assert_valid_call(call)

@@ -35,6 +35,7 @@ from medgraph.agents.engines.openai_engine import (
 )
 from medgraph.errors import EngineError
 from tests.openai_server import Exchange, OpenAICompatibleServer
+from tests.support import merged_chunks
 from tests.tiny_gemma import MM_TOKENS_PER_IMAGE
 
 SYSTEM_TEXT = "You are a careful clinical assistant."
@@ -536,10 +537,7 @@ def test_schema_form_is_negotiated_and_remembered(
     with served.behaving(schema_forms=(accepted,), schema_refusal_status=refusal):
         first = bound.invoke("Find trials of aspirin.")
         asked_first = len(served.chat_exchanges())
-        streamed = list(bound.stream("Compute a BMI for 70 kg and 1.7 m."))
-    whole = streamed[0]
-    for chunk in streamed[1:]:
-        whole = whole + chunk
+        whole = merged_chunks(list(bound.stream("Compute a BMI for 70 kg and 1.7 m.")))
     for reply in (first, whole):
         assert reply.tool_calls and not reply.invalid_tool_calls
     exchanges = served.chat_exchanges()
@@ -571,10 +569,7 @@ def test_llama_cpp_style_500_refusal_steps_down_and_other_engines_reuse_the_form
         reply = first.invoke("Find trials of aspirin.")
         # A second chat model (a new engine) on the same server does not probe again.
         second = make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="compute_bmi")
-        chunks = list(second.stream("Compute a BMI for 70 kg and 1.7 m."))
-    streamed = chunks[0]
-    for chunk in chunks[1:]:
-        streamed = streamed + chunk
+        streamed = merged_chunks(list(second.stream("Compute a BMI for 70 kg and 1.7 m.")))
     for message in (reply, streamed):
         assert message.tool_calls and not message.invalid_tool_calls
     exchanges = served.chat_exchanges()
