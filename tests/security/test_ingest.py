@@ -243,10 +243,12 @@ def test_chat_and_health_keep_answering_while_an_ingest_is_held_open(api: Api) -
             job = reader.get(f"/v1/ingest/{accepted.json()['id']}")
         finally:
             api.embedder.flowing.set()
-    p95_before = statistics.quantiles(baseline, n=20)[-1]
-    p95_during = statistics.quantiles(during, n=20)[-1]
-    print(f"chat p95 without ingest {p95_before:.3f} s, during a held ingest {p95_during:.3f} s")
-    assert p95_during < 2 * p95_before, (baseline, during)
+    # Medians, not p95: of ten requests the p95 is the slowest one, and one scheduler pause on a
+    # shared CI machine decides it. A chat blocked behind the held ingest would not return at all.
+    median_before = statistics.median(baseline)
+    median_during = statistics.median(during)
+    print(f"chat median {median_before:.3f} s without ingest, {median_during:.3f} s during one")
+    assert median_during < 2 * median_before, (baseline, during)
     assert health.status_code == 200 and health.json()["ingest_jobs"]["active"] >= 1
     assert health_seconds < 2.0
     assert job.status_code == 404  # a reader cannot see the ingester's job
