@@ -44,8 +44,9 @@ class Behaviour:
     reject_response_format: bool = False
     """Answer 400 to any request carrying ``response_format`` (no guided decoding)."""
     schema_forms: tuple[str, ...] | None = None
-    """The schema forms the server takes (``json_schema``, ``json_object_schema``,
-    ``guided_json``, ``format``); ``None``: all of them."""
+    """The schema forms the server takes (``json_schema``, ``gbnf``, ``json_object_schema``,
+    ``guided_json``, ``format``); ``None``: all of them. This server cannot run a GBNF grammar:
+    where it takes ``gbnf`` it records the grammar and decodes freely."""
     schema_refusal_status: int = 400
     """The status a refused schema form gets (llama.cpp's server answers 500)."""
     schema_refusal_message: str | None = None
@@ -158,6 +159,8 @@ def to_conversation(messages: Any) -> Conversation:
 
 def schema_form_of(body: Mapping[str, Any]) -> str | None:
     """Which form carries a schema in a chat request body, if any."""
+    if isinstance(body.get("grammar"), str):
+        return "gbnf"
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping):
         if response_format.get("type") == "json_schema":

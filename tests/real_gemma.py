@@ -108,7 +108,7 @@ def checkpoint_folder() -> Path:
             str(source.parent), gguf_file=source.name, dtype="float32"
         )
         # The weights are dequantised already: save them as a plain float32 checkpoint.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it non-optional
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(folder)

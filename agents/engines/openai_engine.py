@@ -7,8 +7,11 @@ Servers take that schema in different forms and refuse the others, some with a 4
 with a 500; the engine negotiates: it tries the forms of :data:`SCHEMA_FORMS` strongest first,
 steps down when an error names the schema or ``response_format``, remembers per base URL the form
 the server took, and where it takes none asks without a schema so the parser and its repair round
-do the work. Any other failure (nothing listening, a 5xx about something else) is an
-:class:`EngineError` naming the URL.
+do the work. llama.cpp's server refuses ``json_schema`` and drops number ranges from the schemas it
+converts itself, so the next form sends medgraph's own grammar (:mod:`~medgraph.agents.gbnf`) in
+its ``grammar`` field; a schema that grammar cannot express skips that form for that request
+only. Any other failure (nothing listening, a 5xx about something else) is an :class:`EngineError`
+naming the URL.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import openai
 
 from medgraph.agents.conversation import Conversation, ImagePart, TextPart
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
+from medgraph.agents.gbnf import GBNFError, schema_gbnf
 from medgraph.agents.images import image_to_data_url
 from medgraph.errors import ConfigurationError, EngineError
 
-SCHEMA_FORMS = ("json_schema", "json_object_schema", "guided_json", "format")
+SCHEMA_FORMS = ("json_schema", "gbnf", "json_object_schema", "guided_json", "format")
 """How a JSON schema can travel, strongest first: OpenAI/vLLM ``response_format`` json_schema,
-llama.cpp's ``{"type": "json_object", "schema": ...}``, vLLM's ``guided_json``, Ollama's
-``format``."""
+a GBNF grammar with the schema's ranges in llama.cpp's ``grammar`` field, llama.cpp's
+``{"type": "json_object", "schema": ...}``, vLLM's ``guided_json``, Ollama's ``format``."""
 
 # An error about how the schema travelled names one of these (llama-cpp-python: "response_format.
 # type: Input should be 'text' or 'json_object'"; vLLM: "... guided_json ..."; grammar converters:
@@ -36,7 +40,7 @@ llama.cpp's ``{"type": "json_object", "schema": ...}``, vLLM's ``guided_json``, 
 _SCHEMA_COMPLAINT = re.compile(
     r"response_format|json_schema|json_object|schema|guided|grammar|\bformat\b", re.IGNORECASE
 )
-_SCHEMA_PARAMS = frozenset({"response_format", "format", "guided_json", "extra_body"})
+_SCHEMA_PARAMS = frozenset({"response_format", "format", "guided_json", "grammar", "extra_body"})
 
 _accepted_forms: dict[str, int] = {}
 """Per base URL, the index into SCHEMA_FORMS of the first form that server took (len: none)."""
@@ -91,6 +95,8 @@ def _schema_arguments(form: str, schema: dict[str, Any]) -> dict[str, Any]:
                 "json_schema": {"name": "decision", "schema": schema},
             }
         }
+    if form == "gbnf":
+        return {"extra_body": {"grammar": schema_gbnf(schema)}}
     if form == "json_object_schema":
         return {"response_format": {"type": "json_object", "schema": schema}}
     return {"extra_body": {"guided_json" if form == "guided_json" else "format": schema}}
@@ -166,11 +172,15 @@ class OpenAIEngine:
         key = _server_key(self.base_url)
         with _accepted_lock:
             start = _accepted_forms.get(key, 0)
+        unexpressed: int | None = None  # the first form this schema could not be written in
         for index in range(start, len(SCHEMA_FORMS)):
             try:
-                response = self._client.chat.completions.create(
-                    **kwargs, **_schema_arguments(SCHEMA_FORMS[index], request.json_schema)
-                )
+                arguments = _schema_arguments(SCHEMA_FORMS[index], request.json_schema)
+            except GBNFError:
+                unexpressed = index if unexpressed is None else unexpressed
+                continue
+            try:
+                response = self._client.chat.completions.create(**kwargs, **arguments)
             except openai.APIStatusError as error:
                 if not is_schema_refusal(error):
                     raise self._engine_error(error) from error
@@ -178,7 +188,8 @@ class OpenAIEngine:
             except openai.APIError as error:
                 raise self._engine_error(error) from error
             with _accepted_lock:
-                _accepted_forms[key] = index
+                # A form skipped for this schema alone was not refused by the server.
+                _accepted_forms[key] = index if unexpressed is None else unexpressed
             return response
         # No form taken: ask without the schema; the parser and its repair round do the work.
         response = self._create(kwargs)

@@ -1,13 +1,12 @@
 """The ``openai`` engine against a real OpenAI-compatible server: llama-cpp-python on 127.0.0.1.
 
 The server runs google/gemma-3-270m (the real-weights GGUF file, tests/real_gemma.py). It refuses
-``response_format`` of type ``json_schema`` with an HTTP 500 and takes llama.cpp's
-``{"type": "json_object", "schema": ...}``, so these tests show the engine negotiating a schema
-form on a server it does not control, and the same decision checks as the transformers engine's
-real-weights tier: every valid call within its declared ranges and digit limits, every other reply
-repaired once and then reported in ``invalid_tool_calls``, never an exception. llama-cpp-python's
-grammar bounds string lengths and call counts but not number ranges, so here the validator and the
-repair round enforce those.
+``response_format`` of type ``json_schema`` with an HTTP 500 and takes a GBNF grammar in its
+``grammar`` field, so these tests show the engine negotiating a schema form on a server it does not
+control, and the same decision checks as the transformers engine's real-weights tier: every call
+valid, within its declared ranges and digit limits. The grammar is medgraph's own
+(:mod:`medgraph.agents.gbnf`): llama-cpp-python's converter for ``{"type": "json_object",
+"schema": ...}`` drops number ranges.
 """
 
 from __future__ import annotations
@@ -87,10 +86,10 @@ def test_server_refuses_json_schema_and_the_engine_steps_down_once(llama: LlamaS
     before = len(llama.http_statuses())
     first = _chat(llama).bind_tools(TOOLS, tool_choice="bmi").invoke(PROMPTS[0])
     statuses = llama.http_statuses()[before:]
-    # json_schema answered 500 (llama-cpp-python's refusal), json_object + schema was taken...
+    # json_schema answered 500 (llama-cpp-python's refusal), the GBNF grammar was taken...
     assert statuses[:2] == [500, 200], statuses
     assert "Input should be 'text' or 'json_object'" in llama.log()
-    assert remembered_schema_form(llama.base_url) == "json_object_schema"
+    assert remembered_schema_form(llama.base_url) == "gbnf"
     _check_decision(first, "bmi")
     # ...and a new chat model on the same server goes straight to it.
     before = len(llama.http_statuses())
@@ -114,7 +113,7 @@ def test_decisions_are_bounded_and_valid_or_reported(llama: LlamaServer, choice:
     bound = _chat(llama).bind_tools(TOOLS, tool_choice=choice)
     valid = [_check_decision(bound.invoke(prompt), choice) for prompt in PROMPTS]
     print(f"\n[llama.cpp server] tool_choice={choice!r}: {sum(valid)}/{len(valid)} valid")
-    assert any(valid), "no decision came back valid through the server's json_object schema"
+    assert all(valid), "a decision through the server's grammar was not a valid call"
 
 
 def test_streamed_decision_goes_through_the_same_negotiation(llama: LlamaServer) -> None:
@@ -123,7 +122,7 @@ def test_streamed_decision_goes_through_the_same_negotiation(llama: LlamaServer)
     bound = _chat(llama).bind_tools(TOOLS, tool_choice="bmi")
     reply = merged_chunks(list(bound.stream(PROMPTS[0])))
     assert llama.http_statuses()[before:][:2] == [500, 200]
-    assert remembered_schema_form(llama.base_url) == "json_object_schema"
+    assert remembered_schema_form(llama.base_url) == "gbnf"
     assert _check_decision(reply, "bmi")
 
 

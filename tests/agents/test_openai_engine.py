@@ -25,7 +25,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import BaseTool, tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medgraph.agents.chat_model import MedGemmaChat
 from medgraph.agents.engines.openai_engine import (
@@ -573,12 +573,70 @@ def test_llama_cpp_style_500_refusal_steps_down_and_other_engines_reuse_the_form
     for message in (reply, streamed):
         assert message.tool_calls and not message.invalid_tool_calls
     exchanges = served.chat_exchanges()
+    # This server (like llama.cpp builds without a grammar field) also refuses the GBNF grammar.
     assert [schema_form_of(e.body or {}) for e in exchanges] == [
         "json_schema",
+        "gbnf",
         "json_object_schema",
         "json_object_schema",
     ]
-    assert [e.status for e in exchanges] == [500, 200, 200]
+    assert [e.status for e in exchanges] == [500, 500, 200, 200]
     assert remembered_schema_form(served.base_url + "/") == "json_object_schema"
     forget_schema_forms(served.base_url)
     assert remembered_schema_form(served.base_url) is None
+
+
+def test_gbnf_form_carries_the_schema_as_a_grammar_with_its_ranges(
+    make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer
+) -> None:
+    from medgraph.agents.gbnf import schema_gbnf, schema_regex
+    from tests.openai_server import schema_form_of
+
+    bound = make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="any")
+    with served.behaving(schema_forms=("gbnf",), schema_refusal_status=500):
+        bound.invoke("Compute a BMI for 70 kg and 1.7 m.")
+        bound.invoke("Find trials of aspirin.")
+    # Replies the tiny model writes freely here go to a repair round, also sent as a grammar.
+    refused, taken, *later = served.chat_exchanges()
+    assert [schema_form_of(e.body or {}) for e in (refused, taken, *later)] == ["json_schema"] + [
+        "gbnf"
+    ] * (1 + len(later))
+    assert [e.status for e in (refused, taken, *later)] == [500] + [200] * (1 + len(later))
+    assert remembered_schema_form(served.base_url) == "gbnf"
+    # The grammar is the one the refused json_schema request carried, ranges included.
+    assert refused.body is not None and taken.body is not None
+    schema = refused.body["response_format"]["json_schema"]["schema"]
+    assert taken.body["grammar"] == schema_gbnf(schema)
+    language = schema_regex(schema)
+    call = {"name": "search_literature", "arguments": {"query": "aspirin", "max_results": 5}}
+    assert language.fullmatch(json.dumps({"tool_calls": [call]}, separators=(",", ":")))
+    call["arguments"]["max_results"] = 10**20  # beyond the bounded integer range
+    assert not language.fullmatch(json.dumps({"tool_calls": [call]}, separators=(",", ":")))
+
+
+@tool
+def lookup_record(accession: str = Field(pattern=r"^[A-Z]{2}[0-9]{6}$")) -> str:
+    """Look up a record by its accession number."""
+    return accession
+
+
+def test_schema_the_grammar_cannot_express_skips_that_form_without_forgetting_it(
+    make_chat: Callable[..., MedGemmaChat], served: OpenAICompatibleServer
+) -> None:
+    from tests.openai_server import schema_form_of
+
+    forms = ("gbnf", "json_object_schema")
+    with served.behaving(schema_forms=forms, schema_refusal_status=500):
+        make_chat(max_new_tokens=TOOL_BUDGET).bind_tools([lookup_record], tool_choice="any").invoke(
+            "Look up AB123456."
+        )
+        after_pattern = [schema_form_of(e.body or {}) for e in served.chat_exchanges()]
+        make_chat(max_new_tokens=TOOL_BUDGET).bind_tools(TOOLS, tool_choice="any").invoke(
+            "Compute a BMI for 70 kg and 1.7 m."
+        )
+    # A string pattern has no GBNF here: that request went on to json_object + schema...
+    assert after_pattern[0] == "json_schema"
+    assert set(after_pattern[1:]) == {"json_object_schema"}
+    # ...but the server never refused the grammar, so the next schema is sent as one.
+    assert schema_form_of(served.chat_exchanges()[-1].body or {}) == "gbnf"
+    assert remembered_schema_form(served.base_url) == "gbnf"
