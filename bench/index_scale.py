@@ -1,13 +1,15 @@
-"""Bytes per chunk and serving RAM of the literature index at 20k and 200k chunks (synthetic).
+"""Bytes per chunk and serving RAM of the literature index at 20k to 1M chunks (synthetic).
 
 Chunks are made from real PubMedQA sentences (two per chunk, the size of a MiniLM chunk) with
 random unit vectors (384 dimensions, MiniLM's), so the store's size is measured without spending
 the time to embed. Prints, per size: Chroma bytes per chunk split into HNSW files and SQLite
-(metadata, text, embedding log); BM25 segment bytes per chunk; the RSS a process adds to load
-the BM25 index and run 200 queries; the time of a full BM25 build and of adding 10 documents
-(the baseline named for the incremental add is the full build, measured in the same run).
+tables (metadata and text, full-text index, ids, free pages), and the RSS a fresh process adds to
+open it and run 200 queries; BM25 segment bytes per chunk and the same serving RSS; the time of a
+full BM25 build and of adding 10 documents (the baseline named for the incremental add is the
+full build, measured in the same run). With ``--ray-documents``: chunks/s per Ray embedding actor
+against a single-process ingest of the same abstracts (the baseline, same run) and its peak RSS.
 
-    python bench/index_scale.py [--sizes 20000 200000] [--chroma-max 20000]
+    python bench/index_scale.py [--sizes 20000 200000 1000000] [--chroma-max 200000]
     python bench/index_scale.py --sizes --ray-documents 200 --ray-workers 2   # Ray only
 """
 
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +60,7 @@ def _rss_child(folder: Path) -> dict[str, float]:
     code = f"""
 import re, json, time
 from pathlib import Path
+from typing import Any
 from medgraph.knowledge.lexical import LexicalIndex
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -105,7 +109,7 @@ def lexical(count: int, folder: Path) -> dict[str, float]:
     }
 
 
-def chroma(count: int, folder: Path) -> dict[str, float]:
+def chroma(count: int, folder: Path) -> dict[str, Any]:
     import chromadb
 
     ids, texts, sources, years = _chunks(count)
@@ -145,13 +149,95 @@ def chroma(count: int, folder: Path) -> dict[str, float]:
     del collection, client
     total = _size(folder)
     sqlite = _size(folder, "*.sqlite3*")
+    hnsw_vectors = _size(folder, "*/data_level0.bin")
+    served = _chroma_rss_child(folder)
     return {
         "add_chunks_per_s": count / seconds,
         "bytes_per_chunk": total / count,
         "hnsw_bytes_per_chunk": (total - sqlite) / count,
+        "hnsw_level0_bytes_per_chunk": hnsw_vectors / count,
         "sqlite_bytes_per_chunk": sqlite / count,
         "text_bytes_per_chunk": sum(len(t.encode()) for t in texts) / count,
+        "tables": _per_chunk(_sqlite_tables(folder), sqlite, count),
+        "rss_per_chunk": served["rss"] / count,
+        "ms_per_query": served["ms_per_query"],
     }
+
+
+_TABLE_GROUPS = (
+    ("embeddings_queue", "log (vector copy)"),
+    ("embedding_fulltext_search", "full-text index of the text"),
+    ("embedding_metadata", "metadata and text"),
+    ("embeddings", "chunk ids"),
+)
+
+
+def _per_chunk(groups: dict[str, int], file_bytes: int, count: int) -> dict[str, float]:
+    """Table groups per chunk, plus the file bytes no table holds (free pages, the WAL)."""
+    out = {name: size / count for name, size in groups.items()}
+    out["free pages and WAL"] = (file_bytes - sum(groups.values())) / count
+    return out
+
+
+def _sqlite_tables(folder: Path) -> dict[str, int]:
+    """Bytes of Chroma's SQLite file per table group (tables with their indexes), from dbstat."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{folder / 'chroma.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = connection.execute(
+            "SELECT s.name, coalesce(m.tbl_name, s.name), sum(s.pgsize) FROM dbstat s "
+            "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY s.name"
+        ).fetchall()
+    finally:
+        connection.close()
+    groups: dict[str, int] = {}
+    for _name, table, size in rows:
+        label = next((g for prefix, g in _TABLE_GROUPS if table.startswith(prefix)), "other")
+        groups[label] = groups.get(label, 0) + size
+    return groups
+
+
+def _chroma_rss_child(folder: Path) -> dict[str, float]:
+    """RSS added by opening the Chroma store in a fresh process and running 200 k=40 queries."""
+    code = f"""
+import re, json, time
+import numpy as np
+import chromadb
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+before = rss()
+client = chromadb.PersistentClient({str(folder)!r},
+                                   settings=chromadb.Settings(anonymized_telemetry=False))
+collection = client.get_collection("scale", embedding_function=None)
+rng = np.random.default_rng(1)
+queries = rng.standard_normal((200, 384)).astype(np.float32)
+queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+started = time.perf_counter()
+for query in queries:
+    collection.query(query_embeddings=query[None, :], n_results=40, include=["distances"])
+seconds = time.perf_counter() - started
+print(json.dumps({{"rss": rss() - before, "ms_per_query": 1000 * seconds / 200}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _single_ingest(files: list[Path], index_dir: Path) -> dict[str, float]:
+    """Single-process ingest in a fresh process: embedding chunks/s and the peak RSS."""
+    code = f"""
+import json, resource
+from pathlib import Path
+from typing import Any
+from medgraph.knowledge.config import KnowledgeSettings
+from medgraph.knowledge.index import LiteratureIndex
+with LiteratureIndex(KnowledgeSettings(index_dir=Path({str(index_dir)!r}))) as index:
+    report = index.ingest([Path(p) for p in {[str(f) for f in files]!r}], progress=False)
+print(json.dumps({{"chunks_per_s": report.chunks_added / report.embedding_seconds,
+                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def ray_rate(documents: int, workers: int, folder: Path) -> dict[str, float]:
@@ -159,7 +245,6 @@ def ray_rate(documents: int, workers: int, folder: Path) -> dict[str, float]:
     import ray
 
     from medgraph.knowledge.config import KnowledgeSettings
-    from medgraph.knowledge.index import LiteratureIndex
     from medgraph.knowledge.ray_ingest import ingest_with_ray
     from tests.knowledge.index_support import corpus_records, write_jsonl
     from tests.support import chroma_server
@@ -170,10 +255,9 @@ def ray_rate(documents: int, workers: int, folder: Path) -> dict[str, float]:
         write_jsonl(folder / "in" / f"part-{i}.jsonl", records[i : i + step])
         for i in range(0, len(records), step)
     ]
-    with LiteratureIndex(KnowledgeSettings(index_dir=folder / "single")) as single:
-        one = single.ingest(files, progress=False)
+    one = _single_ingest(files, folder / "single")
     with chroma_server(folder / "chroma") as url:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:
             settings = KnowledgeSettings(index_dir=folder / "ray", chroma_url=url)
             started = time.perf_counter()
@@ -183,7 +267,8 @@ def ray_rate(documents: int, workers: int, folder: Path) -> dict[str, float]:
             ray.shutdown()
     return {
         "chunks": report.chunks_added,
-        "single_chunks_per_s": one.chunks_added / one.embedding_seconds,
+        "single_chunks_per_s": one["chunks_per_s"],
+        "single_peak_rss": one["peak_rss"],
         # embedding_seconds sums the actors' busy time: per-actor throughput
         "per_worker_chunks_per_s": report.chunks_added / report.embedding_seconds,
         "wall_chunks_per_s": report.chunks_added / wall,
@@ -205,7 +290,8 @@ def main() -> None:
                 f"{rate['per_worker_chunks_per_s']:.1f} chunks/s per actor (busy time), "
                 f"{rate['wall_chunks_per_s']:.1f} chunks/s wall clock with start-up; one process "
                 f"(baseline, same chunks): {rate['single_chunks_per_s']:.1f} chunks/s = "
-                f"{rate['per_worker_chunks_per_s'] / rate['single_chunks_per_s']:.2f}x per actor"
+                f"{rate['per_worker_chunks_per_s'] / rate['single_chunks_per_s']:.2f}x per actor; "
+                f"single-process ingest peak RSS {rate['single_peak_rss'] / 2**20:.0f} MiB"
             )
         for count in args.sizes:
             lex = lexical(count, Path(tmp) / f"bm25-{count}")
@@ -224,6 +310,13 @@ def main() -> None:
                     f"{db['sqlite_bytes_per_chunk']:.0f}; text alone "
                     f"{db['text_bytes_per_chunk']:.0f}, vector 1536); "
                     f"{db['add_chunks_per_s']:.0f} chunks/s added"
+                )
+                tables = ", ".join(f"{k} {v:.0f}" for k, v in sorted(db["tables"].items()))
+                print(
+                    f"{count:>8} chunks  Chroma detail: HNSW data_level0 (vectors + level-0 "
+                    f"links) {db['hnsw_level0_bytes_per_chunk']:.0f} B/chunk; SQLite per table "
+                    f"group, B/chunk: {tables}; serving RSS {db['rss_per_chunk']:.0f} B/chunk, "
+                    f"{db['ms_per_query']:.2f} ms per k=40 query"
                 )
 
 

@@ -110,7 +110,7 @@ def ingest_with_ray(
     workers: int | None = None,
     batch_documents: int = 64,
 ) -> IngestReport:
-    """Ingest ``paths`` on a Ray cluster (``address``; None starts a local one).
+    """Ingest ``paths`` on a Ray cluster (``address``; None starts a new local one).
 
     ``workers`` embedding actors (default: one per CPU of the cluster) each hold one model and
     write batches of ``batch_documents`` documents to the Chroma server in ``chroma_url``.
@@ -142,7 +142,9 @@ def ingest_with_ray(
     generation = index._start_generation(store)
 
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        # Ray reads address=None as "join the newest cluster on this machine, if any"; "local"
+        # always starts one, which is what the caller asked for.
+        ray.init(address=address or "local", log_to_driver=False, configure_logging=False)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     pool = workers or max(1, cpus)
     counts = {name: 0 for name in _COUNTS}

@@ -18,3 +18,9 @@ def test_lexical_and_chroma_measurements_are_sane(tmp_path: Path) -> None:
     # every chunk stores at least its 384 float32s and its text
     assert chroma["bytes_per_chunk"] > 1536 + chroma["text_bytes_per_chunk"]
     assert chroma["add_chunks_per_s"] > 0
+    # each vector is in the HNSW's level-0 file or, until Chroma flushes it, in the log;
+    # Chroma keeps the text with the metadata
+    in_log = chroma["tables"].get("log (vector copy)", 0.0)
+    assert chroma["hnsw_level0_bytes_per_chunk"] + in_log >= 1536
+    assert chroma["tables"]["metadata and text"] > chroma["text_bytes_per_chunk"]
+    assert chroma["rss_per_chunk"] > 0 and chroma["ms_per_query"] > 0

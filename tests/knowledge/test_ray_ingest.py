@@ -3,14 +3,20 @@
 The Ray ingest must store what a single-process ingest stores (chunk ids, texts, vectors to cosine
 0.9999 with the packaged MiniLM), keep BM25 equal to a rebuild, and finish an interrupted ingest
 (chunks lost when the driver died) by embedding only what is missing; one embedding actor is
-SIGKILLed during the first ingest.
+SIGKILLed during the first ingest. A second test SIGKILLs the driver itself (``medgraph ingest
+--ray local`` in a subprocess, its local Ray cluster with it) and reruns the command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +37,13 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
         yield
     finally:
@@ -142,6 +154,85 @@ def test_ray_ingest_matches_a_single_process_ingest_and_resumes(
         assert again.chunks_unchanged == expected.chunks_added - len(lost)
         with LiteratureIndex(settings) as resumed:
             _assert_same(resumed, single)
+
+
+def _ingest_command(files: Path, index_dir: Path, chroma: str) -> tuple[list[str], dict[str, str]]:
+    """``medgraph ingest FILES --ray local`` with 8-chunk commits, and its environment."""
+    env = {
+        **os.environ,
+        "MEDGRAPH_KNOWLEDGE__CHROMA_URL": chroma,
+        "MEDGRAPH_KNOWLEDGE__COLLECTION": "ray-driver-killed",
+        "MEDGRAPH_KNOWLEDGE__BATCH_SIZE": "8",
+        "RAY_DISABLE_USAGE_STATS": "1",
+    }
+    command = [sys.executable, "-m", "medgraph", "ingest", str(files), "--ray", "local"]
+    return [*command, "--index", str(index_dir)], env
+
+
+def _kill_driver_when_stored(driver: subprocess.Popen[bytes], store: ChromaStore) -> int:
+    """SIGKILL the driver and its local Ray cluster once chunks are stored; the count then.
+
+    Ray's workers run in sessions of their own, so they are killed by process id: the driver and
+    every process under it die at once, as when the machine running a local cluster goes down.
+    """
+    import psutil
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and driver.poll() is None:
+        try:
+            stored = store.collection_exists() and store.count() > 0
+        except Exception:  # the server is creating the collection: ask again
+            stored = False
+        if stored:
+            tree = [psutil.Process(driver.pid)]
+            tree += tree[0].children(recursive=True)
+            for process in tree:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            driver.wait(timeout=30)  # reaped by Popen, which keeps its exit status
+            psutil.wait_procs(tree[1:], timeout=30)
+            time.sleep(1)  # an add already sent may still land on the server
+            return store.count()
+        time.sleep(0.05)
+    raise AssertionError(f"the driver ended (status {driver.poll()}) before any chunk was stored")
+
+
+# Two Ray clusters start one after the other: about 10 minutes on 2 cores under load 11.
+@pytest.mark.timeout(1500)
+def test_ray_ingest_resumes_after_the_driver_is_killed(chroma_url: str, tmp_path: Path) -> None:
+    records = corpus_records(24)
+    inputs = tmp_path / "in"
+    for part in range(3):
+        write_jsonl(inputs / f"part-{part}.jsonl", records[part * 8 : (part + 1) * 8])
+    settings = KnowledgeSettings(
+        index_dir=tmp_path / "ray", chroma_url=chroma_url, collection="ray-driver-killed"
+    )
+    with LiteratureIndex(KnowledgeSettings(index_dir=tmp_path / "single", batch_size=8)) as single:
+        expected = single.ingest([inputs], progress=False)
+        command, env = _ingest_command(inputs, settings.index_dir, chroma_url)
+        store = ChromaStore(collection=settings.collection, url=chroma_url)
+        with (tmp_path / "killed-driver.log").open("wb") as log:
+            driver = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            stored = _kill_driver_when_stored(driver, store)
+        assert driver.returncode == -signal.SIGKILL
+        assert 0 < stored < expected.chunks_added, "the ingest finished before the kill"
+        assert store.state()["ingest_state"] == "running"
+
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        with LiteratureIndex(settings) as resumed:
+            _assert_same(resumed, single)
+            assert resumed._open_for_read().count() == expected.chunks_added
+            lexical = LexicalIndex.load(settings.index_dir / "bm25")
+            assert lexical is not None and len(set(lexical.ids)) == len(lexical.ids)
+        # The rerun embedded only what the killed driver had not stored.
+        counts = re.search(
+            r"Chunks: (\d+) embedded.*?, (\d+) unchanged, (\d+) re-labelled", rerun.stdout
+        )
+        assert counts is not None, rerun.stdout
+        embedded, unchanged, relabelled = (int(n) for n in counts.groups())
+        assert embedded == expected.chunks_added - stored
+        assert unchanged + relabelled == stored
 
 
 def test_ray_ingest_needs_a_chroma_server(tmp_path: Path) -> None:
