@@ -313,9 +313,14 @@ def pending_clarification(
 def _evidence_block(evidence: Sequence[Evidence], max_chars: int | None = None) -> str:
     if not evidence:
         return "No literature passages were retrieved."
-    if max_chars is not None:
-        evidence = [_preview(e, max_chars) for e in evidence]
-    return render_evidence(evidence)
+    return render_evidence(_previews(evidence, max_chars))
+
+
+def _previews(evidence: Sequence[Evidence], max_chars: int | None) -> list[Evidence]:
+    """``evidence`` with each passage cut to ``max_chars`` (None: whole)."""
+    if max_chars is None:
+        return list(evidence)
+    return [_preview(e, max_chars) for e in evidence]
 
 
 def _preview(evidence: Evidence, max_chars: int) -> Evidence:
@@ -376,6 +381,7 @@ def _routed(
         "verify_rounds": 0,
         "draft": [],
         "deadline": _turn_deadline(context),
+        "write_seconds": None,
         "limits": Reset(),
     }
 
@@ -664,8 +670,12 @@ def call_tools(state: AssistantState, runtime: AssistantRuntime) -> dict[str, An
             numbered = {e.chunk.chunk_id: e for e in merged}
             shown = [numbered[e.chunk.chunk_id] for e in reply.artifact]
             evidence = merged
+            # The reasoner reads this to choose its next step; the writer reads the evidence
+            # whole from state, so the message carries previews (a full result is thousands of
+            # tokens for every later reasoner step to prefill).
+            chars = runtime.context.settings.reason_passage_chars
             reply = ToolMessage(
-                render_evidence(shown) if shown else str(reply.content),
+                render_evidence(_previews(shown, chars)) if shown else str(reply.content),
                 tool_call_id=reply.tool_call_id,
                 name=reply.name,
                 artifact=None,
@@ -698,6 +708,7 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     question = state.get("question", "")
     extra: list[Evidence] = []
     limits: list[str] = []
+    written: dict[str, Any] = {}
     if context.extractive:
         # quote from the whole of each record about the question, conclusions included
         extra = _record_context(runtime, question, evidence)
@@ -710,7 +721,10 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         )
     else:
         timed_out = _out_of_time(state)
+        started = time.monotonic()
         sentences = [] if timed_out else _model_write(context, state, evidence, question)
+        if not timed_out and state.get("write_seconds") is None:
+            written["write_seconds"] = time.monotonic() - started
         if not sentences and evidence and (timed_out or _out_of_time(state)):
             # Out of time before or while writing: quote the evidence (every sentence cited)
             # rather than end with nothing, and say so.
@@ -730,6 +744,7 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     update: dict[str, Any] = {
         "draft": drop_unknown_citations(sentences, evidence),
         "route": ["write"],
+        **written,
     }
     if limits:
         update["limits"] = limits
@@ -830,6 +845,10 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     low = report.supported_fraction < config.min_supported_fraction
     more = rounds < config.max_verify_rounds and not _out_of_time(state)
     if low and more and state.get("needs_literature"):
+        skip = _no_time_to_rewrite(state)
+        if skip:
+            update["limits"] = [*update.get("limits", []), skip]
+            return update
         update.update(
             retry=True,
             verify_rounds=rounds + 1,
@@ -839,6 +858,22 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             ),
         )
     return update
+
+
+def _no_time_to_rewrite(state: AssistantState) -> str | None:
+    """Why verify's rewrite round is skipped (its answer, by the time the limit cut it, would
+    be quoted and checked without the model judge), or None when the turn has time for it: at
+    least as long as the first draft took to write."""
+    deadline, took = state.get("deadline"), state.get("write_seconds")
+    if deadline is None or took is None:
+        return None
+    left = deadline - time.time()
+    if left >= took:
+        return None
+    return (
+        f"time limit: the rewrite round was skipped ({max(left, 0.0):.0f} s left in the turn, "
+        f"the first draft took {took:.0f} s); the answer is the first draft"
+    )
 
 
 def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:

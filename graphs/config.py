@@ -76,8 +76,9 @@ class GraphSettings(BaseModel):
     reason_passage_chars: int | None = Field(
         default=300,
         ge=40,
-        description="The reasoner sees each passage cut to this many characters (it decides "
-        "whether to search or calculate; the writer reads passages whole). None: whole passages.",
+        description="The reasoner sees each passage cut to this many characters, in its "
+        "evidence block and in search_literature's results (it decides whether to search or "
+        "calculate; the writer reads passages whole). None: whole passages.",
     )
     write_max_tokens: int = Field(
         default=320, ge=16, description="Token budget of the writer's cited answer (JSON)."

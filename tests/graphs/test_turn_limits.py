@@ -11,8 +11,8 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from medgraph.assistant import Assistant
 from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
-from tests.graphs.test_assistant_graph import grounded_handler, settings_for
-from tests.scripted import Call, ScriptedChatModel
+from tests.graphs.test_assistant_graph import EVIDENCE_BLOCK, grounded_handler, settings_for
+from tests.scripted import Call, ScriptedChatModel, prompt_text
 
 DOCS = corpus_documents(60)
 QUESTION = dev_questions(1)[0]["question"]
@@ -112,3 +112,57 @@ def test_a_step_that_only_repeats_earlier_calls_ends_the_tool_loop(tmp_path: Pat
     assert [t.name for t in answer.tool_calls] == ["search_literature"]  # run once
     assert answer.route[:6] == ["triage", "retrieve", "reason", "tools", "reason", "write"]
     assert answer.citations
+
+
+def _slow_writer_judged_unsupported(write_seconds: float) -> Any:
+    """Writes slowly, and its judge finds the draft unsupported (verify would rewrite it)."""
+
+    def handler(call: Call) -> AIMessage | dict[str, Any]:
+        if call.schema and "sentences" in call.schema.get("properties", {}):
+            time.sleep(write_seconds)
+        if call.schema and "supported" in call.schema.get("properties", {}):
+            return {"supported": False, "relevant": True}
+        return grounded_handler(call)
+
+    return handler
+
+
+def _writes(model: ScriptedChatModel) -> int:
+    return sum(1 for c in model.calls if c.schema and "sentences" in c.schema["properties"])
+
+
+def test_a_rewrite_round_runs_when_the_turn_has_time_for_it(tmp_path: Path) -> None:
+    model = ScriptedChatModel(_slow_writer_judged_unsupported(0.05))
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=600)
+    assert _writes(model) == 2 and answer.route.count("write") == 2
+    assert not any("rewrite" in limit for limit in answer.limits)
+
+
+def test_no_time_for_a_rewrite_keeps_the_first_draft_judged_by_the_model(tmp_path: Path) -> None:
+    # The first draft takes 1.2 s of a 2 s turn: less time is left than a rewrite would take.
+    model = ScriptedChatModel(_slow_writer_judged_unsupported(1.2))
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=2.0)
+    assert _writes(model) == 1
+    assert answer.route[-3:] == ["write", "verify", "finalize"]
+    assert answer.route.count("retrieve") == 1
+    assert any("rewrite round was skipped" in limit for limit in answer.limits)
+    assert not any("not by the model judge" in limit for limit in answer.limits)
+    judged = [s for s in answer.verification.sentences if s.method != "no-claim"]
+    assert judged and all(s.method == "judge" for s in judged)
+
+
+def test_the_reasoner_reads_search_results_as_previews_and_the_writer_whole(
+    tmp_path: Path,
+) -> None:
+    model = ScriptedChatModel(grounded_handler)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=600, reason_passage_chars=80)
+    second_step = [c for c in model.calls if c.tools][1]
+    (result,) = [m for m in second_step.messages if isinstance(m, ToolMessage)]
+    previews = EVIDENCE_BLOCK.findall(result.text)
+    assert previews and all(len(text) <= 80 for _, _, text in previews)
+    writer = next(c for c in model.calls if c.schema and "sentences" in c.schema["properties"])
+    whole = {n: text for _, n, text in EVIDENCE_BLOCK.findall(prompt_text(writer))}
+    assert any(len(whole[n]) > 80 for _, n, _ in previews)
+    for _, n, text in previews:  # a preview is the start of the passage the writer reads
+        assert whole[n].startswith(text.removesuffix(" …"))
+    assert [t.name for t in answer.tool_calls] == ["search_literature"]
