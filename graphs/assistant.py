@@ -818,7 +818,9 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         action=config.unsupported,
         off_topic=config.off_topic,
     )
+    started = time.monotonic()
     kept, report = check(grounding_judge=judge)
+    check_seconds = time.monotonic() - started
     if judge is not None and _out_of_time(state):
         # The limit cut the judge's verdicts short (a cut verdict reads as "unsupported"):
         # check by wording and embeddings instead, which takes no model time.
@@ -845,7 +847,7 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     low = report.supported_fraction < config.min_supported_fraction
     more = rounds < config.max_verify_rounds and not _out_of_time(state)
     if low and more and state.get("needs_literature"):
-        skip = _no_time_to_rewrite(state)
+        skip = _no_time_to_rewrite(state, check_seconds)
         if skip:
             update["limits"] = [*update.get("limits", []), skip]
             return update
@@ -860,19 +862,20 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     return update
 
 
-def _no_time_to_rewrite(state: AssistantState) -> str | None:
-    """Why verify's rewrite round is skipped (its answer, by the time the limit cut it, would
-    be quoted and checked without the model judge), or None when the turn has time for it: at
-    least as long as the first draft took to write."""
+def _no_time_to_rewrite(state: AssistantState, check_seconds: float) -> str | None:
+    """Why verify's rewrite round is skipped, or None when the turn has time for it: as long as
+    the first draft took to write and ``check_seconds`` (its check) took to judge. A rewrite cut
+    by the limit would be quoted from the evidence and checked without the model judge."""
     deadline, took = state.get("deadline"), state.get("write_seconds")
     if deadline is None or took is None:
         return None
     left = deadline - time.time()
-    if left >= took:
+    if left >= took + check_seconds:
         return None
     return (
         f"time limit: the rewrite round was skipped ({max(left, 0.0):.0f} s left in the turn, "
-        f"the first draft took {took:.0f} s); the answer is the first draft"
+        f"the first draft took {took:.0f} s to write and {check_seconds:.0f} s to check); "
+        "the answer is the first draft"
     )
 
 
