@@ -100,6 +100,7 @@ from medgraph.tools.literature import (
     SEARCH_LITERATURE,
     EvidenceSearcher,
     render_evidence,
+    render_hit_list,
     visible_where,
 )
 from medgraph.tools.registry import default_tools, with_user_tools
@@ -313,14 +314,9 @@ def pending_clarification(
 def _evidence_block(evidence: Sequence[Evidence], max_chars: int | None = None) -> str:
     if not evidence:
         return "No literature passages were retrieved."
-    return render_evidence(_previews(evidence, max_chars))
-
-
-def _previews(evidence: Sequence[Evidence], max_chars: int | None) -> list[Evidence]:
-    """``evidence`` with each passage cut to ``max_chars`` (None: whole)."""
-    if max_chars is None:
-        return list(evidence)
-    return [_preview(e, max_chars) for e in evidence]
+    if max_chars is not None:
+        evidence = [_preview(e, max_chars) for e in evidence]
+    return render_evidence(evidence)
 
 
 def _preview(evidence: Evidence, max_chars: int) -> Evidence:
@@ -670,12 +666,11 @@ def call_tools(state: AssistantState, runtime: AssistantRuntime) -> dict[str, An
             numbered = {e.chunk.chunk_id: e for e in merged}
             shown = [numbered[e.chunk.chunk_id] for e in reply.artifact]
             evidence = merged
-            # The reasoner reads this to choose its next step; the writer reads the evidence
-            # whole from state, so the message carries previews (a full result is thousands of
-            # tokens for every later reasoner step to prefill).
-            chars = runtime.context.settings.reason_passage_chars
+            # The reasoner's evidence block previews these passages and the writer reads them
+            # whole from state: the message only names them (the passages again would be
+            # hundreds of tokens for every later reasoner step to prefill).
             reply = ToolMessage(
-                render_evidence(_previews(shown, chars)) if shown else str(reply.content),
+                render_hit_list(shown) if shown else str(reply.content),
                 tool_call_id=reply.tool_call_id,
                 name=reply.name,
                 artifact=None,
@@ -837,11 +832,18 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         removed=len(report.removed),
     )
     update: dict[str, Any] = {"route": ["verify"], "retry": False}
+    best = state.get("best")
+    if timed_out and best is not None and _judged(best.verification):
+        # A rewrite checked only by wording does not replace a draft the model judged.
+        update["limits"] = [
+            "time limit: the rewrite's check was cut short; the answer is the earlier draft, "
+            "checked by the model judge"
+        ]
+        return update
     if timed_out and context.text_model is not None:
         update["limits"] = [
             "time limit: support was checked by wording and embeddings, not by the model judge"
         ]
-    best = state.get("best")
     if best is None or report.supported_fraction >= best.verification.supported_fraction:
         update["best"] = BestDraft(sentences=kept, verification=report)
     low = report.supported_fraction < config.min_supported_fraction
@@ -860,6 +862,11 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             ),
         )
     return update
+
+
+def _judged(report: Verification) -> bool:
+    """Whether the model judge gave ``report``'s verdicts."""
+    return any(check.method == "judge" for check in report.sentences)
 
 
 def _no_time_to_rewrite(state: AssistantState, check_seconds: float) -> str | None:

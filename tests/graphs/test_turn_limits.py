@@ -3,6 +3,7 @@ ends with a well-formed, cited answer that says what was cut."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -151,18 +152,38 @@ def test_no_time_for_a_rewrite_keeps_the_first_draft_judged_by_the_model(tmp_pat
     assert judged and all(s.method == "judge" for s in judged)
 
 
-def test_the_reasoner_reads_search_results_as_previews_and_the_writer_whole(
-    tmp_path: Path,
-) -> None:
+def test_the_reasoner_reads_search_results_as_a_list_and_the_writer_whole(tmp_path: Path) -> None:
     model = ScriptedChatModel(grounded_handler)
     answer, _ = _ask(tmp_path, model, max_turn_seconds=600, reason_passage_chars=80)
     second_step = [c for c in model.calls if c.tools][1]
     (result,) = [m for m in second_step.messages if isinstance(m, ToolMessage)]
-    previews = EVIDENCE_BLOCK.findall(result.text)
-    assert previews and all(len(text) <= 80 for _, _, text in previews)
+    listed = re.findall(r"^\[(\d+)\] (\S+): ", result.text, re.M)
+    assert listed and not EVIDENCE_BLOCK.findall(result.text)  # numbers and sources, no passages
+    previews = {n: text for _, n, text in EVIDENCE_BLOCK.findall(prompt_text(second_step))}
     writer = next(c for c in model.calls if c.schema and "sentences" in c.schema["properties"])
     whole = {n: text for _, n, text in EVIDENCE_BLOCK.findall(prompt_text(writer))}
-    assert any(len(whole[n]) > 80 for _, n, _ in previews)
-    for _, n, text in previews:  # a preview is the start of the passage the writer reads
-        assert whole[n].startswith(text.removesuffix(" …"))
+    for n, _ in listed:  # the reasoner's evidence block previews each listed passage
+        assert len(previews[n]) <= 80 and whole[n].startswith(previews[n].removesuffix(" …"))
+        assert whole[n][:60] not in result.text
+    assert any(len(whole[n]) > 80 for n, _ in listed)
     assert [t.name for t in answer.tool_calls] == ["search_literature"]
+
+
+def test_a_rewrite_whose_check_is_cut_leaves_the_draft_the_model_judged(tmp_path: Path) -> None:
+    judged = []
+
+    def slow_second_judge(call: Call) -> AIMessage | dict[str, Any]:
+        if call.schema and "supported" in call.schema.get("properties", {}):
+            judged.append(call)
+            if len(judged) > 1:
+                time.sleep(2.5)  # the rewrite's verdicts outlast the 2 s turn
+            return {"supported": False, "relevant": True}
+        return grounded_handler(call)
+
+    model = ScriptedChatModel(slow_second_judge)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=2.0)
+    assert _writes(model) == 2  # the rewrite ran
+    assert any("the answer is the earlier draft" in limit for limit in answer.limits)
+    assert not any("not by the model judge" in limit for limit in answer.limits)
+    claims = [s for s in answer.verification.sentences if s.method != "no-claim"]
+    assert claims and all(s.method == "judge" for s in claims)
