@@ -76,9 +76,8 @@ class GraphSettings(BaseModel):
     reason_passage_chars: int | None = Field(
         default=300,
         ge=40,
-        description="The reasoner sees each passage cut to this many characters, in its "
-        "evidence block and in search_literature's results (it decides whether to search or "
-        "calculate; the writer reads passages whole). None: whole passages.",
+        description="The reasoner sees each passage cut to this many characters (it decides "
+        "whether to search or calculate; the writer reads passages whole). None: whole passages.",
     )
     write_max_tokens: int = Field(
         default=320, ge=16, description="Token budget of the writer's cited answer (JSON)."
@@ -89,7 +88,10 @@ class GraphSettings(BaseModel):
         description="Token budget of one grounding verdict ({supported, relevant} booleans).",
     )
     max_turn_seconds: float | None = Field(
-        default=90.0,
+        # 100 s: with about 15 s to start the CLI and load the models, `medgraph ask` ends
+        # within 2 minutes, and on an idle 2-core machine the real Gemma 3 270M has time to
+        # search, write and be judged (verify skips the rewrite round that would not fit).
+        default=100.0,
         gt=0,
         description="Wall-clock limit of one turn with a language model: past it, generation "
         "stops, further tool rounds and the model judge are skipped, the answer is quoted from "
