@@ -13,7 +13,6 @@ strings, numbers, literals, objects and arrays, so every reply ends as schema-va
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -26,6 +25,15 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from medgraph.agents.token_table import (
+    CachedVocabulary,
+    PlainTokenizer,
+    TokenTable,
+    read_table,
+    table_from,
+    table_path,
+    write_table,
+)
 from medgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -102,18 +110,16 @@ def json_grammar(schema: Mapping[str, Any]) -> str:
     )
 
 
-def closing_bias(tokenizer: Any, vocab_size: int) -> torch.Tensor:
-    """Per-token preference used in closing mode.
+def closing_bias(tokens: Sequence[bytes], vocab_size: int) -> torch.Tensor:
+    """Per-token preference used in closing mode, from each token's bytes (index = token id).
 
     A lone quote comes first (inside a string it is the only way out; outside one it opens the key
     or value the grammar demands), then brackets and braces, then ``,``, then the shortest tokens
     (which end numbers and literals soonest).
     """
-    bias = torch.full((vocab_size,), -1.0e4)
-    # One batched decode: a Python loop over MedGemma's 262k tokens takes tens of seconds.
-    texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))])
-    for token_id, text in enumerate(texts):
-        stripped = text.strip()
+    bias = np.full(vocab_size, -1.0e4, dtype=np.float32)
+    for token_id, data in enumerate(tokens[:vocab_size]):
+        stripped = data.decode("utf-8", errors="replace").strip()
         if stripped.startswith('"') and set(stripped) <= _CLOSERS:
             # Shortest first: where a string opens, '"}' would put a brace inside it.
             bias[token_id] = 2.0e3 - 10.0 * len(stripped)
@@ -123,7 +129,7 @@ def closing_bias(tokenizer: Any, vocab_size: int) -> torch.Tensor:
             bias[token_id] = 5.0e2
         elif stripped:
             bias[token_id] = -10.0 * len(stripped)
-    return bias
+    return torch.from_numpy(bias)
 
 
 class CompiledGrammar:
@@ -140,40 +146,68 @@ class CompiledGrammar:
             return self._start.deep_copy()
 
 
-def _llg_tokenizer(
-    tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]
-) -> llguidance.LLTokenizer:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+def _require_fast(tokenizer: Any) -> None:
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise GrammarError(
             f"constrained decoding needs a fast (Rust) tokenizer, got {type(tokenizer).__name__}; "
             "load the checkpoint with its tokenizer.json (AutoTokenizer with use_fast=True)."
         )
-    # from_tokenizer copies the backend without padding or truncation settings.
-    import llguidance.hf
 
-    return llguidance.hf.from_tokenizer(
-        tokenizer, n_vocab=max(vocab_size, len(tokenizer)), eos_token=list(stop_token_ids)
-    )
+
+def llg_tokenizer(
+    tokenizer: Any,
+    vocab_size: int,
+    stop_token_ids: Sequence[int],
+    plain: PlainTokenizer | None = None,
+) -> tuple[llguidance.LLTokenizer, TokenTable]:
+    """llguidance's view of ``tokenizer`` over its model's ``vocab_size`` ids, and the bytes of
+    every token; from the token table in the user cache when there is one (see
+    :mod:`medgraph.agents.token_table`), else from the tokenizer's JSON, storing the table.
+
+    ``plain``: ``PlainTokenizer.of(tokenizer)`` if the caller has it already.
+    """
+    _require_fast(tokenizer)
+    plain = plain if plain is not None else PlainTokenizer.of(tokenizer)
+    n_vocab = max(vocab_size, len(tokenizer))
+    stops = list(stop_token_ids)
+    path = table_path(plain.fingerprint, n_vocab)
+    table = read_table(path, n_vocab)
+    if table is not None:
+        vocabulary = CachedVocabulary(tokenizer, table, stops[0])
+        wrapper = llguidance.TokenizerWrapper(vocabulary)
+        return llguidance.LLTokenizer(wrapper, n_vocab=n_vocab, eos_token=stops), table
+    built = llguidance.LLTokenizer(plain.spec, n_vocab=n_vocab, eos_token=stops)
+    table = table_from(built, n_vocab)
+    try:
+        write_table(path, table)
+    except OSError as error:  # a read-only home: every process builds it, nothing breaks
+        logger.warning("cannot store the token table at %s (%s)", path, error)
+    return built, table
 
 
 class GrammarCompiler:
     """Compiles JSON schemas against one tokenizer, caching compiled grammars by schema."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        stop_token_ids: Sequence[int],
+        plain: PlainTokenizer | None = None,
+    ) -> None:
         """Build llguidance's view of ``tokenizer`` and the closing-mode table over ``vocab_size``
-        tokens (the model's output width)."""
+        tokens (the model's output width); ``plain`` as in :func:`llg_tokenizer`."""
         if not stop_token_ids:
             raise GrammarError(
                 "constrained decoding needs at least one stop token id to end a reply; the "
                 "tokenizer has no eos_token_id or <end_of_turn>: set tokenizer.eos_token."
             )
-        self.tokenizer = _llg_tokenizer(tokenizer, vocab_size, stop_token_ids)
+        self.tokenizer, table = llg_tokenizer(tokenizer, vocab_size, stop_token_ids, plain)
         self.vocab_size = vocab_size
         self.stop_token_ids = tuple(stop_token_ids)
         self._cache: dict[str, CompiledGrammar] = {}
         self._lock = threading.Lock()
-        self.bias = closing_bias(tokenizer, vocab_size)
+        self.bias = closing_bias(table.tokens, vocab_size)
 
     def compile(self, schema: Mapping[str, Any]) -> CompiledGrammar:
         """The compiled grammar for ``schema`` (compact JSON, no free whitespace)."""
@@ -211,19 +245,14 @@ def shared_compiler(
 ) -> GrammarCompiler:
     """The process's compiler for this vocabulary: models loaded twice with the same tokenizer
     (a folder and its GGUF file, two dtypes) share one setup over the vocabulary."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:  # a slow tokenizer: GrammarCompiler says what to do
+    if getattr(tokenizer, "backend_tokenizer", None) is None:  # GrammarCompiler says what to do
         return GrammarCompiler(tokenizer, vocab_size, stop_token_ids)
-    # Padding and truncation settings change as the tokenizer is used; they are not the vocabulary.
-    spec = json.loads(backend.to_str())
-    spec.pop("padding", None)
-    spec.pop("truncation", None)
-    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
-    key = (vocab_size, tuple(stop_token_ids), fingerprint)
+    plain = PlainTokenizer.of(tokenizer)
+    key = (vocab_size, tuple(stop_token_ids), plain.fingerprint)
     with _SHARED_LOCK:
         compiler = _SHARED.get(key)
         if compiler is None:
-            compiler = _SHARED[key] = GrammarCompiler(tokenizer, vocab_size, stop_token_ids)
+            compiler = _SHARED[key] = GrammarCompiler(tokenizer, vocab_size, stop_token_ids, plain)
         return compiler
 
 

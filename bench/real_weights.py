@@ -38,6 +38,7 @@ from medgraph.agents.engines.base import GenerationRequest
 from medgraph.agents.engines.transformers_engine import TransformersEngine
 from medgraph.agents.grammar import closing_bias
 from medgraph.agents.protocol import decision_schema, render_tools_prompt, tool_specs
+from medgraph.agents.token_table import table_from
 from medgraph.tools.calculators import CALCULATOR_TOOLS
 from medgraph.tools.literature import build_search_literature_tool
 from tests.real_gemma import checkpoint_folder
@@ -86,8 +87,9 @@ def main() -> None:
 
     # Grammar setup over the real vocabulary, then a schema's first and cached compile.
     vocab = model.config.vocab_size
-    table_s, _ = _timed(lambda: closing_bias(tokenizer, vocab))
-    setup_s, _ = _timed(lambda: engine.loaded.grammar)
+    setup_s, grammar = _timed(lambda: engine.loaded.grammar)
+    tokens = table_from(grammar.tokenizer, grammar.tokenizer.vocab_size).tokens
+    table_s, _ = _timed(lambda: closing_bias(tokens, vocab))
     first_s, _ = _timed(lambda: engine.loaded.grammar.compile(schema))
     cached_s, _ = _timed(lambda: engine.loaded.grammar.compile(schema))
     rows += [

@@ -100,6 +100,7 @@ from medgraph.tools.literature import (
     SEARCH_LITERATURE,
     EvidenceSearcher,
     render_evidence,
+    render_hit_list,
     visible_where,
 )
 from medgraph.tools.registry import default_tools, with_user_tools
@@ -376,6 +377,7 @@ def _routed(
         "verify_rounds": 0,
         "draft": [],
         "deadline": _turn_deadline(context),
+        "write_seconds": None,
         "limits": Reset(),
     }
 
@@ -664,8 +666,11 @@ def call_tools(state: AssistantState, runtime: AssistantRuntime) -> dict[str, An
             numbered = {e.chunk.chunk_id: e for e in merged}
             shown = [numbered[e.chunk.chunk_id] for e in reply.artifact]
             evidence = merged
+            # The reasoner's evidence block previews these passages and the writer reads them
+            # whole from state: the message only names them (the passages again would be
+            # hundreds of tokens for every later reasoner step to prefill).
             reply = ToolMessage(
-                render_evidence(shown) if shown else str(reply.content),
+                render_hit_list(shown) if shown else str(reply.content),
                 tool_call_id=reply.tool_call_id,
                 name=reply.name,
                 artifact=None,
@@ -698,6 +703,7 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     question = state.get("question", "")
     extra: list[Evidence] = []
     limits: list[str] = []
+    written: dict[str, Any] = {}
     if context.extractive:
         # quote from the whole of each record about the question, conclusions included
         extra = _record_context(runtime, question, evidence)
@@ -710,7 +716,10 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         )
     else:
         timed_out = _out_of_time(state)
+        started = time.monotonic()
         sentences = [] if timed_out else _model_write(context, state, evidence, question)
+        if not timed_out and state.get("write_seconds") is None:
+            written["write_seconds"] = time.monotonic() - started
         if not sentences and evidence and (timed_out or _out_of_time(state)):
             # Out of time before or while writing: quote the evidence (every sentence cited)
             # rather than end with nothing, and say so.
@@ -730,6 +739,7 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     update: dict[str, Any] = {
         "draft": drop_unknown_citations(sentences, evidence),
         "route": ["write"],
+        **written,
     }
     if limits:
         update["limits"] = limits
@@ -803,7 +813,9 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         action=config.unsupported,
         off_topic=config.off_topic,
     )
+    started = time.monotonic()
     kept, report = check(grounding_judge=judge)
+    check_seconds = time.monotonic() - started
     if judge is not None and _out_of_time(state):
         # The limit cut the judge's verdicts short (a cut verdict reads as "unsupported"):
         # check by wording and embeddings instead, which takes no model time.
@@ -820,16 +832,27 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         removed=len(report.removed),
     )
     update: dict[str, Any] = {"route": ["verify"], "retry": False}
+    best = state.get("best")
+    if timed_out and best is not None and _judged(best.verification):
+        # A rewrite checked only by wording does not replace a draft the model judged.
+        update["limits"] = [
+            "time limit: the rewrite's check was cut short; the answer is the earlier draft, "
+            "checked by the model judge"
+        ]
+        return update
     if timed_out and context.text_model is not None:
         update["limits"] = [
             "time limit: support was checked by wording and embeddings, not by the model judge"
         ]
-    best = state.get("best")
     if best is None or report.supported_fraction >= best.verification.supported_fraction:
         update["best"] = BestDraft(sentences=kept, verification=report)
     low = report.supported_fraction < config.min_supported_fraction
     more = rounds < config.max_verify_rounds and not _out_of_time(state)
     if low and more and state.get("needs_literature"):
+        skip = _no_time_to_rewrite(state, check_seconds)
+        if skip:
+            update["limits"] = [*update.get("limits", []), skip]
+            return update
         update.update(
             retry=True,
             verify_rounds=rounds + 1,
@@ -839,6 +862,28 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             ),
         )
     return update
+
+
+def _judged(report: Verification) -> bool:
+    """Whether the model judge gave ``report``'s verdicts."""
+    return any(check.method == "judge" for check in report.sentences)
+
+
+def _no_time_to_rewrite(state: AssistantState, check_seconds: float) -> str | None:
+    """Why verify's rewrite round is skipped, or None when the turn has time for it: as long as
+    the first draft took to write and ``check_seconds`` (its check) took to judge. A rewrite cut
+    by the limit would be quoted from the evidence and checked without the model judge."""
+    deadline, took = state.get("deadline"), state.get("write_seconds")
+    if deadline is None or took is None:
+        return None
+    left = deadline - time.time()
+    if left >= took + check_seconds:
+        return None
+    return (
+        f"time limit: the rewrite round was skipped ({max(left, 0.0):.0f} s left in the turn, "
+        f"the first draft took {took:.0f} s to write and {check_seconds:.0f} s to check); "
+        "the answer is the first draft"
+    )
 
 
 def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:

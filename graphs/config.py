@@ -88,7 +88,10 @@ class GraphSettings(BaseModel):
         description="Token budget of one grounding verdict ({supported, relevant} booleans).",
     )
     max_turn_seconds: float | None = Field(
-        default=90.0,
+        # 100 s: with about 15 s to start the CLI and load the models, `medgraph ask` ends
+        # within 2 minutes, and on an idle 2-core machine the real Gemma 3 270M has time to
+        # search, write and be judged (verify skips the rewrite round that would not fit).
+        default=100.0,
         gt=0,
         description="Wall-clock limit of one turn with a language model: past it, generation "
         "stops, further tool rounds and the model judge are skipped, the answer is quoted from "

@@ -193,5 +193,8 @@ class AssistantState(TypedDict, total=False):
     verify_rounds: int
     deadline: float | None
     """``time.time()`` by which this turn must end (``GraphSettings.max_turn_seconds``)."""
+    write_seconds: float | None
+    """How long the model writer took for this turn's first draft (verify weighs a rewrite
+    round against the time left)."""
     limits: Annotated[list[str], append_or_reset]
     """What budgets cut short in this turn (goes into ``Answer.limits``)."""

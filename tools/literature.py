@@ -118,6 +118,25 @@ def render_evidence(evidence: Sequence[Evidence]) -> str:
     return "\n\n".join([EVIDENCE_PREAMBLE, *blocks])
 
 
+def render_hit_list(evidence: Sequence[Evidence]) -> str:
+    """Name passages whose text the prompt shows elsewhere: one line each with the passage's
+    number, source and title, fenced as data. A search result as a reasoner reads it (enough to
+    choose its next step) when its evidence block already previews every passage."""
+    if not evidence:
+        return "No literature passages."
+    lines = [
+        f"[{item.number if item.number is not None else position}] {_source_label(item)}: "
+        f"{item.document.title or 'untitled'}"
+        for position, item in enumerate(evidence, start=1)
+    ]
+    return "\n".join(
+        [
+            f"Found {len(evidence)} passage(s); the evidence above shows each under its number.",
+            fence_untrusted("search results", "\n".join(lines)),
+        ]
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # The tool
 # --------------------------------------------------------------------------------------------------

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
+import llguidance.numpy
+import numpy as np
 import pytest
+import torch
 from langchain_core.messages import HumanMessage
+from transformers import AutoTokenizer
 
 from medgraph.agents.conversation import to_conversation
 from medgraph.agents.engines.base import GenerationRequest
@@ -18,6 +23,7 @@ from medgraph.agents.grammar import (
     grammar_schema,
 )
 from medgraph.agents.protocol import DEFAULT_STRING_MAX_CHARS, ToolSpec, decision_schema, tool_specs
+from medgraph.agents.token_table import read_table
 from tests.agents.byte_grammar import accepts
 from tests.agents.test_bounded_decisions import RANGED, body_mass_index, search_literature
 
@@ -171,3 +177,79 @@ def test_closing_mode_closes_numbers_and_literals(engine: TransformersEngine) ->
     ]
     for completion in engine.generate(requests):
         jsonschema.validate(json.loads(completion.text), values)
+
+
+# The token table in the user cache (grammar setup without rebuilding llguidance's tokenizer).
+
+REPLY = '{"tool_calls": [{"name": "search", "arguments": {"query": "metformin dose"}}]}'
+
+
+def _tiny_tokenizer(folder: str) -> tuple[object, list[int]]:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+    return tokenizer, stops
+
+
+def _masks(compiler: GrammarCompiler, tokens: list[int]) -> list[bytes]:
+    """The grammar's allowed-token mask before each token of ``tokens``."""
+    matcher = compiler.compile(SCHEMA).matcher()
+    mask = llguidance.numpy.allocate_token_bitmask(1, compiler.tokenizer.vocab_size)
+    masks = []
+    for token in tokens:
+        llguidance.numpy.fill_next_token_bitmask(matcher, mask, 0)
+        masks.append(mask.tobytes())
+        assert matcher.consume_token(token)
+    return masks
+
+
+def test_a_stored_token_table_gives_the_setup_built_from_the_tokenizer(
+    tiny_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDGRAPH_GRAMMAR_CACHE", str(tmp_path))
+    tokenizer, stops = _tiny_tokenizer(tiny_text)
+    vocab = len(tokenizer)
+    built = GrammarCompiler(tokenizer, vocab, stops)
+    (stored,) = tmp_path.glob("*.tokens")
+    table = read_table(stored, vocab)
+    assert table is not None
+    # Every token's bytes are what the tokenizer decodes it to. Where that is a lone replacement
+    # character (a byte of a longer UTF-8 sequence), llguidance keeps the byte; 0xFF, which it
+    # uses to mark special tokens, it keeps as no bytes.
+    decoded = tokenizer.batch_decode([[i] for i in range(vocab)])  # type: ignore[attr-defined]
+    for data, text in zip(table.tokens, decoded, strict=True):
+        assert data.decode("utf-8", errors="replace") == text or text == "\ufffd"
+    assert sum(text != "\ufffd" for text in decoded) > vocab // 2
+
+    def no_rebuild(*args: object) -> None:
+        raise AssertionError("the stored table was not used")
+
+    monkeypatch.setattr("medgraph.agents.grammar.table_from", no_rebuild)
+    cached = GrammarCompiler(tokenizer, vocab, stops)
+    assert torch.equal(built.bias, cached.bias)
+    reply = tokenizer.encode(REPLY, add_special_tokens=False)  # type: ignore[attr-defined]
+    assert _masks(cached, reply) == _masks(built, reply)
+    assert cached.tokenizer.tokenize_str(REPLY) == built.tokenizer.tokenize_str(REPLY)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "not a table"])
+def test_a_damaged_token_table_is_rebuilt(
+    damage: str, tiny_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDGRAPH_GRAMMAR_CACHE", str(tmp_path))
+    tokenizer, stops = _tiny_tokenizer(tiny_text)
+    vocab = len(tokenizer)
+    first = GrammarCompiler(tokenizer, vocab, stops)
+    (stored,) = tmp_path.glob("*.tokens")
+    whole = stored.read_bytes()
+    if damage == "truncated":
+        stored.write_bytes(whole[: len(whole) // 2])
+    elif damage == "flipped byte":
+        middle = len(whole) // 2
+        stored.write_bytes(whole[:middle] + bytes([whole[middle] ^ 0xFF]) + whole[middle + 1 :])
+    else:
+        stored.write_bytes(b"{}")
+    assert read_table(stored, vocab) is None
+    again = GrammarCompiler(tokenizer, vocab, stops)
+    assert torch.equal(first.bias, again.bias)
+    assert stored.read_bytes() == whole  # rebuilt and stored again
+    assert np.array_equal(first.bias.numpy(), again.bias.numpy())

@@ -3,6 +3,7 @@ ends with a well-formed, cited answer that says what was cut."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from medgraph.assistant import Assistant
 from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
-from tests.graphs.test_assistant_graph import grounded_handler, settings_for
-from tests.scripted import Call, ScriptedChatModel
+from tests.graphs.test_assistant_graph import EVIDENCE_BLOCK, grounded_handler, settings_for
+from tests.scripted import Call, ScriptedChatModel, prompt_text
 
 DOCS = corpus_documents(60)
 QUESTION = dev_questions(1)[0]["question"]
@@ -112,3 +113,77 @@ def test_a_step_that_only_repeats_earlier_calls_ends_the_tool_loop(tmp_path: Pat
     assert [t.name for t in answer.tool_calls] == ["search_literature"]  # run once
     assert answer.route[:6] == ["triage", "retrieve", "reason", "tools", "reason", "write"]
     assert answer.citations
+
+
+def _slow_writer_judged_unsupported(write_seconds: float) -> Any:
+    """Writes slowly, and its judge finds the draft unsupported (verify would rewrite it)."""
+
+    def handler(call: Call) -> AIMessage | dict[str, Any]:
+        if call.schema and "sentences" in call.schema.get("properties", {}):
+            time.sleep(write_seconds)
+        if call.schema and "supported" in call.schema.get("properties", {}):
+            return {"supported": False, "relevant": True}
+        return grounded_handler(call)
+
+    return handler
+
+
+def _writes(model: ScriptedChatModel) -> int:
+    return sum(1 for c in model.calls if c.schema and "sentences" in c.schema["properties"])
+
+
+def test_a_rewrite_round_runs_when_the_turn_has_time_for_it(tmp_path: Path) -> None:
+    model = ScriptedChatModel(_slow_writer_judged_unsupported(0.05))
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=600)
+    assert _writes(model) == 2 and answer.route.count("write") == 2
+    assert not any("rewrite" in limit for limit in answer.limits)
+
+
+def test_no_time_for_a_rewrite_keeps_the_first_draft_judged_by_the_model(tmp_path: Path) -> None:
+    # The first draft takes 1.2 s of a 2 s turn: less time is left than a rewrite would take.
+    model = ScriptedChatModel(_slow_writer_judged_unsupported(1.2))
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=2.0)
+    assert _writes(model) == 1
+    assert answer.route[-3:] == ["write", "verify", "finalize"]
+    assert answer.route.count("retrieve") == 1
+    assert any("rewrite round was skipped" in limit for limit in answer.limits)
+    assert not any("not by the model judge" in limit for limit in answer.limits)
+    judged = [s for s in answer.verification.sentences if s.method != "no-claim"]
+    assert judged and all(s.method == "judge" for s in judged)
+
+
+def test_the_reasoner_reads_search_results_as_a_list_and_the_writer_whole(tmp_path: Path) -> None:
+    model = ScriptedChatModel(grounded_handler)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=600, reason_passage_chars=80)
+    second_step = [c for c in model.calls if c.tools][1]
+    (result,) = [m for m in second_step.messages if isinstance(m, ToolMessage)]
+    listed = re.findall(r"^\[(\d+)\] (\S+): ", result.text, re.M)
+    assert listed and not EVIDENCE_BLOCK.findall(result.text)  # numbers and sources, no passages
+    previews = {n: text for _, n, text in EVIDENCE_BLOCK.findall(prompt_text(second_step))}
+    writer = next(c for c in model.calls if c.schema and "sentences" in c.schema["properties"])
+    whole = {n: text for _, n, text in EVIDENCE_BLOCK.findall(prompt_text(writer))}
+    for n, _ in listed:  # the reasoner's evidence block previews each listed passage
+        assert len(previews[n]) <= 80 and whole[n].startswith(previews[n].removesuffix(" …"))
+        assert whole[n][:60] not in result.text
+    assert any(len(whole[n]) > 80 for n, _ in listed)
+    assert [t.name for t in answer.tool_calls] == ["search_literature"]
+
+
+def test_a_rewrite_whose_check_is_cut_leaves_the_draft_the_model_judged(tmp_path: Path) -> None:
+    judged = []
+
+    def slow_second_judge(call: Call) -> AIMessage | dict[str, Any]:
+        if call.schema and "supported" in call.schema.get("properties", {}):
+            judged.append(call)
+            if len(judged) > 1:
+                time.sleep(2.5)  # the rewrite's verdicts outlast the 2 s turn
+            return {"supported": False, "relevant": True}
+        return grounded_handler(call)
+
+    model = ScriptedChatModel(slow_second_judge)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=2.0)
+    assert _writes(model) == 2  # the rewrite ran
+    assert any("the answer is the earlier draft" in limit for limit in answer.limits)
+    assert not any("not by the model judge" in limit for limit in answer.limits)
+    claims = [s for s in answer.verification.sentences if s.method != "no-claim"]
+    assert claims and all(s.method == "judge" for s in claims)

@@ -3,7 +3,7 @@
 The real checkpoint (tests/real_gemma.py) reasons with the tools bound, calls
 ``search_literature``, writes cited sentences and judges them, on a small index built by
 ``medgraph ingest``. A base model's answer may be poor; it must be well-formed JSON, cite only
-records this turn retrieved, carry a verification verdict, and end: the graph's turn limit
+records this turn retrieved, carry the model judge's verdicts, and end: the graph's turn limit
 (``GraphSettings.max_turn_seconds``) bounds it, and the timeout here only guards against a hang.
 """
 
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.real_weights, pytest.mark.slow, pytest.mark.timeout(18
 
 QUESTION = "Do mitochondria play a role in programmed cell death in lace plant leaves?"
 RECORDS = 24  # the first one is the lace plant study the question is about
-# The default turn limit (90 s) is sized for an idle 2-core machine; test runners share their
+# The default turn limit (100 s) is sized for an idle 2-core machine; test runners share their
 # cores, and under a load average of 9 one reasoner step alone outlasted it (the answer then
 # quoted the evidence and said so). The test gives the model room to search, write and judge.
 TURN_SECONDS = "420"
@@ -86,11 +86,13 @@ def test_ask_on_real_weights_searches_cites_retrieved_records_and_judges(
     for citation in data["citations"]:
         assert f"[{citation['n']}]" in data["answer"]
         assert citation["passages"] and all(p["quote"] for p in citation["passages"])
-    # a verdict on every sentence kept or removed, by the model judge or, past the limit, lexically
+    # a verdict on every sentence kept or removed, by the model judge: verify skips its rewrite
+    # round rather than let the limit cut the rewrite and replace the judge by a lexical check
     verification = data["verification"]
     assert 0.0 <= verification["supported_fraction"] <= 1.0
-    for check in verification["sentences"]:
-        assert isinstance(check["supported"], bool)
-        assert check["method"] in {"judge", "lexical+embedding", "no-claim", "calculator"}
+    assert not any("not by the model judge" in limit for limit in data["limits"])
+    claims = [c for c in verification["sentences"] if c["method"] != "no-claim"]
+    assert claims and all(c["method"] == "judge" for c in claims)
+    assert all(isinstance(c["supported"], bool) for c in claims)
     assert data["answer"].strip()
     assert all(isinstance(limit, str) and limit for limit in data["limits"])
