@@ -8,11 +8,10 @@ cosine similarity is a dot product.
 
 Backends (``knowledge.embedding_backend``): the forward pass runs either in torch (the model as
 sentence-transformers loads it) or in ONNX Runtime, from a graph exported once per model (keyed by
-a hash of its weights) and cached under ``~/.cache/medgraph/onnx``; for BERT models (MiniLM) that
-graph has ONNX Runtime's fused Attention / SkipLayerNorm / BiasGelu nodes. ``onnx-int8`` runs the
-unfused graph with dynamically quantised int8 weights. Tokenisation, prefixes and pooling stay
-sentence-transformers' in every backend. ``auto`` picks ONNX on a CPU and torch on a GPU, and falls
-back to torch (with a warning) when a model cannot be exported.
+a hash of its weights, traced with eager attention) and cached under ``~/.cache/medgraph/onnx``;
+``onnx-int8`` runs that graph with dynamically quantised int8 weights. Tokenisation, prefixes and
+pooling stay sentence-transformers' in every backend. ``auto`` picks ONNX on a CPU and torch on a
+GPU, and falls back to torch (with a warning) when a model cannot be exported.
 """
 
 from __future__ import annotations
@@ -210,10 +209,8 @@ def export_onnx(model: SentenceTransformer, *, int8: bool = False) -> Path:
     """The ONNX graph of ``model``'s transformer, exported on first use and cached by weights hash.
 
     The graph maps the tokenizer's tensors to the last hidden state. It is traced with eager
-    attention (torch's SDPA call exports as a pattern ONNX Runtime cannot fuse) and, for BERT
-    models, rewritten by ``onnxruntime.transformers.optimizer`` into fused Attention, SkipLayerNorm
-    and BiasGelu nodes (same arithmetic, fewer passes over memory); a model the optimiser cannot
-    fuse runs the plain graph. With ``int8`` the plain graph's weights are dynamically quantised
+    attention: torch's SDPA call exports as a graph ONNX Runtime runs slower (bench/
+    embed_levers.py). With ``int8`` its weights are dynamically quantised
     (``onnxruntime.quantization.quantize_dynamic``). Files are written to a temporary name and
     renamed, under a file lock, so concurrent processes export once.
     """
@@ -228,30 +225,22 @@ def export_onnx(model: SentenceTransformer, *, int8: bool = False) -> Path:
     transformer: Any = model[0].auto_model
     name = type(transformer).__name__.lower()
     folder = onnx_cache_dir() / f"{name}-{_weights_key(model)}"
-    plain_path = folder / "model-eager.onnx"
-    fused_path = folder / "model-fused.onnx"
-    int8_path = folder / "model-int8.onnx"
-    if int8 and int8_path.is_file():
-        return int8_path
-    if not int8 and fused_path.is_file():
-        return fused_path
-    if not int8 and plain_path.is_file() and (folder / "unfusable").is_file():
-        return plain_path
+    fp32_path = folder / "model-eager.onnx"
+    int8_path = folder / "model-eager-int8.onnx"
+    wanted = int8_path if int8 else fp32_path
+    if wanted.is_file():
+        return wanted
     folder.mkdir(parents=True, exist_ok=True)
     with _EXPORT_LOCK, FileLock(str(folder / "export.lock"), timeout=600):
-        if not plain_path.is_file():
-            _export_plain(model, plain_path)
-        if int8:
-            if not int8_path.is_file():
-                from onnxruntime.quantization import QuantType, quantize_dynamic
+        if not fp32_path.is_file():
+            _export_plain(model, fp32_path)
+        if int8 and not int8_path.is_file():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                staging = folder / f".model-int8.{os.getpid()}.onnx"
-                quantize_dynamic(str(plain_path), str(staging), weight_type=QuantType.QInt8)
-                os.replace(staging, int8_path)
-            return int8_path
-        if not fused_path.is_file() and not (folder / "unfusable").is_file():
-            _fuse(transformer.config, plain_path, fused_path)
-    return fused_path if fused_path.is_file() else plain_path
+            staging = folder / f".model-eager-int8.{os.getpid()}.onnx"
+            quantize_dynamic(str(fp32_path), str(staging), weight_type=QuantType.QInt8)
+            os.replace(staging, int8_path)
+    return wanted
 
 
 def _export_plain(model: SentenceTransformer, path: Path) -> None:
@@ -294,40 +283,6 @@ def _export_plain(model: SentenceTransformer, path: Path) -> None:
         if switch:
             transformer.set_attn_implementation(attention)
     os.replace(staging, path)
-
-
-# Model types whose fused graph was checked against torch (cosine >= 0.9999, tests/knowledge).
-_FUSABLE_MODEL_TYPES = ("bert",)
-
-
-def _fuse(config: Any, plain: Path, target: Path) -> None:
-    """Write the BERT-fused graph of ``plain`` to ``target``; mark the folder when it cannot be.
-
-    A model type outside :data:`_FUSABLE_MODEL_TYPES`, or one whose attention the optimiser does
-    not recognise, gets an ``unfusable`` marker instead and runs the plain graph.
-    """
-    marker = target.with_name("unfusable")
-    fused = None
-    if getattr(config, "model_type", None) in _FUSABLE_MODEL_TYPES:
-        try:
-            from onnxruntime.transformers import optimizer
-
-            fused = optimizer.optimize_model(
-                str(plain),
-                model_type="bert",
-                num_heads=int(config.num_attention_heads),
-                hidden_size=int(config.hidden_size),
-                opt_level=1,
-                use_gpu=False,
-            )
-        except Exception as error:  # the optimiser's failures are not a documented family
-            logger.warning("running the unfused ONNX graph: the optimiser failed (%s)", error)
-    if fused is None or not fused.get_fused_operator_statistics().get("Attention"):
-        marker.touch()
-        return
-    staging = target.with_name(f".{target.stem}.{os.getpid()}.onnx")
-    fused.save_model_to_file(str(staging))
-    os.replace(staging, target)
 
 
 # Tokenizer outputs a BERT-style transformer takes, in the order the exported graph names them.
