@@ -8,10 +8,10 @@ cosine similarity is a dot product.
 
 Backends (``knowledge.embedding_backend``): the forward pass runs either in torch (the model as
 sentence-transformers loads it) or in ONNX Runtime, from a graph exported once per model (keyed by
-a hash of its weights) and cached under ``~/.cache/medgraph/onnx``; ``onnx-int8`` runs that graph
-with dynamically quantised int8 weights. Tokenisation, prefixes and pooling stay
-sentence-transformers' in every backend. ``auto`` picks ONNX on a CPU and torch on a GPU, and falls
-back to torch (with a warning) when a model cannot be exported.
+a hash of its weights, traced with eager attention) and cached under ``~/.cache/medgraph/onnx``;
+``onnx-int8`` runs that graph with dynamically quantised int8 weights. Tokenisation, prefixes and
+pooling stay sentence-transformers' in every backend. ``auto`` picks ONNX on a CPU and torch on a
+GPU, and falls back to torch (with a warning) when a model cannot be exported.
 """
 
 from __future__ import annotations
@@ -208,13 +208,14 @@ _EXPORT_LOCK = threading.Lock()
 def export_onnx(model: SentenceTransformer, *, int8: bool = False) -> Path:
     """The ONNX graph of ``model``'s transformer, exported on first use and cached by weights hash.
 
-    The graph maps the tokenizer's tensors to the last hidden state; with ``int8`` its weights are
-    dynamically quantised (``onnxruntime.quantization.quantize_dynamic``). Files are written to a
-    temporary name and renamed, under a file lock, so concurrent processes export once.
+    The graph maps the tokenizer's tensors to the last hidden state. It is traced with eager
+    attention: torch's SDPA call exports as a graph ONNX Runtime runs slower (bench/
+    embed_levers.py). With ``int8`` its weights are dynamically quantised
+    (``onnxruntime.quantization.quantize_dynamic``). Files are written to a temporary name and
+    renamed, under a file lock, so concurrent processes export once.
     """
     try:
         import onnx  # noqa: F401  (torch's exporter and the quantiser need it)
-        import torch
         from filelock import FileLock
     except ImportError as error:
         raise OnnxUnsupportedError(
@@ -224,49 +225,64 @@ def export_onnx(model: SentenceTransformer, *, int8: bool = False) -> Path:
     transformer: Any = model[0].auto_model
     name = type(transformer).__name__.lower()
     folder = onnx_cache_dir() / f"{name}-{_weights_key(model)}"
-    fp32_path = folder / "model.onnx"
-    int8_path = folder / "model-int8.onnx"
+    fp32_path = folder / "model-eager.onnx"
+    int8_path = folder / "model-eager-int8.onnx"
     wanted = int8_path if int8 else fp32_path
     if wanted.is_file():
         return wanted
     folder.mkdir(parents=True, exist_ok=True)
     with _EXPORT_LOCK, FileLock(str(folder / "export.lock"), timeout=600):
         if not fp32_path.is_file():
-            sample = model.tokenizer(
-                ["an example passage", "a second, longer example passage"],
-                padding=True,
-                return_tensors="pt",
-            )
-            names = [key for key in sample if key in _ONNX_INPUTS]
-            staging = folder / f".model.{os.getpid()}.onnx"
-            logger.info("exporting %s to ONNX in %s (once per model)", name, folder)
-            axes = {key: {0: "batch", 1: "tokens"} for key in [*names, "hidden"]}
-            try:
-                with torch.no_grad():
-                    torch.onnx.export(
-                        _hidden_states_module(transformer, names),
-                        tuple(sample[key] for key in names),
-                        str(staging),
-                        input_names=names,
-                        output_names=["hidden"],
-                        dynamic_axes=axes,
-                        opset_version=17,
-                        dynamo=False,
-                    )
-            except Exception as error:
-                staging.unlink(missing_ok=True)
-                raise OnnxUnsupportedError(
-                    f"could not export {name} to ONNX: {error}; set "
-                    f"knowledge.embedding_backend=torch"
-                ) from error
-            os.replace(staging, fp32_path)
+            _export_plain(model, fp32_path)
         if int8 and not int8_path.is_file():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            staging = folder / f".model-int8.{os.getpid()}.onnx"
+            staging = folder / f".model-eager-int8.{os.getpid()}.onnx"
             quantize_dynamic(str(fp32_path), str(staging), weight_type=QuantType.QInt8)
             os.replace(staging, int8_path)
     return wanted
+
+
+def _export_plain(model: SentenceTransformer, path: Path) -> None:
+    """Trace ``model``'s transformer to ``path`` (eager attention, dynamic batch and length)."""
+    import torch
+
+    transformer: Any = model[0].auto_model
+    name = type(transformer).__name__.lower()
+    sample = model.tokenizer(
+        ["an example passage", "a second, longer example passage"],
+        padding=True,
+        return_tensors="pt",
+    )
+    names = [key for key in sample if key in _ONNX_INPUTS]
+    staging = path.with_name(f".{path.stem}.{os.getpid()}.onnx")
+    logger.info("exporting %s to ONNX in %s (once per model)", name, path.parent)
+    axes = {key: {0: "batch", 1: "tokens"} for key in [*names, "hidden"]}
+    attention = getattr(transformer.config, "_attn_implementation", None)
+    switch = attention not in (None, "eager") and hasattr(transformer, "set_attn_implementation")
+    try:
+        if switch:
+            transformer.set_attn_implementation("eager")
+        with torch.no_grad():
+            torch.onnx.export(
+                _hidden_states_module(transformer, names),
+                tuple(sample[key] for key in names),
+                str(staging),
+                input_names=names,
+                output_names=["hidden"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+    except Exception as error:
+        staging.unlink(missing_ok=True)
+        raise OnnxUnsupportedError(
+            f"could not export {name} to ONNX: {error}; set knowledge.embedding_backend=torch"
+        ) from error
+    finally:
+        if switch:
+            transformer.set_attn_implementation(attention)
+    os.replace(staging, path)
 
 
 # Tokenizer outputs a BERT-style transformer takes, in the order the exported graph names them.

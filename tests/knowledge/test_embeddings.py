@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,6 +200,11 @@ def test_onnx_backend_reproduces_torch_vectors_on_real_passages(passages: list[s
     reference = torch_embedder.embed_documents(passages)
     vectors = onnx_embedder.embed_documents(passages)
     assert (torch_embedder.backend, onnx_embedder.backend) == ("torch", "onnx")
+    # the graph is traced with eager attention (no SDPA node pattern), still in torch's family
+    encoder = onnx_embedder._encoder_for(onnx_embedder.document_model)
+    assert encoder is not None and encoder.path.name == "model-eager.onnx"
+    model: Any = onnx_embedder.document_model[0].auto_model
+    assert model.config._attn_implementation == "sdpa"  # the torch model is given back unchanged
     assert vectors.shape == reference.shape and vectors.dtype == np.float32
     cosines = np.sum(vectors * reference, axis=1)
     assert cosines.min() >= ONNX_MIN_COSINE, cosines.min()
