@@ -65,10 +65,18 @@ test-llama-server-deps: $(STAMP)
 test-llama-server: test-llama-server-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m llama_server
 
+# mypy checks the package as it is installed: medgraph.agents, .tools, .knowledge and .graphs live
+# in top-level folders that setuptools maps with an import hook mypy cannot follow (their imports
+# were silently Any), so it reads a tree of links laid out like the installed package.
+MYPY_TREE := build/mypy-tree
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy medgraph agents tools knowledge graphs
+	@rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/medgraph \
+	  && for f in medgraph/*; do ln -s "$(CURDIR)/$$f" $(MYPY_TREE)/medgraph/; done \
+	  && for d in agents tools knowledge graphs; do ln -s "$(CURDIR)/$$d" $(MYPY_TREE)/medgraph/$$d; done
+	cd $(MYPY_TREE) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" \
+	  --cache-dir "$(CURDIR)/.mypy_cache" -p medgraph
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

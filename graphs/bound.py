@@ -50,7 +50,9 @@ class ContextBoundGraph(CompiledStateGraph):  # type: ignore[type-arg]
         return super().astream(input, config, context=self._context(context), **kwargs)
 
 
-def with_context(graph: CompiledStateGraph, context: Any) -> CompiledStateGraph:
+def with_context(
+    graph: CompiledStateGraph[Any, Any, Any, Any], context: Any
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """``graph`` running with ``context`` unless a call passes its own ``context=``."""
     attrs = {k: v for k, v in graph.__dict__.items() if k != "__orig_class__"}
     configurable = {**(graph.config or {}).get("configurable", {}), DEFAULT_CONTEXT_KEY: context}

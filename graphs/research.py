@@ -734,7 +734,7 @@ def report(state: ResearchState, runtime: ResearchRuntime) -> dict[str, Any]:
     if context.text_model is not None:
         if used < budgets.max_model_calls:
             model = context.text_model
-            find, check = (lambda items: model_conflicts(model, items)), "by the model"
+            find, check = (lambda statements: model_conflicts(model, statements)), "by the model"
         else:
             notes.append(
                 "Model-call budget: conflicts between records were checked by rules, not by "

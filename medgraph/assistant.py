@@ -16,14 +16,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, Durability, StreamMode
 
 from medgraph.errors import MedgraphError
 from medgraph.graphs.assistant import (
@@ -40,10 +40,10 @@ from medgraph.tools.literature import VISIBLE_ORIGINS_KEY, EvidenceSearcher
 if TYPE_CHECKING:
     from medgraph.graphs.research_report import Report
 
-STREAM_MODES = ("updates", "custom", "messages")
+STREAM_MODES: tuple[StreamMode, ...] = ("updates", "custom", "messages")
 
 
-CHECKPOINT_DURABILITY = "exit"
+CHECKPOINT_DURABILITY: Durability = "exit"
 """Checkpoint a turn when it ends (or stops to ask), not after every step: the conversation
 still resumes, and a turn stores its state once instead of once per node (the checkpointer
 grew by about 30x the question's size per turn with per-step checkpoints)."""
@@ -250,7 +250,7 @@ class Assistant:
         thread_id: str | None = None,
         *,
         create: bool = True,
-        stream_mode: Sequence[str] = STREAM_MODES,
+        stream_mode: Sequence[StreamMode] = STREAM_MODES,
         visible_origins: Sequence[str] | None = None,
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``(mode, data)``: node updates, custom progress events and answer tokens.
@@ -262,9 +262,11 @@ class Assistant:
         graph_input, config, thread = self._prepare(
             question, images, thread_id, create, visible_origins
         )
-        yield from self.graph.stream(
+        # With a list of modes LangGraph yields (mode, data) pairs; its overloads type that as v1.
+        pairs = self.graph.stream(
             graph_input, config, stream_mode=list(stream_mode), durability=CHECKPOINT_DURABILITY
         )
+        yield from cast("Iterator[tuple[str, Any]]", pairs)
         yield "answer", self._answer(config, thread)
 
     def research(self, topic: str, *, approve_plan: bool = False, **options: Any) -> Report:

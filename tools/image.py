@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, TypeAlias
+from typing import TYPE_CHECKING, Annotated, TypeAlias, cast
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -161,6 +161,7 @@ def _resolve(
         series_key = _lookup(images, sliced["series"])
         target = images.get(series_key) if series_key else None
         if series_key is not None and target is not None and hasattr(target, "slice_image"):
+            target = cast("PreparedSeries", target)  # only a series has slices
             number = int(sliced["number"])
             shown = len(target.images)
             if not 1 <= number <= shown:

@@ -40,7 +40,11 @@ class Engine(Protocol):
 
     name: str
     model_id: str
-    supports_images: bool
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether requests may carry images."""
+        ...
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Complete every request (one batched call where the backend can)."""

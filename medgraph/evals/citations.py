@@ -197,7 +197,7 @@ def score_answer(answer: CitedAnswer, judge: SupportJudge) -> dict[str, Any]:
         [(_joined([m for m in claims[i][1] if m != n], known), claims[i][0]) for i, n in failing]
     )
     irrelevant = {pair for pair, ok in zip(failing, rest, strict=True) if ok}
-    sentences = []
+    sentences: list[dict[str, Any]] = []
     for i, (text, cited) in enumerate(claims):
         relevant = [n for n in cited if joint[i] and (i, n) not in irrelevant]
         sentences.append(
