@@ -236,7 +236,7 @@ def test_hybrid_runs_bm25_while_the_query_is_embedded(
 
 
 def test_hybrid_shows_a_document_only_whole_document_bm25_pooled(tmp_path: Path) -> None:
-    # 120 studies name one of the query's four words one to three times in one short chunk; a
+    # 120 studies name one of the query's four words two to four times in one short chunk; a
     # review of the same length names all four once, each in another chunk. Every study's chunk
     # outranks the review's in both chunk pools (100 chunks), while as a whole document the
     # review leads.
@@ -259,7 +259,7 @@ def test_hybrid_shows_a_document_only_whole_document_bm25_pooled(tmp_path: Path)
 
     filler = [
         {"pmid": str(1000 + i), "title": f"Study {i}",
-         "sections": [{"label": "A", "text": text([words[i % 4]], 1 + i % 3)}]}
+         "sections": [{"label": "A", "text": text([words[i % 4]], 2 + i % 3)}]}
         for i in range(120)
     ]  # fmt: skip
     review = text(words)
