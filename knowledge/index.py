@@ -1130,12 +1130,15 @@ class LiteratureIndex:
         retrievers run at once, each over a pool of ``4k`` chunks (at least 100); each pool becomes
         a ranking of documents (a document ranks where its best chunk does, with that chunk's score)
         and the two are merged by score fusion (``settings.fusion``: ``zscore``, see
-        :func:`~medgraph.knowledge.fusion.zscore_fusion`, or ``rrf``). Passages come in document
-        order: the best passage of each ranked document first, then their second passages, and so
-        on. ``where`` restricts the search, see :class:`SearchFilter`. Each evidence's ``scores``
-        holds the per-retriever scores and ranks its chunk got (``dense``, ``dense_rank``,
-        ``lexical``, ``lexical_rank``), its document's fused score (``fused``) and ``rerank``; in
-        hybrid mode ``score`` is the document's fused score.
+        :func:`~medgraph.knowledge.fusion.zscore_fusion`, or ``rrf``). With ``zscore``,
+        whole-document BM25 adds its own pool of documents and every candidate document gets its
+        exact BM25 scores, best chunk and whole document (see :func:`_exact_lexical_runs`); a
+        document that only whole-document BM25 pooled is shown by its best BM25 chunk. Passages
+        come in document order: the best passage of each ranked document first, then their second
+        passages, and so on. ``where`` restricts the search, see :class:`SearchFilter`. Each
+        evidence's ``scores`` holds the per-retriever scores and ranks its chunk got (``dense``,
+        ``dense_rank``, ``lexical``, ``lexical_rank``), its document's fused score (``fused``)
+        and ``rerank``; in hybrid mode ``score`` is the document's fused score.
         """
         if mode not in SEARCH_MODES:
             raise InvalidQueryError(
