@@ -145,3 +145,31 @@ def test_bm25_files_of_another_tokeniser_are_rebuilt_once_and_saved(
         with LiteratureIndex(settings, embedder=HashEmbedder()) as reader:
             _assert_matches_store(reader)
     assert builds == [1, 1]
+
+
+def test_a_document_row_holds_the_title_and_each_chunked_word_once(tmp_path: Path) -> None:
+    from medgraph.knowledge.chunking import passage_text
+    from medgraph.knowledge.lexical import tokenize
+    from medgraph.knowledge.readers import read_paths
+
+    corpus = write_jsonl(tmp_path / "a.jsonl", RECORDS[:10])
+    documents = read_paths([corpus]).documents
+    with LiteratureIndex(
+        KnowledgeSettings(index_dir=tmp_path / "index"), embedder=HashEmbedder()
+    ) as index:
+        index.ingest([corpus], progress=False)
+        store = index._open_for_read()
+        for document in documents:
+            chunks = list(store.scan_sources([document.source_id], texts=True))
+            assert len(chunks) > 1  # 40-token chunks that overlap by a sentence
+            text, year = _document_entry(chunks)
+            # the characters some chunk covers, each once (section labels are in no chunk)
+            covered = sorted(
+                {i for c in chunks for i in range(c.metadata["start"], c.metadata["end"])}
+            )
+            words = "".join(
+                document.text[i] if i - 1 in covered or n == 0 else " " + document.text[i]
+                for n, i in enumerate(covered)
+            )
+            assert tokenize(text) == tokenize(passage_text(document.title, words))
+            assert year == document.year

@@ -393,25 +393,29 @@ def test_best_scores_are_each_sources_best_row_as_search_scores_it() -> None:
         years=years[300:],
     )
     query = tokenize(QUERIES[1])
-    everything = index.search(query, len(index))
-    source_of = index.sources_of([chunk_id for chunk_id, _ in everything])
-    expected: dict[str, tuple[str, float]] = {}
-    for chunk_id, score in everything:  # best first, ties by chunk id
-        expected.setdefault(source_of[chunk_id], (chunk_id, score))
-    asked = sorted(expected)[:30] + ["doc-2", "no-such-doc"]
+
+    def best_of_search(mask: np.ndarray | None) -> dict[str, tuple[str, float]]:
+        everything = index.search(query, len(index), mask)  # best first, ties by chunk id
+        source_of = index.sources_of([chunk_id for chunk_id, _ in everything])
+        best: dict[str, tuple[str, float]] = {}
+        for chunk_id, score in everything:
+            best.setdefault(source_of[chunk_id], (chunk_id, score))
+        return best
+
+    expected = best_of_search(None)
+    silent = next(source for source in sorted(index.live_sources()) if source not in expected)
+    asked = [*sorted(expected)[:30], silent, "no-such-doc"]
     best = index.best_scores(query, asked)
-    assert "no-such-doc" not in best
+    assert set(best) == {*sorted(expected)[:30], silent}
     for source in sorted(expected)[:30]:
         assert best[source][0] == expected[source][0]
         assert best[source][1] == pytest.approx(expected[source][1], rel=1e-12)
-    if "doc-2" not in expected:  # live rows but no query term: a score of 0
-        assert best["doc-2"][1] == 0.0
+    assert best[silent][1] == 0.0  # live rows, none with a query term
     # a mask leaves out the rows it drops, as search does
     mask = index.mask(year_min=2005)
-    masked = dict(index.search(query, len(index), mask))
-    for source, (chunk_id, score) in index.best_scores(query, asked, mask).items():
-        if score > 0:
-            assert masked[chunk_id] == pytest.approx(score, rel=1e-12)
-            assert max(v for c, v in masked.items() if source_of.get(c) == source) == pytest.approx(
-                score
-            )
+    masked = best_of_search(mask)
+    scored = {s: v for s, v in index.best_scores(query, asked, mask).items() if v[1] > 0}
+    assert scored.keys() == {s for s in masked if s in asked}
+    for source, (chunk_id, score) in scored.items():
+        assert masked[source][0] == chunk_id
+        assert masked[source][1] == pytest.approx(score, rel=1e-12)
