@@ -5,7 +5,8 @@ its own hits (mean 0, standard deviation 1) and summed with equal weights. Cosin
 different scales, but after standardisation a hit counts by how far it stands out from the rest of
 its list, so a document that one retriever finds far ahead of everything else is not levelled
 down to "rank 1" as in rank fusion. On the BioASQ dev set it beats reciprocal rank fusion (k 60)
-on MRR@10 on both halves: 0.923 / 0.906 against 0.916 / 0.886 (see bench/retrieval_baseline.py).
+on MRR@10 on both halves: 0.923 / 0.906 against 0.916 / 0.886 (see bench/retrieval_baseline.py;
+chunk runs only, before hybrid search added whole-document BM25).
 
 Reciprocal rank fusion (:func:`reciprocal_rank_fusion`) is kept as the alternative
 (``KnowledgeSettings.fusion = "rrf"``): each item scores ``sum(weight / (k + rank))`` over the

@@ -319,6 +319,8 @@ _FUSION_POOL = 100
 
 # Stored chunks are added to BM25 this many at a time: one segment each, merged by size tier.
 _LEXICAL_PAGE = 50_000
+# Document-level BM25 rows are rebuilt this many documents at a time.
+_DOCUMENT_PAGE = 10_000
 
 
 def _pages(records: Iterable[StoredChunk], size: int) -> Iterator[list[StoredChunk]]:
@@ -332,6 +334,23 @@ def _pages(records: Iterable[StoredChunk], size: int) -> Iterator[list[StoredChu
         yield page
 
 
+def _document_entry(chunks: Sequence[StoredChunk]) -> tuple[str, int | None]:
+    """A document's row for the document-level BM25: its title line, then the text its chunks
+    cover (each overlap between neighbouring chunks once), and its year."""
+    ordered = sorted(
+        chunks, key=lambda record: (int(record.metadata.get("start", 0)), record.chunk_id)
+    )
+    parts: list[str] = []
+    covered = 0
+    for record in ordered:
+        start = int(record.metadata.get("start", 0))
+        end = int(record.metadata.get("end", start + len(record.text)))
+        if end > covered:
+            parts.append(record.text[max(0, covered - start) :])
+            covered = end
+    return passage_text(_title(ordered[0].metadata), "\n".join(parts)), _stored_year(ordered[0])
+
+
 def _with_records(
     lexical: LexicalIndex,
     records: Sequence[StoredChunk],
@@ -339,8 +358,13 @@ def _with_records(
     *,
     delete: Iterable[str] = (),
     store_id: str | None = None,
+    documents: Mapping[str, Sequence[StoredChunk]] | None = None,
 ) -> LexicalIndex:
-    """``lexical`` plus ``records`` (replacing rows of the same ids) and minus ``delete``."""
+    """``lexical`` plus ``records`` (replacing rows of the same ids) and minus ``delete``.
+
+    ``documents`` maps source ids to every chunk the store holds of them: their document-level
+    rows are rebuilt from those chunks (a source with none is deleted there).
+    """
     return lexical.updated(
         generation=generation,
         delete=delete,
@@ -349,6 +373,64 @@ def _with_records(
         source_ids=[record.source_id for record in records],
         years=[_stored_year(record) for record in records],
         store_id=store_id,
+        documents=None
+        if documents is None
+        else {
+            source: _document_entry(chunks) if chunks else None
+            for source, chunks in documents.items()
+        },
+    )
+
+
+def _chunks_by_source(
+    store: ChromaStore, source_ids: Iterable[str]
+) -> dict[str, list[StoredChunk]]:
+    """Every stored chunk (with text) of each of ``source_ids``; [] for a source with none."""
+    found: dict[str, list[StoredChunk]] = {source: [] for source in source_ids}
+    for record in store.scan_sources(list(found), texts=True):
+        found.setdefault(record.source_id, []).append(record)
+    return found
+
+
+def _exact_lexical_runs(
+    lexical: LexicalIndex,
+    terms: Sequence[str],
+    runs: Mapping[str, Sequence[tuple[str, float]]],
+    document_pool: Sequence[tuple[str, float]],
+    search_filter: SearchFilter,
+) -> tuple[dict[str, list[tuple[str, float]]], dict[str, tuple[str, float]]]:
+    """Document runs for score fusion in which BM25 scores every candidate document.
+
+    The candidates are the documents of ``runs`` and of ``document_pool`` (whole-document BM25's
+    best). The ``lexical`` run becomes each candidate's best chunk score and a ``documents`` run
+    its whole-document score, both exact (0.0 where no query term occurs), so a document that the
+    dense pool found but the lexical pool cut off is standardised by its real BM25 score rather
+    than the pool's floor. The dense run is kept as it came (its misses still take its floor).
+    Also returns each candidate's best BM25 chunk (id, score).
+    """
+    candidates = set(dict(document_pool))
+    for run in runs.values():
+        candidates.update(document for document, _ in run)
+    filters = {
+        "year_min": search_filter.year_min,
+        "year_max": search_filter.year_max,
+        "source_ids": search_filter.source_ids,
+    }
+    exact = {name: list(run) for name, run in runs.items()}
+    best_chunks = lexical.best_scores(terms, candidates, lexical.mask(**filters))
+    exact["lexical"] = _best_first(best_chunks)
+    if lexical.documents is not None:
+        level = lexical.documents
+        exact["documents"] = _best_first(
+            level.best_scores(terms, candidates, level.mask(**filters))
+        )
+    return exact, best_chunks
+
+
+def _best_first(best: Mapping[str, tuple[str, float]]) -> list[tuple[str, float]]:
+    """(source, score) of each source's best row, best first, ties by source id."""
+    return sorted(
+        ((source, score) for source, (_, score) in best.items()), key=lambda p: (-p[1], p[0])
     )
 
 
@@ -626,20 +708,26 @@ class LiteratureIndex:
         generation = int(state.get("generation", 0))
         synced = generation if complete else generation - 1
         store_id = store.collection_id
-        if base is None or base.store_id not in (None, store_id) or base.generation > generation:
+        if (
+            base is None
+            or base.documents is None  # saved without its document level: not incremental
+            or base.store_id not in (None, store_id)
+            or base.generation > generation
+        ):
             return self._build_lexical(store, synced, store_id)
         lexical = base
         if base.generation < generation:
             changed = store.scan_where({"generation": {"$gt": base.generation}}, texts=True)
             for records in _pages(changed, _LEXICAL_PAGE):
-                touched = sorted({record.source_id for record in records})
-                kept = {record.chunk_id for record in store.scan_sources(touched, texts=False)}
+                touched = _chunks_by_source(store, {record.source_id for record in records})
+                kept = {record.chunk_id for chunks in touched.values() for record in chunks}
                 lexical = _with_records(
                     lexical,
                     records,
                     synced,
                     delete=lexical.live_ids_of_sources(touched) - kept,
                     store_id=store_id,
+                    documents=touched,
                 )
             if int(state.get("removed_generation", 0)) > base.generation:
                 lexical = self._reconcile_lexical(store, lexical, synced)
@@ -657,14 +745,36 @@ class LiteratureIndex:
     def _reconcile_lexical(
         store: ChromaStore, lexical: LexicalIndex, generation: int
     ) -> LexicalIndex:
-        """``lexical`` with exactly the store's chunk ids (reads texts of missing chunks only)."""
+        """``lexical`` with exactly the store's chunk ids (reads texts of missing chunks only).
+
+        Documents whose chunks changed, and any the document level holds or lacks wrongly, get
+        their document-level rows rebuilt from the store.
+        """
         stored = set(store.scan_ids())
         indexed = set(lexical.ids)
-        lexical = lexical.updated(generation=generation, delete=indexed - stored)
+        removed = indexed - stored
+        touched = set(lexical.sources_of(removed).values())
+        lexical = lexical.updated(generation=generation, delete=removed)
         missing = sorted(stored - indexed)
         for start in range(0, len(missing), _LEXICAL_PAGE):
             records = list(store.get(missing[start : start + _LEXICAL_PAGE]).values())
+            touched.update(record.source_id for record in records)
             lexical = _with_records(lexical, records, generation)
+        listed = set(lexical.documents.ids) if lexical.documents is not None else set()
+        touched |= listed ^ lexical.live_sources()
+        return LiteratureIndex._refresh_documents(store, lexical, touched, generation)
+
+    @staticmethod
+    def _refresh_documents(
+        store: ChromaStore, lexical: LexicalIndex, source_ids: Iterable[str], generation: int
+    ) -> LexicalIndex:
+        """``lexical`` with the document-level rows of ``source_ids`` rebuilt from the store."""
+        ordered = sorted(source_ids)
+        for start in range(0, len(ordered), _DOCUMENT_PAGE):
+            touched = _chunks_by_source(store, ordered[start : start + _DOCUMENT_PAGE])
+            lexical = _with_records(lexical, [], generation, documents=touched)
+        if lexical.documents is None:
+            lexical = lexical.updated(generation=generation, documents={})
         return lexical
 
     @staticmethod
@@ -672,10 +782,12 @@ class LiteratureIndex:
         store: ChromaStore, generation: int, store_id: str | None = None
     ) -> LexicalIndex:
         """BM25 over every stored chunk, read and indexed a page at a time (bounded memory)."""
-        lexical = LexicalIndex.build([], [], [], [], generation, store_id=store_id)
+        lexical = LexicalIndex.build([], [], [], [], generation, store_id=store_id, documents={})
         for records in _pages(store.scan(texts=True), _LEXICAL_PAGE):
             lexical = _with_records(lexical, records, generation)
-        return lexical
+        return LiteratureIndex._refresh_documents(
+            store, lexical, lexical.live_sources(), generation
+        )
 
     def _save_lexical(self, lexical: LexicalIndex) -> None:
         """Save ``lexical`` unless the folder holds a newer (or as new and usable) index.
@@ -1018,12 +1130,15 @@ class LiteratureIndex:
         retrievers run at once, each over a pool of ``4k`` chunks (at least 100); each pool becomes
         a ranking of documents (a document ranks where its best chunk does, with that chunk's score)
         and the two are merged by score fusion (``settings.fusion``: ``zscore``, see
-        :func:`~medgraph.knowledge.fusion.zscore_fusion`, or ``rrf``). Passages come in document
-        order: the best passage of each ranked document first, then their second passages, and so
-        on. ``where`` restricts the search, see :class:`SearchFilter`. Each evidence's ``scores``
-        holds the per-retriever scores and ranks its chunk got (``dense``, ``dense_rank``,
-        ``lexical``, ``lexical_rank``), its document's fused score (``fused``) and ``rerank``; in
-        hybrid mode ``score`` is the document's fused score.
+        :func:`~medgraph.knowledge.fusion.zscore_fusion`, or ``rrf``). With ``zscore``,
+        whole-document BM25 adds its own pool of documents and every candidate document gets its
+        exact BM25 scores, best chunk and whole document (see :func:`_exact_lexical_runs`); a
+        document that only whole-document BM25 pooled is shown by its best BM25 chunk. Passages
+        come in document order: the best passage of each ranked document first, then their second
+        passages, and so on. ``where`` restricts the search, see :class:`SearchFilter`. Each
+        evidence's ``scores`` holds the per-retriever scores and ranks its chunk got (``dense``,
+        ``dense_rank``, ``lexical``, ``lexical_rank``), its document's fused score (``fused``)
+        and ``rerank``; in hybrid mode ``score`` is the document's fused score.
         """
         if mode not in SEARCH_MODES:
             raise InvalidQueryError(
@@ -1049,13 +1164,15 @@ class LiteratureIndex:
         lexical: LexicalIndex | None = None
         lexical_run: Callable[[], _LexicalResult] | None = None
         lexical_job: Future[_LexicalResult] | None = None
+        documents_job: Future[list[tuple[str, float]]] | None = None
+        query_terms = tokenize(query)
         if mode in ("lexical", "hybrid"):
             lexical = self._lexical_index(store)
             lexical_run = functools.partial(
                 self._lexical_hits,
                 store,
                 lexical,
-                tokenize(query),
+                query_terms,
                 depth,
                 search_filter,
                 records=not lean,
@@ -1063,6 +1180,23 @@ class LiteratureIndex:
             if mode == "hybrid":
                 # BM25 (and its hits' records) run while this thread embeds the query.
                 lexical_job = self._search_pool().submit(lexical_run)
+                if (
+                    lexical.documents is not None
+                    and search_filter.origins is None
+                    and self.settings.fusion == "zscore"
+                ):
+                    # whole-document BM25's own pool (an origins filter needs records to tell
+                    # which documents it hides, so there only the chunk pools' documents count)
+                    documents_job = self._search_pool().submit(
+                        lexical.documents.search_tokens,
+                        query_terms,
+                        depth,
+                        lexical.documents.mask(
+                            year_min=search_filter.year_min,
+                            year_max=search_filter.year_max,
+                            source_ids=search_filter.source_ids,
+                        ),
+                    )
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
         rankings: dict[str, list[str]] = {}
@@ -1107,6 +1241,7 @@ class LiteratureIndex:
             return sources[chunk_id]
 
         if mode == "hybrid":
+            best_chunks: dict[str, tuple[str, float]] = {}
             if self.settings.fusion == "rrf":
                 fused = reciprocal_rank_fusion(
                     document_rankings(rankings, document_of), k=self.settings.rrf_k
@@ -1117,12 +1252,27 @@ class LiteratureIndex:
                     name: [(chunk_id, scores[chunk_id][name]) for chunk_id in ranking]
                     for name, ranking in rankings.items()
                 }
-                fused = zscore_fusion(
-                    {name: best_per_document(run, document_of) for name, run in runs.items()}
-                )
+                document_runs = {
+                    name: best_per_document(run, document_of) for name, run in runs.items()
+                }
+                if lexical is not None:
+                    pool = documents_job.result() if documents_job is not None else []
+                    document_runs, best_chunks = _exact_lexical_runs(
+                        lexical, query_terms, document_runs, pool, search_filter
+                    )
+                fused = zscore_fusion(document_runs)
                 chunk_fused = zscore_fusion(runs)
             document_score = {item.item_id: item.score for item in fused}
             chunk_order = [item.item_id for item in chunk_fused]
+            # a document that only whole-document BM25 pooled has no chunk in the chunk pools:
+            # it is shown by its best BM25 chunk
+            pooled = {document_of(chunk_id) for chunk_id in chunk_order}
+            for item in fused[:wanted]:
+                if item.item_id not in pooled and item.item_id in best_chunks:
+                    chunk_id, score = best_chunks[item.item_id]
+                    sources[chunk_id] = item.item_id
+                    scores.setdefault(chunk_id, {}).update(lexical=score)
+                    chunk_order.append(chunk_id)
             laid_out = by_document(chunk_order, document_of, [item.item_id for item in fused])
             ordered = []
             for chunk_id in laid_out[:wanted]:

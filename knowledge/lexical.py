@@ -19,6 +19,11 @@ by chunk id.
 
 Terms are stored as 64-bit hashes (blake2b) in sorted arrays, so the vocabulary needs no Python
 dictionary and is memory-mapped like the postings.
+
+Beside the chunks, a second set of segments indexes whole documents (one row per source id, its
+title and the text its chunks cover; see :attr:`LexicalIndex.documents`). It is kept the same way
+(new segments, tombstones, merges) and named by the same manifest, so both levels always describe
+one generation.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +47,7 @@ import numpy.typing as npt
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MISSING_YEAR = -1
 _POINTER = "current.json"
-FORMAT = 2
+FORMAT = 3
 """Version of the on-disk layout; a folder of another version is rebuilt from the store."""
 K1 = 1.2
 """Term-frequency saturation: Robertson's classic 1.2 (bm25s defaults to 1.5)."""
@@ -58,6 +63,8 @@ _SEGMENT_ARRAYS = ("terms", "offsets", "rows", "tfs", "lengths", "ids", "sources
 _ORDER_ARRAYS = ("id_order", "source_order")
 
 IntArray = npt.NDArray[np.int64]
+# One query term: idf x repeats, and (rows, term frequencies) of its live postings per segment.
+_TermPostings = tuple[float, list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]]]
 
 
 # English function words that bm25s's 33-word list lacks: the interrogatives, auxiliaries and
@@ -306,12 +313,15 @@ class LexicalIndex:
         *,
         store_id: str | None = None,
         tokenizer: str | None = None,
+        documents: LexicalIndex | None = None,
     ) -> None:
         self._segments = list(segments)
         self.generation = generation
         self.store_id = store_id
         """Identity of the Chroma collection these chunks came from (None: not recorded)."""
         self.tokenizer = tokenizer or tokenizer_fingerprint()
+        self.documents = documents
+        """BM25 over whole documents (row id = source id), or None where none was given."""
         self._alive = [segment.alive for segment in self._segments]
         self._live = sum(segment.live for segment in self._segments)
         self._live_length = sum(segment.live_length() for segment in self._segments)
@@ -328,12 +338,25 @@ class LexicalIndex:
         generation: int,
         *,
         store_id: str | None = None,
+        documents: Mapping[str, tuple[str, int | None]] | None = None,
     ) -> LexicalIndex:
-        """Index ``texts`` (aligned with ``ids``, ``source_ids`` and ``years``) as one segment."""
+        """Index ``texts`` (aligned with ``ids``, ``source_ids`` and ``years``) as one segment.
+
+        ``documents`` (source id -> whole text, year) builds the document level the same way.
+        """
         if not len(ids) == len(texts) == len(source_ids) == len(years):
             raise ValueError("ids, texts, source_ids and years must have the same length")
         segments = [_build_segment(ids, texts, source_ids, years)] if ids else []
-        return cls(segments, generation, store_id=store_id)
+        level = None
+        if documents is not None:
+            level = cls.build(
+                list(documents),
+                [text for text, _ in documents.values()],
+                list(documents),
+                [year for _, year in documents.values()],
+                generation,
+            )
+        return cls(segments, generation, store_id=store_id, documents=level)
 
     def updated(
         self,
@@ -345,14 +368,31 @@ class LexicalIndex:
         source_ids: Sequence[str] = (),
         years: Sequence[int | None] = (),
         store_id: str | None = None,
+        documents: Mapping[str, tuple[str, int | None] | None] | None = None,
     ) -> LexicalIndex:
         """A new index: this one without ``delete`` (chunk ids), plus the given chunks.
 
-        An added id that is already indexed replaces the old row. Costs O(changes), plus merging
-        segments when a size tier fills up. This index is left as it was (searches may go on).
+        An added id that is already indexed replaces the old row. ``documents`` updates the
+        document level the same way: source id -> (whole text, year) adds or replaces that
+        document's row, -> None deletes it. Costs O(changes), plus merging segments when a size
+        tier fills up. This index is left as it was (searches may go on).
         """
         if not len(ids) == len(texts) == len(source_ids) == len(years):
             raise ValueError("ids, texts, source_ids and years must have the same length")
+        level = self.documents
+        if documents is not None:
+            level = level or LexicalIndex([], generation, tokenizer=self.tokenizer)
+            kept = {source: entry for source, entry in documents.items() if entry is not None}
+            level = level.updated(
+                generation=generation,
+                delete=[source for source, entry in documents.items() if entry is None],
+                ids=list(kept),
+                texts=[text for text, _ in kept.values()],
+                source_ids=list(kept),
+                years=[year for _, year in kept.values()],
+            )
+        elif level is not None:
+            level = LexicalIndex(level._segments, generation, tokenizer=self.tokenizer)
         doomed = _as_bytes({*delete, *ids}) if (ids or delete) else None
         segments: list[_Segment] = []
         for segment in self._segments:
@@ -373,6 +413,7 @@ class LexicalIndex:
             generation,
             store_id=store_id if store_id is not None else self.store_id,
             tokenizer=self.tokenizer,
+            documents=level,
         )
 
     def _norms(self, position: int) -> npt.NDArray[np.float64]:
@@ -409,6 +450,10 @@ class LexicalIndex:
     def document_count(self) -> int:
         """Distinct source ids among the live chunks."""
         return len(np.unique(self._live_column("sources")))
+
+    def live_sources(self) -> set[str]:
+        """Distinct source ids of the live rows (O(rows): for checks, not the query path)."""
+        return {value.decode() for value in np.unique(self._live_column("sources")).tolist()}
 
     def live_ids_of_sources(self, source_ids: Iterable[str]) -> set[str]:
         """Live chunk ids of the given documents (O(documents asked), via sorted source ids)."""
@@ -480,22 +525,7 @@ class LexicalIndex:
         """:meth:`search` for a query already passed through :func:`tokenize`."""
         if not self._live or k < 1 or not tokens:
             return []
-        weights = Counter(tokens)  # a repeated query word counts once per repetition
-        per_term: list[tuple[float, list[tuple[npt.NDArray[np.int32], npt.NDArray[Any]]]]] = []
-        for token, repeats in weights.items():
-            term = _term_hash(token)
-            lists = []
-            frequency = 0
-            for segment, alive in zip(self._segments, self._alive, strict=True):
-                rows, tfs = segment.postings(term)
-                if alive is not None and len(rows):
-                    live = alive[rows]
-                    rows, tfs = rows[live], tfs[live]
-                frequency += len(rows)
-                lists.append((rows, tfs))
-            if frequency:
-                idf = math.log(1 + (self._live - frequency + 0.5) / (frequency + 0.5))
-                per_term.append((idf * repeats, lists))
+        per_term = self._weighted_postings(tokens)
         if not per_term:
             return []
         candidates: list[tuple[npt.NDArray[np.bytes_], npt.NDArray[np.float64]]] = []
@@ -527,6 +557,75 @@ class LexicalIndex:
         order = np.lexsort((ids, -scores))[:k]
         return [(ids[i].decode(), float(scores[i])) for i in order.tolist()]
 
+    def _weighted_postings(self, tokens: Sequence[str]) -> list[_TermPostings]:
+        """Per query term present in the index: idf times its repeats, and its live postings in
+        every segment (in segment order)."""
+        per_term: list[_TermPostings] = []
+        for token, repeats in Counter(tokens).items():  # a repeated word counts once per repeat
+            term = _term_hash(token)
+            lists = []
+            frequency = 0
+            for segment, alive in zip(self._segments, self._alive, strict=True):
+                rows, tfs = segment.postings(term)
+                if alive is not None and len(rows):
+                    live = alive[rows]
+                    rows, tfs = rows[live], tfs[live]
+                frequency += len(rows)
+                lists.append((rows, tfs))
+            if frequency:
+                idf = math.log(1 + (self._live - frequency + 0.5) / (frequency + 0.5))
+                per_term.append((idf * repeats, lists))
+        return per_term
+
+    def best_scores(
+        self,
+        tokens: Sequence[str],
+        source_ids: Iterable[str],
+        mask: npt.NDArray[np.float32] | None = None,
+    ) -> dict[str, tuple[str, float]]:
+        """The best row (its id and BM25 score) of each of ``source_ids`` among its live rows
+        that ``mask`` keeps.
+
+        A source whose rows match no query term scores 0.0 (with its first row in id order); one
+        with no such rows is left out. Ties go to the smaller row id, as in :meth:`search_tokens`.
+        Only the rows of the sources asked are scored (O(their rows + the terms' postings)), and
+        each equals the score :meth:`search_tokens` gives that row. On the document level (one row
+        per source) this is each document's score.
+        """
+        keys = _as_bytes(source_ids)
+        if not self._live or not len(keys):
+            return {}
+        per_term = self._weighted_postings(tokens)
+        best: dict[str, tuple[str, float]] = {}
+        for position, (segment, alive) in enumerate(zip(self._segments, self._alive, strict=True)):
+            rows = segment.rows_of(keys, "sources")  # sorted
+            if alive is not None:
+                rows = rows[alive[rows]]
+            if mask is not None:
+                start = int(self._starts[position])
+                rows = rows[mask[start + rows] > 0]
+            if not len(rows):
+                continue
+            norm = self._norms(position)
+            scores = np.zeros(len(rows), dtype=np.float64)
+            for weight, lists in per_term:
+                posted, tfs = lists[position]
+                at = np.minimum(np.searchsorted(rows, posted), len(rows) - 1)
+                match = rows[at] == posted
+                tf = tfs[match].astype(np.float64)
+                scores[at[match]] += weight * tf / (tf + norm[posted[match]])
+            for source, row_id, score in zip(
+                segment.sources[rows].tolist(),
+                segment.ids[rows].tolist(),
+                scores.tolist(),
+                strict=True,
+            ):
+                name, row_name = source.decode(), row_id.decode()
+                held = best.get(name)
+                if held is None or (-score, row_name) < (-held[1], held[0]):
+                    best[name] = (row_name, score)
+        return best
+
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, folder: Path) -> Path:
@@ -537,33 +636,17 @@ class LexicalIndex:
         its files; a process that memory-mapped older ones keeps reading them).
         """
         folder.mkdir(parents=True, exist_ok=True)
-        saved: list[_Segment] = []
-        for segment in self._segments:
-            # A segment is written unless this folder holds it (another process sharing the
-            # folder may have removed it since, or this index was saved elsewhere).
-            if not (segment.saved and (folder / segment.name).is_dir()):
-                target = folder / segment.name
-                staging = folder / f".{segment.name}.tmp"
-                staging.mkdir()
-                for name in (*_SEGMENT_ARRAYS, *_ORDER_ARRAYS):
-                    np.save(staging / f"{name}.npy", np.asarray(getattr(segment, name)))
-                os.replace(staging, target)
-            deleted_file = segment.deleted_file
-            if deleted_file is not None and not (folder / deleted_file).is_file():
-                deleted_file = None
-            if deleted_file is None and len(segment.deleted):
-                deleted_file = f"d-{uuid.uuid4().hex[:12]}.npy"
-                _atomic_save(folder / deleted_file, segment.deleted)
-            saved.append(replace(segment, saved=True, deleted_file=deleted_file))
+        saved = _write_segments(folder, self._segments)
+        documents = None
+        if self.documents is not None:
+            documents = _write_segments(folder, self.documents._segments)
         manifest = {
             "format": FORMAT,
             "generation": self.generation,
             "store_id": self.store_id,
             "tokenizer": self.tokenizer,
-            "segments": [
-                {"dir": segment.name, "rows": segment.size, "deleted": segment.deleted_file}
-                for segment in saved
-            ],
+            "segments": [_entry(segment) for segment in saved],
+            "documents": None if documents is None else [_entry(s) for s in documents],
         }
         name = f"m{self.generation:06d}-{uuid.uuid4().hex[:8]}.json"
         (folder / name).write_text(json.dumps(manifest), encoding="utf-8")
@@ -576,10 +659,9 @@ class LexicalIndex:
         os.replace(pointer, folder / _POINTER)
         _collect_garbage(folder, keep=[name, previous])
         # Serve from the memory-mapped files from now on, not from the arrays built in memory.
-        self._segments = [
-            _load_segment(folder, {"dir": s.name, "rows": s.size, "deleted": s.deleted_file})
-            for s in saved
-        ]
+        self._segments = [_load_segment(folder, _entry(segment)) for segment in saved]
+        if self.documents is not None and documents is not None:
+            self.documents._segments = [_load_segment(folder, _entry(s)) for s in documents]
         return folder / name
 
     @staticmethod
@@ -608,12 +690,21 @@ class LexicalIndex:
                     return None
                 if manifest.get("tokenizer") != tokenizer_fingerprint():
                     return None
+                generation = int(manifest["generation"])
                 segments = [_load_segment(folder, entry) for entry in manifest["segments"]]
+                documents = None
+                if manifest.get("documents") is not None:
+                    documents = cls(
+                        [_load_segment(folder, entry) for entry in manifest["documents"]],
+                        generation,
+                        tokenizer=manifest["tokenizer"],
+                    )
                 return cls(
                     segments,
-                    int(manifest["generation"]),
+                    generation,
                     store_id=manifest.get("store_id"),
                     tokenizer=manifest["tokenizer"],
+                    documents=documents,
                 )
             except FileNotFoundError:
                 continue
@@ -628,6 +719,33 @@ def _read_pointer(folder: Path) -> str | None:
         return str(pointer["manifest"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _entry(segment: _Segment) -> dict[str, Any]:
+    return {"dir": segment.name, "rows": segment.size, "deleted": segment.deleted_file}
+
+
+def _write_segments(folder: Path, segments: Sequence[_Segment]) -> list[_Segment]:
+    """Write the segments and tombstones ``folder`` lacks; the segments marked saved."""
+    saved: list[_Segment] = []
+    for segment in segments:
+        # A segment is written unless this folder holds it (another process sharing the
+        # folder may have removed it since, or this index was saved elsewhere).
+        if not (segment.saved and (folder / segment.name).is_dir()):
+            target = folder / segment.name
+            staging = folder / f".{segment.name}.tmp"
+            staging.mkdir()
+            for name in (*_SEGMENT_ARRAYS, *_ORDER_ARRAYS):
+                np.save(staging / f"{name}.npy", np.asarray(getattr(segment, name)))
+            os.replace(staging, target)
+        deleted_file = segment.deleted_file
+        if deleted_file is not None and not (folder / deleted_file).is_file():
+            deleted_file = None
+        if deleted_file is None and len(segment.deleted):
+            deleted_file = f"d-{uuid.uuid4().hex[:12]}.npy"
+            _atomic_save(folder / deleted_file, segment.deleted)
+        saved.append(replace(segment, saved=True, deleted_file=deleted_file))
+    return saved
 
 
 def _atomic_save(path: Path, array: npt.NDArray[Any]) -> None:
@@ -670,7 +788,7 @@ def _collect_garbage(folder: Path, keep: Sequence[str | None]) -> None:
         except (OSError, ValueError):
             continue
         wanted.add(name)
-        for entry in manifest.get("segments", []):
+        for entry in [*manifest.get("segments", []), *(manifest.get("documents") or [])]:
             wanted.add(str(entry["dir"]))
             if entry.get("deleted"):
                 wanted.add(str(entry["deleted"]))

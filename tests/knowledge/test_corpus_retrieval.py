@@ -77,7 +77,7 @@ def test_hybrid_fuses_the_real_dense_and_lexical_rankings(index: LiteratureIndex
     k = 5
     # hybrid pools 100 chunks per retriever whatever k: the same pools as these searches
     single = {mode: index.search(question, k=100, mode=mode) for mode in ("dense", "lexical")}
-    # each retriever scores a document by its best chunk; the two lists are fused by z-score
+    # each retriever scores a document by its best chunk; the lists are fused by z-score
     document_of = {h.chunk.chunk_id: h.source_id for hits in single.values() for h in hits}
     runs = {
         mode: best_per_document(
@@ -85,6 +85,20 @@ def test_hybrid_fuses_the_real_dense_and_lexical_rankings(index: LiteratureIndex
         )
         for mode, hits in single.items()
     }
+    # BM25 also pools 100 whole documents, and scores every candidate document exactly by its
+    # best chunk and as a whole document (0.0 where no query word occurs)
+    bm25 = index._lexical_index(index._open_for_read())
+    assert bm25.documents is not None
+    whole = dict(bm25.documents.search(question, len(bm25.documents)))
+    everything = bm25.search(question, len(bm25))
+    best_chunk = dict(best_per_document(everything, bm25.sources_of(c for c, _ in everything).get))
+    candidates = {source for run in runs.values() for source, _ in run}
+    candidates |= {source for source, _ in bm25.documents.search(question, 100)}
+
+    def exact(scores: dict[str, float]) -> list[tuple[str, float]]:
+        return sorted(((s, scores.get(s, 0.0)) for s in candidates), key=lambda p: (-p[1], p[0]))
+
+    runs = {"dense": runs["dense"], "lexical": exact(best_chunk), "documents": exact(whole)}
     expected = {item.item_id: item.score for item in zscore_fusion(runs)}
     chunk_ranks = {
         mode: {h.chunk.chunk_id: h.scores[f"{mode}_rank"] for h in hits}

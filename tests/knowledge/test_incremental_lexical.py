@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from medgraph.knowledge.config import KnowledgeSettings
-from medgraph.knowledge.index import LiteratureIndex
+from medgraph.knowledge.index import LiteratureIndex, _document_entry
 from medgraph.knowledge.lexical import LexicalIndex
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
 from tests.support import chroma_server
@@ -42,20 +42,27 @@ def _assert_matches_store(index: LiteratureIndex) -> None:
     lexical = index._lexical_index(store)
     rebuilt = _full_build(store)
     assert sorted(lexical.ids) == sorted(record.chunk_id for record in store.scan(texts=False))
+    assert lexical.documents is not None and rebuilt.documents is not None
+    assert sorted(lexical.documents.ids) == sorted(rebuilt.documents.ids)
     for query in QUERIES:
-        got, want = lexical.search(query, 30), rebuilt.search(query, 30)
-        assert [c for c, _ in got] == [c for c, _ in want], query
-        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+        for level, reference in ((lexical, rebuilt), (lexical.documents, rebuilt.documents)):
+            got, want = level.search(query, 30), reference.search(query, 30)
+            assert [c for c, _ in got] == [c for c, _ in want], query
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
 
 
 def _full_build(store: Any) -> LexicalIndex:
     records = list(store.scan(texts=True))
+    by_source: dict[str, list[Any]] = {}
+    for record in records:
+        by_source.setdefault(record.source_id, []).append(record)
     return LexicalIndex.build(
         [r.chunk_id for r in records],
         [r.text for r in records],
         [r.source_id for r in records],
         [r.metadata.get("year") for r in records],
         generation=0,
+        documents={source: _document_entry(chunks) for source, chunks in by_source.items()},
     )
 
 
@@ -138,3 +145,31 @@ def test_bm25_files_of_another_tokeniser_are_rebuilt_once_and_saved(
         with LiteratureIndex(settings, embedder=HashEmbedder()) as reader:
             _assert_matches_store(reader)
     assert builds == [1, 1]
+
+
+def test_a_document_row_holds_the_title_and_each_chunked_word_once(tmp_path: Path) -> None:
+    from medgraph.knowledge.chunking import passage_text
+    from medgraph.knowledge.lexical import tokenize
+    from medgraph.knowledge.readers import read_paths
+
+    corpus = write_jsonl(tmp_path / "a.jsonl", RECORDS[:10])
+    documents = read_paths([corpus]).documents
+    with LiteratureIndex(
+        KnowledgeSettings(index_dir=tmp_path / "index"), embedder=HashEmbedder()
+    ) as index:
+        index.ingest([corpus], progress=False)
+        store = index._open_for_read()
+        for document in documents:
+            chunks = list(store.scan_sources([document.source_id], texts=True))
+            assert len(chunks) > 1  # 40-token chunks that overlap by a sentence
+            text, year = _document_entry(chunks)
+            # the characters some chunk covers, each once (section labels are in no chunk)
+            covered = sorted(
+                {i for c in chunks for i in range(c.metadata["start"], c.metadata["end"])}
+            )
+            words = "".join(
+                document.text[i] if i - 1 in covered or n == 0 else " " + document.text[i]
+                for n, i in enumerate(covered)
+            )
+            assert tokenize(text) == tokenize(passage_text(document.title, words))
+            assert year == document.year

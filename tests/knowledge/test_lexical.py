@@ -142,6 +142,17 @@ QUERIES = [
 ]
 
 
+def _documents(
+    ids: list[str], texts: list[str], sources: list[str], years: list[int | None]
+) -> dict[str, tuple[str, int | None]]:
+    """Document-level rows of the chunks: each source's chunk texts joined, its first year."""
+    rows: dict[str, tuple[str, int | None]] = {}
+    for text, source, year in zip(texts, sources, years, strict=True):
+        held = rows.get(source)
+        rows[source] = (text, year) if held is None else (f"{held[0]} {text}", held[1])
+    return rows
+
+
 def _assert_same_results(left: LexicalIndex, right: LexicalIndex, k: int = 25) -> None:
     for query in QUERIES:
         for where in ({}, {"year_min": 2000}, {"source_ids": ["doc-3", "doc-40", "doc-900"]}):
@@ -265,27 +276,43 @@ def test_adding_ten_documents_to_20k_chunks_costs_under_5_percent_of_a_build(
 
     ids, texts, sources, years = _chunks(20_045)
     started = time.perf_counter()
-    full = LexicalIndex.build(ids, texts, sources, years, generation=1)
+    full = LexicalIndex.build(
+        ids, texts, sources, years, generation=1, documents=_documents(ids, texts, sources, years)
+    )
     full.save(tmp_path / "full")
     build_seconds = time.perf_counter() - started
 
-    base = LexicalIndex.build(ids[:20_000], texts[:20_000], sources[:20_000], years[:20_000], 1)
+    head = slice(0, 20_000)
+    base = LexicalIndex.build(
+        ids[head],
+        texts[head],
+        sources[head],
+        years[head],
+        1,
+        documents=_documents(ids[head], texts[head], sources[head], years[head]),
+    )
     base.save(tmp_path / "bm25")
     loaded = LexicalIndex.load(tmp_path / "bm25")
     assert loaded is not None
+    tail = slice(20_000, None)
+    # doc-5000 straddles the cut: its row is replaced by the whole document
+    added = _documents(ids[19_996:], texts[19_996:], sources[19_996:], years[19_996:])
     started = time.perf_counter()  # ten documents of 4-5 chunks: load, add, save
     grown = loaded.updated(
         generation=2,
-        ids=ids[20_000:],
-        texts=texts[20_000:],
-        source_ids=sources[20_000:],
-        years=years[20_000:],
+        ids=ids[tail],
+        texts=texts[tail],
+        source_ids=sources[tail],
+        years=years[tail],
+        documents=added,
     )
     grown.save(tmp_path / "bm25")
     add_seconds = time.perf_counter() - started
 
     assert add_seconds < 0.05 * build_seconds, (add_seconds, build_seconds)
     _assert_same_results(grown, full)
+    assert grown.documents is not None and full.documents is not None
+    _assert_same_results(grown.documents, full.documents)
 
 
 def test_another_tokenisation_or_layout_reads_as_absent(
@@ -314,3 +341,81 @@ def test_saving_into_another_folder_writes_every_segment(tmp_path: Path) -> None
     copy = LexicalIndex.load(tmp_path / "b")
     assert copy is not None and sorted(copy.ids) == sorted(ids[:1] + ids[2:])
     _assert_same_results(copy, grown)
+
+
+def test_document_level_adds_deletes_and_replacements_score_as_a_full_rebuild(
+    tmp_path: Path,
+) -> None:
+    ids, texts, sources, years = _chunks(800)
+    documents = _documents(ids, texts, sources, years)
+    names = list(documents)  # doc-0 .. doc-199
+    live = {name: documents[name] for name in names[:100]}
+    index = LexicalIndex.build([], [], [], [], generation=1, documents=live)
+    for step, start in enumerate(range(100, 200, 25), start=2):
+        change: dict[str, tuple[str, int | None] | None] = {
+            name: documents[name] for name in names[start : start + 25]
+        }
+        change.update({name: None for name in names[start - 90 : start - 85]})  # deleted
+        change.update(
+            {name: (f"metformin replaced {step}", 2020) for name in names[start - 60 : start - 57]}
+        )
+        index = index.updated(generation=step, documents=change)
+        for name, row in change.items():
+            if row is None:
+                live.pop(name, None)
+            else:
+                live[name] = row
+        if step % 2:
+            index.save(tmp_path / "bm25")
+            loaded = LexicalIndex.load(tmp_path / "bm25")
+            assert loaded is not None and loaded.documents is not None
+            index = loaded
+    rebuilt = LexicalIndex.build([], [], [], [], generation=9, documents=live)
+    assert index.documents is not None and rebuilt.documents is not None
+    assert index.documents.segment_count > 1
+    assert sorted(index.documents.ids) == sorted(live)
+    for query in QUERIES:
+        got = index.documents.search(query, 20)
+        want = rebuilt.documents.search(query, 20)
+        assert [c for c, _ in got] == [c for c, _ in want], query
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+
+
+def test_best_scores_are_each_sources_best_row_as_search_scores_it() -> None:
+    ids, texts, sources, years = _chunks(400)
+    index = LexicalIndex.build(ids[:300], texts[:300], sources[:300], years[:300], generation=1)
+    index = index.updated(  # two segments, one deleted row
+        generation=2,
+        delete=["chunk-9"],
+        ids=ids[300:],
+        texts=texts[300:],
+        source_ids=sources[300:],
+        years=years[300:],
+    )
+    query = tokenize(QUERIES[1])
+
+    def best_of_search(mask: np.ndarray | None) -> dict[str, tuple[str, float]]:
+        everything = index.search(query, len(index), mask)  # best first, ties by chunk id
+        source_of = index.sources_of([chunk_id for chunk_id, _ in everything])
+        best: dict[str, tuple[str, float]] = {}
+        for chunk_id, score in everything:
+            best.setdefault(source_of[chunk_id], (chunk_id, score))
+        return best
+
+    expected = best_of_search(None)
+    silent = next(source for source in sorted(index.live_sources()) if source not in expected)
+    asked = [*sorted(expected)[:30], silent, "no-such-doc"]
+    best = index.best_scores(query, asked)
+    assert set(best) == {*sorted(expected)[:30], silent}
+    for source in sorted(expected)[:30]:
+        assert best[source][0] == expected[source][0]
+        assert best[source][1] == pytest.approx(expected[source][1], rel=1e-12)
+    assert best[silent][1] == 0.0  # live rows, none with a query term
+    # a mask leaves out the rows it drops, as search does
+    mask = index.mask(year_min=2005)
+    masked = best_of_search(mask)
+    scored = {s: v for s, v in index.best_scores(query, asked, mask).items() if v[1] > 0}
+    assert scored.keys() == {s for s in masked if s in asked}
+    for source, (chunk_id, score) in scored.items():
+        assert masked[source][0] == chunk_id
+        assert masked[source][1] == pytest.approx(score, rel=1e-12)

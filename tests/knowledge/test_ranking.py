@@ -166,6 +166,10 @@ def _document_scores(index: LiteratureIndex, query: str, mode: str) -> list[tupl
     )
 
 
+def _by_score(scores: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
 @pytest.mark.parametrize("fusion", ["zscore", "rrf"])
 def test_hybrid_fuses_the_document_scores_of_both_retrievers(tmp_path: Path, fusion: str) -> None:
     corpus = write_jsonl(tmp_path / "corpus.jsonl", _records())
@@ -175,8 +179,21 @@ def test_hybrid_fuses_the_document_scores_of_both_retrievers(tmp_path: Path, fus
         index.ingest([corpus], progress=False)
         runs = {mode: _document_scores(index, query, mode) for mode in ("dense", "lexical")}
         hybrid = index.search(query, k=9, mode="hybrid")
+        documents = index._lexical_index(index._open_for_read()).documents
+        assert documents is not None
+        whole = dict(documents.search(query, 100))
     if fusion == "zscore":
-        expected = zscore_fusion(runs)
+        # BM25 scores every candidate document (0.0 where no query term occurs), by its best
+        # chunk and as a whole document; the dense run keeps its own pool
+        candidates = [source for source, _ in runs["dense"]]
+        chunk_best = dict(runs["lexical"])
+        expected = zscore_fusion(
+            {
+                "dense": runs["dense"],
+                "lexical": _by_score({s: chunk_best.get(s, 0.0) for s in candidates}),
+                "documents": _by_score({s: whole.get(s, 0.0) for s in candidates}),
+            }
+        )
     else:
         expected = reciprocal_rank_fusion(
             {mode: [source for source, _ in run] for mode, run in runs.items()}, k=60
@@ -216,3 +233,46 @@ def test_hybrid_runs_bm25_while_the_query_is_embedded(
     with LiteratureIndex(settings, embedder=_WaitingEmbedder(started)) as literature:
         hits = literature.search("Nfat miR-25", k=2, mode="hybrid")
     assert hits[0].source_id == "42"
+
+
+def test_hybrid_shows_a_document_only_whole_document_bm25_pooled(tmp_path: Path) -> None:
+    # 120 studies name one of the query's four words two to four times in one short chunk; a
+    # review of the same length names all four once, each in another chunk. Every study's chunk
+    # outranks the review's in both chunk pools (100 chunks), while as a whole document the
+    # review leads.
+    words = ["ketamine", "tinnitus", "cochlear", "implant"]
+
+    # one sentence of about 30 words: a chunk (40 words at most) holds one such sentence
+    aside = "among unrelated matters such as weather, travel, food, music, rivers, lakes, hills, "
+    aside += (
+        "towns, roads, bridges, trains, ships, birds, trees, flowers, clouds and distant stars."
+    )
+
+    def text(named: list[str], times: int = 1) -> str:
+        if len(named) == 1:  # a study: the word in its first, short chunk
+            return f"{' '.join([named[0]] * times).capitalize()} came up. " + " ".join(
+                f"Part {n} is {aside}" for n in range(4)
+            )
+        return " ".join(
+            f"{word.title()} came up in part {n}, {aside}" for n, word in enumerate(named)
+        )
+
+    filler = [
+        {"pmid": str(1000 + i), "title": f"Study {i}",
+         "sections": [{"label": "A", "text": text([words[i % 4]], 2 + i % 3)}]}
+        for i in range(120)
+    ]  # fmt: skip
+    review = text(words)
+    target = {"pmid": "7", "title": "A review", "sections": [{"label": "A", "text": review}]}
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [*filler, target])
+    query = " ".join(words)
+    with LiteratureIndex(
+        KnowledgeSettings(index_dir=tmp_path / "index"), embedder=HashEmbedder()
+    ) as index:
+        index.ingest([corpus], progress=False)
+        assert len(index.get_chunks("7")) == 4
+        for mode in ("dense", "lexical"):
+            assert "7" not in {hit.source_id for hit in index.search(query, k=100, mode=mode)}
+        hits = index.search(query, k=10, mode="hybrid")
+    shown = [hit for hit in hits if hit.source_id == "7"]
+    assert len(shown) == 1 and shown[0].chunk.text in review
