@@ -411,19 +411,16 @@ def _exact_lexical_runs(
     candidates = set(dict(document_pool))
     for run in runs.values():
         candidates.update(document for document, _ in run)
-    filters = {
-        "year_min": search_filter.year_min,
-        "year_max": search_filter.year_max,
-        "source_ids": search_filter.source_ids,
-    }
+    years = (search_filter.year_min, search_filter.year_max)
+    sources = search_filter.source_ids
     exact = {name: list(run) for name, run in runs.items()}
-    best_chunks = lexical.best_scores(terms, candidates, lexical.mask(**filters))
+    chunk_mask = lexical.mask(year_min=years[0], year_max=years[1], source_ids=sources)
+    best_chunks = lexical.best_scores(terms, candidates, chunk_mask)
     exact["lexical"] = _best_first(best_chunks)
     if lexical.documents is not None:
         level = lexical.documents
-        exact["documents"] = _best_first(
-            level.best_scores(terms, candidates, level.mask(**filters))
-        )
+        document_mask = level.mask(year_min=years[0], year_max=years[1], source_ids=sources)
+        exact["documents"] = _best_first(level.best_scores(terms, candidates, document_mask))
     return exact, best_chunks
 
 
