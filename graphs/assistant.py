@@ -117,6 +117,10 @@ NO_EVIDENCE_TEXT = (
     "I found no passages in the literature index that address this question, so I cannot give a "
     "cited answer."
 )
+UNSUPPORTED_TEXT = (
+    "The passages I retrieved did not support any sentence of the answer I drafted, so I cannot "
+    "give a cited answer."
+)
 OUT_OF_SCOPE_TEXT = (
     "I can only help with medical and biomedical research questions, answered from the indexed "
     "literature."
@@ -907,7 +911,8 @@ def finalize(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]
             notes = answer_notes(state.get("question", ""), best.sentences, pool)
             text = "\n\n".join([EXTRACTIVE_LABEL, text, *notes])
     else:
-        text, kind = NO_EVIDENCE_TEXT, "no_evidence"
+        # Passages were found but no drafted sentence held up: not the same as finding none.
+        text, kind = UNSUPPORTED_TEXT if pool else NO_EVIDENCE_TEXT, "no_evidence"
     answer = Answer(
         question=state.get("question", ""),
         text=text,

@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 from medgraph.assistant import Assistant, EmptyQuestionError, ThreadNotFoundError
+from medgraph.graphs.assistant import NO_EVIDENCE_TEXT, UNSUPPORTED_TEXT
 from medgraph.graphs.safety import EMERGENCY_ANSWER, NOT_FOR_CLINICAL_USE, emergency_answer
 from medgraph.knowledge.citations import parse_cited_text
 from medgraph.knowledge.types import Document
@@ -199,6 +200,8 @@ def test_unsupported_answer_triggers_one_more_retrieval(
     assert len(index.queries) == 2 and index.queries[1] != index.queries[0]
     assert "97%" not in answer.text  # removed, never shown
     assert answer.kind == "no_evidence"
+    # Passages were retrieved, so the answer does not claim that none were found.
+    assert answer.text == UNSUPPORTED_TEXT
     assert answer.verification.supported_fraction == 0.0
 
 
@@ -454,3 +457,4 @@ def test_uncited_number_not_from_a_calculator_is_removed(
     with Assistant(settings_for(tmp_path), text_model=model, index=index) as assistant:
         answer = assistant.ask("BMI for 70 kg and 175 cm")
     assert "31.4" not in answer.text and answer.kind == "no_evidence"
+    assert answer.text == NO_EVIDENCE_TEXT  # nothing was retrieved
