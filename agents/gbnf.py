@@ -90,6 +90,22 @@ def _digits(low: int, high: int | None) -> _Expr:
     return _EMPTY if high == 0 else _Rep(_DIGIT, low, high)
 
 
+def _digit_span(first: int, last: int) -> _Expr:
+    """One digit from ``first`` to ``last``."""
+    return _Lit(str(first)) if first == last else _Class(f"[{first}-{last}]")
+
+
+def _signed(low: int, high: int, magnitudes: Callable[[int, int], _Expr]) -> _Expr:
+    """Values from ``low`` to ``high`` (``low <= high``, in the units ``magnitudes`` takes): a
+    minus sign before the negative ones' magnitudes (never ``-0``), then the non-negative ones."""
+    options = []
+    if low < 0:
+        options.append(_seq(_Lit("-"), magnitudes(max(1, -high), -low)))
+    if high >= 0:
+        options.append(magnitudes(max(0, low), high))
+    return _alt(*options)
+
+
 # Integers -----------------------------------------------------------------------------------
 
 
@@ -108,8 +124,7 @@ def _same_length(low: str, high: str) -> _Expr:
     if high[1:].strip("9"):
         last -= 1
     if first <= last:
-        head = _Lit(str(first)) if first == last else _Class(f"[{first}-{last}]")
-        options.append(_seq(head, _digits(rest, rest)))
+        options.append(_seq(_digit_span(first, last), _digits(rest, rest)))
     if high[1:].strip("9"):
         options.append(_seq(_Lit(high[0]), _same_length("0" * rest, high[1:])))
     return _alt(*options)
@@ -130,12 +145,7 @@ def integer_range(low: int, high: int) -> _Expr:
     """JSON integers from ``low`` to ``high`` inclusive."""
     if low > high:
         raise GBNFError(f"an integer range with minimum {low} above maximum {high}")
-    options = []
-    if low < 0:
-        options.append(_seq(_Lit("-"), _natural_range(max(1, -high), -low)))
-    if high >= 0:
-        options.append(_natural_range(max(0, low), high))
-    return _alt(*options)
+    return _signed(low, high, _natural_range)
 
 
 # Numbers ------------------------------------------------------------------------------------
@@ -157,8 +167,7 @@ def _fraction(low: str, high: str, *, need_digit: bool) -> _Expr:
         options.append(_seq(_Lit(low[0]), _fraction(low[1:], "9" * rest, need_digit=False)))
         first, last = int(low[0]) + 1, int(high[0]) - 1
         if first <= last:
-            head = _Lit(str(first)) if first == last else _Class(f"[{first}-{last}]")
-            options.append(_seq(head, _digits(0, rest)))
+            options.append(_seq(_digit_span(first, last), _digits(0, rest)))
         options.append(_seq(_Lit(high[0]), _fraction("0" * rest, high[1:], need_digit=False)))
     return _alt(*options)
 
@@ -199,12 +208,7 @@ def number_range(low: Decimal, high: Decimal) -> _Expr:
     high_units = int((high * _SCALE).to_integral_value(ROUND_FLOOR))
     if low_units > high_units:
         raise GBNFError(f"a number range with minimum {low} above maximum {high}")
-    options = []
-    if low_units < 0:
-        options.append(_seq(_Lit("-"), _magnitude_range(max(1, -high_units), -low_units)))
-    if high_units >= 0:
-        options.append(_magnitude_range(max(0, low_units), high_units))
-    return _alt(*options)
+    return _signed(low_units, high_units, _magnitude_range)
 
 
 def _bound(schema: Mapping[str, Any], key: str) -> Decimal | None:
