@@ -397,7 +397,7 @@ def _exact_lexical_runs(
     terms: Sequence[str],
     runs: Mapping[str, Sequence[tuple[str, float]]],
     document_pool: Sequence[tuple[str, float]],
-    search_filter: SearchFilter,
+    masks: _FilterMasks,
 ) -> tuple[dict[str, list[tuple[str, float]]], dict[str, tuple[str, float]]]:
     """Document runs for score fusion in which BM25 scores every candidate document.
 
@@ -411,17 +411,37 @@ def _exact_lexical_runs(
     candidates = set(dict(document_pool))
     for run in runs.values():
         candidates.update(document for document, _ in run)
-    years = (search_filter.year_min, search_filter.year_max)
-    sources = search_filter.source_ids
     exact = {name: list(run) for name, run in runs.items()}
-    chunk_mask = lexical.mask(year_min=years[0], year_max=years[1], source_ids=sources)
-    best_chunks = lexical.best_scores(terms, candidates, chunk_mask)
+    best_chunks = lexical.best_scores(terms, candidates, masks.chunks)
     exact["lexical"] = _best_first(best_chunks)
     if lexical.documents is not None:
-        level = lexical.documents
-        document_mask = level.mask(year_min=years[0], year_max=years[1], source_ids=sources)
-        exact["documents"] = _best_first(level.best_scores(terms, candidates, document_mask))
+        exact["documents"] = _best_first(
+            lexical.documents.best_scores(terms, candidates, masks.documents)
+        )
     return exact, best_chunks
+
+
+@dataclass(frozen=True)
+class _FilterMasks:
+    """A search filter's BM25 row masks, built once per query (each is a pass over the index
+    when the filter names years or sources; None without such a filter)."""
+
+    chunks: npt.NDArray[np.float32] | None
+    documents: npt.NDArray[np.float32] | None
+
+    @classmethod
+    def of(cls, lexical: LexicalIndex, search_filter: SearchFilter) -> _FilterMasks:
+        """The masks of ``search_filter`` over ``lexical`` and its document level."""
+
+        def mask(level: LexicalIndex) -> npt.NDArray[np.float32] | None:
+            return level.mask(
+                year_min=search_filter.year_min,
+                year_max=search_filter.year_max,
+                source_ids=search_filter.source_ids,
+            )
+
+        level = lexical.documents
+        return cls(mask(lexical), mask(level) if level is not None else None)
 
 
 def _best_first(best: Mapping[str, tuple[str, float]]) -> list[tuple[str, float]]:
@@ -1162,9 +1182,11 @@ class LiteratureIndex:
         lexical_run: Callable[[], _LexicalResult] | None = None
         lexical_job: Future[_LexicalResult] | None = None
         documents_job: Future[list[tuple[str, float]]] | None = None
+        masks: _FilterMasks | None = None
         query_terms = tokenize(query)
         if mode in ("lexical", "hybrid"):
             lexical = self._lexical_index(store)
+            masks = _FilterMasks.of(lexical, search_filter)
             lexical_run = functools.partial(
                 self._lexical_hits,
                 store,
@@ -1172,6 +1194,7 @@ class LiteratureIndex:
                 query_terms,
                 depth,
                 search_filter,
+                masks.chunks,
                 records=not lean,
             )
             if mode == "hybrid":
@@ -1188,11 +1211,7 @@ class LiteratureIndex:
                         lexical.documents.search_tokens,
                         query_terms,
                         depth,
-                        lexical.documents.mask(
-                            year_min=search_filter.year_min,
-                            year_max=search_filter.year_max,
-                            source_ids=search_filter.source_ids,
-                        ),
+                        masks.documents,
                     )
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
@@ -1252,10 +1271,10 @@ class LiteratureIndex:
                 document_runs = {
                     name: best_per_document(run, document_of) for name, run in runs.items()
                 }
-                if lexical is not None:
+                if lexical is not None and masks is not None:
                     pool = documents_job.result() if documents_job is not None else []
                     document_runs, best_chunks = _exact_lexical_runs(
-                        lexical, query_terms, document_runs, pool, search_filter
+                        lexical, query_terms, document_runs, pool, masks
                     )
                 fused = zscore_fusion(document_runs)
                 chunk_fused = zscore_fusion(runs)
@@ -1340,19 +1359,16 @@ class LiteratureIndex:
         tokens: Sequence[str],
         depth: int,
         search_filter: SearchFilter,
+        mask: npt.NDArray[np.float32] | None,
         *,
         records: bool = True,
     ) -> _LexicalResult:
-        """The ``depth`` best visible BM25 hits and their stored records.
+        """The ``depth`` best visible BM25 hits and their stored records; ``mask`` is
+        ``search_filter``'s BM25 row mask (:class:`_FilterMasks`).
 
         Without ``records`` (and with no origins filter, which needs them) only the hits come
         back, with no store access.
         """
-        mask = lexical.mask(
-            year_min=search_filter.year_min,
-            year_max=search_filter.year_max,
-            source_ids=search_filter.source_ids,
-        )
         if not records and search_filter.origins is None:
             return lexical.search(tokens, depth, mask), {}
         fetch = depth
