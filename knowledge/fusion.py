@@ -22,9 +22,10 @@ first in both, where fusing chunks would credit each chunk with only one list.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -86,37 +87,38 @@ def zscore_fusion(
     once, at their first (best) entry. Ties break as in :func:`reciprocal_rank_fusion`.
     """
     weights = weights or {}
-    standard: dict[str, dict[str, float]] = {}
-    floors: dict[str, float] = {}
-    ranks: dict[str, dict[str, int]] = {}
-    first_seen: dict[str, int] = {}
+    position_of: dict[str, int] = {}  # item -> its index in order of first appearance
+    ranks: list[dict[str, int]] = []  # per item: its rank in each list that holds it
+    columns: list[tuple[float, list[int], list[float]]] = []
     for name, run in runs.items():
-        entries: dict[str, float] = {}
-        for position, (item_id, score) in enumerate(run, start=1):
-            if item_id in entries:
+        positions: list[int] = []
+        values: list[float] = []
+        for rank, (item_id, score) in enumerate(run, start=1):
+            at = position_of.get(item_id)
+            if at is None:
+                at = position_of[item_id] = len(ranks)
+                ranks.append({name: rank})
+            elif name in ranks[at]:
                 continue
-            entries[item_id] = float(score)
-            ranks.setdefault(item_id, {})[name] = position
-            first_seen.setdefault(item_id, len(first_seen))
-        if not entries:
-            continue
-        values = list(entries.values())
-        mean = sum(values) / len(values)
-        spread = math.sqrt(sum((value - mean) ** 2 for value in values) / len(values))
-        scale = 1.0 / spread if spread > 0 else 0.0
-        standard[name] = {item_id: (s - mean) * scale for item_id, s in entries.items()}
-        floors[name] = min(standard[name].values())
-    scores = {
-        item_id: sum(
-            weights.get(name, 1.0) * standard[name].get(item_id, floors[name]) for name in standard
-        )
-        for item_id in first_seen
-    }
-    ordered = sorted(
-        scores,
-        key=lambda item_id: (-scores[item_id], min(ranks[item_id].values()), first_seen[item_id]),
-    )
-    return [FusedItem(item_id, scores[item_id], dict(ranks[item_id])) for item_id in ordered]
+            else:
+                ranks[at][name] = rank
+            positions.append(at)
+            values.append(score)
+        if positions:
+            columns.append((weights.get(name, 1.0), positions, values))
+    total = np.zeros(len(position_of), dtype=np.float64)
+    for weight, positions, values in columns:
+        scored = np.asarray(values, dtype=np.float64)
+        spread = float(scored.std())
+        standard = (scored - scored.mean()) * (1.0 / spread if spread > 0 else 0.0)
+        column = np.full(len(position_of), standard.min())  # absent: the list's floor
+        column[positions] = standard
+        total += weight * column
+    items = list(position_of)
+    best_rank = [min(item_ranks.values()) for item_ranks in ranks]
+    scores = total.tolist()
+    ordered = sorted(range(len(items)), key=lambda at: (-scores[at], best_rank[at], at))
+    return [FusedItem(items[at], scores[at], ranks[at]) for at in ordered]
 
 
 def best_per_document(

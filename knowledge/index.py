@@ -1167,9 +1167,6 @@ class LiteratureIndex:
             raise InvalidQueryError("the search query is empty; give some words to search for")
         search_filter = SearchFilter.parse(where)
         store = self._open_for_read()
-        if store.count() == 0:
-            raise self._missing("the index holds no chunks")
-
         reranker = self._active_reranker()
         wanted = max(3 * k, 20) if reranker is not None else k
         depth = max(4 * wanted, _FUSION_POOL) if mode == "hybrid" else wanted
@@ -1307,6 +1304,9 @@ class LiteratureIndex:
             records.update(store.get(missing))
             # a chunk deleted since it was ranked (a concurrent prune) is left out
             ordered = [(chunk_id, score) for chunk_id, score in ordered if chunk_id in records]
+        # Counting is a store round trip: it is done only when a search finds nothing.
+        if not ordered and store.count() == 0:
+            raise self._missing("the index holds no chunks")
         if reranker is not None and ordered:
             passages = [records[chunk_id].text for chunk_id, _ in ordered]
             rerank_scores = [float(s) for s in reranker(query, passages)]

@@ -176,10 +176,13 @@ class _Segment:
             return np.empty(0, dtype=np.int32)
         lo = np.searchsorted(values, keys, side="left", sorter=order)
         hi = np.searchsorted(values, keys, side="right", sorter=order)
-        if not np.any(hi > lo):
+        counts = hi - lo
+        total = int(counts.sum())
+        if not total:
             return np.empty(0, dtype=np.int32)
-        picks = [order[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True) if b > a]
-        return np.unique(np.concatenate(picks)).astype(np.int32)
+        # the positions lo[k] .. hi[k] - 1 of every key, in one array
+        shift = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+        return np.unique(order[np.arange(total) + shift]).astype(np.int32)
 
     def postings(self, term: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]:
         at = int(np.searchsorted(self.terms, np.uint64(term)))

@@ -276,6 +276,25 @@ def test_missing_index_and_bad_requests(tmp_path: Path, corpus: dict[str, Path])
             index.search("x", k=0)
 
 
+def test_an_index_emptied_under_a_reader_says_it_holds_no_chunks(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    import chromadb
+
+    with _make_index(tmp_path / "index") as index:
+        index.ingest([corpus["a"]], progress=False)
+        assert index.search("aquagenic urticaria", k=3)
+        # a filter that hides every record finds nothing, which is not an empty index
+        assert index.search("aquagenic urticaria", where={"year": {"gte": 2090}}) == []
+    client = chromadb.PersistentClient(path=str(tmp_path / "index" / "chroma"))
+    collection = client.get_collection("medgraph")
+    collection.delete(ids=collection.get(include=[])["ids"])
+    with _make_index(tmp_path / "index") as index:
+        for mode in ("dense", "lexical", "hybrid"):
+            with pytest.raises(IndexUnavailableError, match="holds no chunks"):
+                index.search("aquagenic urticaria", mode=mode)
+
+
 def test_index_refuses_a_different_embedding_model(tmp_path: Path, corpus: dict[str, Path]) -> None:
     with _make_index(tmp_path / "index", HashEmbedder(name="model-a")) as index:
         index.ingest([corpus["a"]], progress=False)
