@@ -78,6 +78,11 @@ _INTEGER_LIMIT = 10**MAX_NUMBER_DIGITS - 1
 _NUMBER_LIMIT = 10**9 - 1
 DEFAULT_STRING_MAX_CHARS = 256
 """Cap on a free-text argument (a string with no maxLength, enum, const, pattern or format)."""
+MAX_STRING_CHARS = 4096
+"""Cap on any string a decision may hold, whatever ``maxLength`` a tool declares: a decision is a
+few hundred tokens at most, and grammar engines expand a length bound into that many states."""
+MAX_ARRAY_ITEMS = 256
+"""Cap on the items of any array argument with a declared ``maxItems``, for the same reason."""
 DEFAULT_CHARS_PER_TOKEN = 3.0
 """A generous floor for Gemma's tokenizer on decision JSON, when the engine has no measurement."""
 
@@ -513,8 +518,11 @@ def bounded_schema(schema: Any) -> Any:
 
     Integers get a range of at most :data:`MAX_NUMBER_DIGITS` digits, numbers one of at most 9
     integer digits (range grammars add up to 6 decimals, and no exponent), declared ranges that fit
-    are kept; free-text strings without ``maxLength`` get :data:`DEFAULT_STRING_MAX_CHARS`. The
-    original schema still validates the arguments: the bounds only narrow what can be generated.
+    are kept; free-text strings without ``maxLength`` get :data:`DEFAULT_STRING_MAX_CHARS`, and
+    declared lengths and item counts are capped at :data:`MAX_STRING_CHARS` and
+    :data:`MAX_ARRAY_ITEMS`. The original schema still validates the arguments: the bounds only
+    narrow what can be generated. Raises :class:`ToolProtocolError` for a ``minLength`` or
+    ``minItems`` above those caps (no bounded decision could hold such an argument).
     """
     if isinstance(schema, list):
         return [bounded_schema(item) for item in schema]
@@ -532,7 +540,22 @@ def bounded_schema(schema: Any) -> Any:
         and not {"pattern", "format"} & set(bounded)
     ):
         bounded["maxLength"] = DEFAULT_STRING_MAX_CHARS
+    _cap_length(bounded, "minLength", "maxLength", MAX_STRING_CHARS, "characters")
+    _cap_length(bounded, "minItems", "maxItems", MAX_ARRAY_ITEMS, "items")
     return bounded
+
+
+def _cap_length(schema: dict[str, Any], low_key: str, high_key: str, cap: int, unit: str) -> None:
+    """Lower ``schema[high_key]`` to ``cap``; a ``low_key`` above ``cap`` cannot be generated."""
+    low = schema.get(low_key)
+    if isinstance(low, int) and low > cap:
+        raise ToolProtocolError(
+            f"a tool argument declares {low_key} {low}, but a decision holds at most {cap} "
+            f"{unit} per argument; lower {low_key} to {cap} or less"
+        )
+    high = schema.get(high_key)
+    if isinstance(high, int) and high > cap:
+        schema[high_key] = cap
 
 
 _UNBOUNDED = 10**9

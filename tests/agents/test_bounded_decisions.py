@@ -13,9 +13,13 @@ from langchain_core.tools import tool
 
 from medgraph.agents import MedGemmaChat
 from medgraph.agents.engines.base import Completion, GenerationRequest
+from medgraph.agents.gbnf import schema_gbnf
 from medgraph.agents.protocol import (
     DEFAULT_STRING_MAX_CHARS,
+    MAX_ARRAY_ITEMS,
     MAX_NUMBER_DIGITS,
+    MAX_STRING_CHARS,
+    ToolProtocolError,
     ToolSpec,
     bounded_schema,
     decision_schema,
@@ -82,6 +86,28 @@ def test_declared_ranges_and_lengths_are_kept_and_free_text_is_capped() -> None:
     assert bounded_schema(declared) == declared
     choice = {"type": "string", "enum": ["male", "female"]}
     assert bounded_schema(choice) == choice
+
+
+def test_declared_lengths_beyond_what_a_decision_holds_are_capped() -> None:
+    huge = {
+        "type": "object",
+        "properties": {
+            "note": {"type": "string", "maxLength": 10**9},
+            "codes": {"type": "array", "items": {"type": "string"}, "maxItems": 10**6},
+        },
+    }
+    bounded = bounded_schema(huge)["properties"]
+    assert bounded["note"]["maxLength"] == MAX_STRING_CHARS
+    assert bounded["codes"]["maxItems"] == MAX_ARRAY_ITEMS
+    assert bounded["codes"]["items"]["maxLength"] == DEFAULT_STRING_MAX_CHARS
+    # the GBNF sent to llama.cpp servers stays small: no rule per allowed character
+    grammar = schema_gbnf(bounded_schema(huge))
+    assert len(grammar) < 5_000
+    assert str(10**9 - 1) not in grammar and "1000000" not in grammar
+    with pytest.raises(ToolProtocolError, match=r"minLength 5000.*4096"):
+        bounded_schema({"type": "string", "minLength": 5000})
+    with pytest.raises(ToolProtocolError, match=r"minItems 300"):
+        bounded_schema({"type": "array", "items": {"type": "integer"}, "minItems": 300})
 
 
 def test_token_budget_comes_from_the_schema() -> None:
