@@ -398,6 +398,7 @@ def _exact_lexical_runs(
     runs: Mapping[str, Sequence[tuple[str, float]]],
     document_pool: Sequence[tuple[str, float]],
     masks: _FilterMasks,
+    known: _ExactScores | None = None,
 ) -> tuple[dict[str, list[tuple[str, float]]], dict[str, tuple[str, float]]]:
     """Document runs for score fusion in which BM25 scores every candidate document.
 
@@ -406,19 +407,80 @@ def _exact_lexical_runs(
     its whole-document score, both exact (0.0 where no query term occurs), so a document that the
     dense pool found but the lexical pool cut off is standardised by its real BM25 score rather
     than the pool's floor. The dense run is kept as it came (its misses still take its floor).
-    Also returns each candidate's best BM25 chunk (id, score).
+    ``known`` holds scores already computed for some candidates (the BM25 thread scores its own
+    pools' documents); only the others are scored here. Also returns each candidate's best BM25
+    chunk (id, score).
     """
     candidates = set(dict(document_pool))
     for run in runs.values():
         candidates.update(document for document, _ in run)
+    known = known or _ExactScores(frozenset(), {}, {})
+    rest = _ExactScores.of(lexical, terms, candidates - known.asked, masks)
     exact = {name: list(run) for name, run in runs.items()}
-    best_chunks = lexical.best_scores(terms, candidates, masks.chunks)
+    best_chunks = {**known.chunks, **rest.chunks}
     exact["lexical"] = _best_first(best_chunks)
     if lexical.documents is not None:
-        exact["documents"] = _best_first(
-            lexical.documents.best_scores(terms, candidates, masks.documents)
-        )
+        exact["documents"] = _best_first({**known.documents, **rest.documents})
     return exact, best_chunks
+
+
+@dataclass(frozen=True)
+class _ExactScores:
+    """Exact BM25 scores of the documents ``asked``: each one's best chunk (id, score) and its
+    whole-document score (id, score); a document with no live row is absent."""
+
+    asked: frozenset[str]
+    chunks: dict[str, tuple[str, float]]
+    documents: dict[str, tuple[str, float]]
+
+    @classmethod
+    def of(
+        cls,
+        lexical: LexicalIndex,
+        terms: Sequence[str],
+        sources: Iterable[str],
+        masks: _FilterMasks,
+    ) -> _ExactScores:
+        """Score ``sources`` at the chunk level and, if ``lexical`` has one, the document level."""
+        asked = frozenset(sources)
+        level = lexical.documents
+        documents = {} if level is None else level.best_scores(terms, asked, masks.documents)
+        return cls(asked, lexical.best_scores(terms, asked, masks.chunks), documents)
+
+
+@dataclass(frozen=True)
+class _Bm25Side:
+    """BM25's part of a hybrid search that needs no stored records, done in one pool thread while
+    the calling thread embeds the query and queries Chroma."""
+
+    hits: list[tuple[str, float]]
+    """The best chunks, (chunk id, score)."""
+    sources: dict[str, str]
+    """The hits' documents, by chunk id."""
+    pool: list[tuple[str, float]]
+    """Whole-document BM25's best documents (z-score fusion only)."""
+    exact: _ExactScores
+    """Exact scores of the hits' documents and of the pool (z-score fusion only)."""
+
+    @classmethod
+    def run(
+        cls,
+        lexical: LexicalIndex,
+        terms: Sequence[str],
+        depth: int,
+        masks: _FilterMasks,
+        *,
+        exact: bool,
+    ) -> _Bm25Side:
+        """Search ``depth`` chunks (and, with ``exact``, documents) and score their documents."""
+        hits = lexical.search(terms, depth, masks.chunks)
+        sources = lexical.sources_of(chunk_id for chunk_id, _ in hits)
+        if not exact:
+            return cls(hits, sources, [], _ExactScores(frozenset(), {}, {}))
+        level = lexical.documents
+        pool = [] if level is None else level.search_tokens(terms, depth, masks.documents)
+        candidates = set(sources.values()).union(document for document, _ in pool)
+        return cls(hits, sources, pool, _ExactScores.of(lexical, terms, candidates, masks))
 
 
 @dataclass(frozen=True)
@@ -1178,7 +1240,7 @@ class LiteratureIndex:
         lexical: LexicalIndex | None = None
         lexical_run: Callable[[], _LexicalResult] | None = None
         lexical_job: Future[_LexicalResult] | None = None
-        documents_job: Future[list[tuple[str, float]]] | None = None
+        bm25_job: Future[_Bm25Side] | None = None
         masks: _FilterMasks | None = None
         query_terms = tokenize(query)
         if mode in ("lexical", "hybrid"):
@@ -1192,24 +1254,21 @@ class LiteratureIndex:
                 depth,
                 search_filter,
                 masks.chunks,
-                records=not lean,
             )
             if mode == "hybrid":
-                # BM25 (and its hits' records) run while this thread embeds the query.
-                lexical_job = self._search_pool().submit(lexical_run)
-                if (
-                    lexical.documents is not None
-                    and search_filter.origins is None
-                    and self.settings.fusion == "zscore"
-                ):
-                    # whole-document BM25's own pool (an origins filter needs records to tell
-                    # which documents it hides, so there only the chunk pools' documents count)
-                    documents_job = self._search_pool().submit(
-                        lexical.documents.search_tokens,
+                # BM25 runs while this thread embeds the query; without records to read it also
+                # pools whole documents and scores the documents it found (z-score fusion)
+                if lean:
+                    bm25_job = self._search_pool().submit(
+                        _Bm25Side.run,
+                        lexical,
                         query_terms,
                         depth,
-                        masks.documents,
+                        masks,
+                        exact=self.settings.fusion == "zscore",
                     )
+                else:
+                    lexical_job = self._search_pool().submit(lexical_run)
         records: dict[str, StoredChunk] = {}
         scores: dict[str, dict[str, float]] = {}
         rankings: dict[str, list[str]] = {}
@@ -1226,17 +1285,23 @@ class LiteratureIndex:
             for rank, (chunk_id, similarity) in enumerate(dense_hits, start=1):
                 scores.setdefault(chunk_id, {}).update(dense=similarity, dense_rank=float(rank))
                 rankings["dense"].append(chunk_id)
+        bm25 = bm25_job.result() if bm25_job is not None else None
         if lexical_run is not None:
-            lexical_hits, lexical_records = (
-                lexical_job.result() if lexical_job is not None else lexical_run()
-            )
-            records.update(lexical_records)
+            if bm25 is not None:
+                lexical_hits = bm25.hits
+            else:
+                lexical_hits, lexical_records = (
+                    lexical_job.result() if lexical_job is not None else lexical_run()
+                )
+                records.update(lexical_records)
             rankings["lexical"] = []
             for rank, (chunk_id, score) in enumerate(lexical_hits, start=1):
                 scores.setdefault(chunk_id, {}).update(lexical=score, lexical_rank=float(rank))
                 rankings["lexical"].append(chunk_id)
 
         sources = {chunk_id: stored.source_id for chunk_id, stored in records.items()}
+        if bm25 is not None:
+            sources.update(bm25.sources)
         if lean and lexical is not None:
             unknown = [chunk_id for chunk_id in scores if chunk_id not in sources]
             sources.update(lexical.sources_of(unknown))
@@ -1269,9 +1334,13 @@ class LiteratureIndex:
                     name: best_per_document(run, document_of) for name, run in runs.items()
                 }
                 if lexical is not None and masks is not None:
-                    pool = documents_job.result() if documents_job is not None else []
                     document_runs, best_chunks = _exact_lexical_runs(
-                        lexical, query_terms, document_runs, pool, masks
+                        lexical,
+                        query_terms,
+                        document_runs,
+                        bm25.pool if bm25 is not None else [],
+                        masks,
+                        bm25.exact if bm25 is not None else None,
                     )
                 fused = zscore_fusion(document_runs)
                 chunk_fused = zscore_fusion(runs)
@@ -1360,17 +1429,9 @@ class LiteratureIndex:
         depth: int,
         search_filter: SearchFilter,
         mask: npt.NDArray[np.float32] | None,
-        *,
-        records: bool = True,
     ) -> _LexicalResult:
         """The ``depth`` best visible BM25 hits and their stored records; ``mask`` is
-        ``search_filter``'s BM25 row mask (:class:`_FilterMasks`).
-
-        Without ``records`` (and with no origins filter, which needs them) only the hits come
-        back, with no store access.
-        """
-        if not records and search_filter.origins is None:
-            return lexical.search(tokens, depth, mask), {}
+        ``search_filter``'s BM25 row mask (:class:`_FilterMasks`)."""
         fetch = depth
         while True:
             hits = lexical.search(tokens, fetch, mask)
