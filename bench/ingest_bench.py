@@ -300,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="First N abstracts only.")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sample", type=int, default=512, help="Chunks for the batch-order test.")
-    parser.add_argument("--keep", type=Path, default=None, help="Keep the last round's medgraph indexes here (a folder per backend).")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="Keep the last round's medgraph indexes here (a folder per backend).",
+    )
     parser.add_argument(
         "--rerun",
         action=argparse.BooleanOptionalAction,
