@@ -5,7 +5,9 @@ LangChain ``Embeddings`` wrapper over the same SentenceTransformer (torch), give
 chunks medgraph makes (same ids) and embedding exactly the texts medgraph embeds (title line plus
 chunk text), persisting to its own Chroma folder. Both models are loaded before any timing starts
 (medgraph's ONNX graph exported), so both sides pay only for embedding and storing. ``--backend``
-picks medgraph's embedding backend (default ``auto``: ONNX Runtime on a CPU).
+picks medgraph's embedding backend (default ``auto``); repeat it (``--backend onnx --backend
+onnx-int8``) to measure several against the same baseline, and ``--rounds N`` alternates baseline
+and backends N times (ratios of medians).
 
 Printed ratios (all measured in this run, same machine, same model, same chunks):
 
@@ -18,7 +20,7 @@ Printed ratios (all measured in this run, same machine, same model, same chunks)
 - fewer tokens: chunks and tokens to embed at the model's limit (254 tokens, 1-sentence overlap,
   the default) vs no overlap and vs ``max_chunk_tokens=128``.
 
-Run: ``python bench/ingest_bench.py [--limit N] [--keep DIR]``
+Run: ``python bench/ingest_bench.py [--limit N] [--keep DIR] [--backend B ...] [--rounds N]``
 (needs ``pip install langchain-chroma``).
 """
 
@@ -100,7 +102,12 @@ def _padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]]
 
 
 def bench_ingest(corpus: Path, pairs: list, model: object, args: argparse.Namespace) -> None:
-    """First ingest and re-ingest: medgraph vs langchain-chroma ``from_documents``."""
+    """First ingest and re-ingest: medgraph (one or more backends) vs langchain-chroma.
+
+    Each round runs the baseline, then medgraph with every backend in turn, so that every ratio
+    divides rates measured minutes apart on the same (shared) machine; the summary takes each
+    side's median over the rounds.
+    """
     try:
         from langchain_chroma import Chroma
         from langchain_core.documents import Document as LangChainDocument
@@ -126,79 +133,105 @@ def bench_ingest(corpus: Path, pairs: list, model: object, args: argparse.Namesp
     embeddings = _as_langchain_embeddings(SentenceTransformerEmbeddings(model, args.batch_size))
     settings = chromadb.Settings(anonymized_telemetry=False)
 
-    def from_documents() -> tuple[float, int]:
+    def from_documents(folder: Path) -> tuple[float, int]:
         started = time.perf_counter()
         store = Chroma.from_documents(
             lc_documents,
             embeddings,  # type: ignore[arg-type]
             ids=ids,
-            persist_directory=str(work / "langchain"),
+            persist_directory=str(folder),
             client_settings=settings,
             collection_metadata={"hnsw:space": "cosine"},
         )
         return time.perf_counter() - started, store._collection.count()
 
-    print(f"baseline langchain-chroma from_documents ... ({_load()})", flush=True)
-    baseline_seconds, baseline_count = from_documents()
-    print(f"  {baseline_seconds:.1f} s, {baseline_count} chunks stored ({_load()})", flush=True)
-    baseline_rerun = None
-    if args.rerun:
-        baseline_rerun, _ = from_documents()
-        print(f"  re-run with the same ids: {baseline_rerun:.1f} s ({_load()})", flush=True)
+    # Like the baseline's model, medgraph's embedders are loaded (and their ONNX graphs exported,
+    # once per machine) before timing starts.
+    embedders = {}
+    for backend in args.backends:
+        embedder = SentenceTransformerEmbedder(batch_size=args.batch_size, backend=backend)
+        embedder.embed_documents(["warm up"])
+        embedders[backend] = embedder
 
-    index_dir = args.keep or work / "medgraph"
-    if args.keep and index_dir.exists():
-        shutil.rmtree(index_dir)
-    knowledge = KnowledgeSettings(
-        index_dir=index_dir, batch_size=args.batch_size, embedding_backend=args.backend
-    )
-    # Like the baseline's model, medgraph's embedder is loaded (and its ONNX graph exported, once
-    # per machine) before timing starts.
-    embedder = SentenceTransformerEmbedder.from_settings(knowledge)
-    embedder.embed_documents(["warm up"])
-    print(
-        f"medgraph LiteratureIndex.ingest, {embedder.backend} backend ... ({_load()})", flush=True
-    )
-    with LiteratureIndex(knowledge, embedder=embedder) as index:
-        started = time.perf_counter()
-        first = index.ingest([corpus], progress=False)
-        first_seconds = time.perf_counter() - started
-        print(f"  {first_seconds:.1f} s, {first.index_chunks} chunks ({_load()})", flush=True)
-        started = time.perf_counter()
-        again = index.ingest([corpus], progress=False)
-        again_seconds = time.perf_counter() - started
-    assert first.index_chunks == baseline_count == len(pairs), "both must store the same chunks"
+    baseline_seconds: list[float] = []
+    first_seconds: dict[str, list[float]] = {backend: [] for backend in args.backends}
+    embed_rates: dict[str, list[float]] = {backend: [] for backend in args.backends}
+    again_seconds: dict[str, float] = {}
+    baseline_rerun = None
+    for turn in range(args.rounds):
+        print(f"round {turn + 1}: baseline langchain-chroma from_documents ({_load()})", flush=True)
+        seconds, baseline_count = from_documents(work / f"langchain-{turn}")
+        baseline_seconds.append(seconds)
+        print(f"  {seconds:.1f} s, {baseline_count} chunks stored ({_load()})", flush=True)
+        if args.rerun and turn == 0:
+            baseline_rerun, _ = from_documents(work / f"langchain-{turn}")
+            print(f"  re-run with the same ids: {baseline_rerun:.1f} s ({_load()})", flush=True)
+        for backend, embedder in embedders.items():
+            index_dir = work / f"medgraph-{backend}-{turn}"
+            if args.keep and turn == args.rounds - 1:
+                index_dir = args.keep / backend
+                shutil.rmtree(index_dir, ignore_errors=True)
+            knowledge = KnowledgeSettings(
+                index_dir=index_dir, batch_size=args.batch_size, embedding_backend=backend
+            )
+            print(
+                f"round {turn + 1}: medgraph LiteratureIndex.ingest, {embedder.backend} backend "
+                f"({_load()})",
+                flush=True,
+            )
+            with LiteratureIndex(knowledge, embedder=embedder) as index:
+                started = time.perf_counter()
+                first = index.ingest([corpus], progress=False)
+                first_seconds[backend].append(time.perf_counter() - started)
+                embed_rates[backend].append(first.index_chunks / first.embedding_seconds)
+                print(
+                    f"  {first_seconds[backend][-1]:.1f} s, {first.index_chunks} chunks "
+                    f"({_load()})",
+                    flush=True,
+                )
+                if turn == 0:
+                    started = time.perf_counter()
+                    again = index.ingest([corpus], progress=False)
+                    again_seconds[backend] = time.perf_counter() - started
+                    assert again.chunks_added == 0, "the unchanged corpus must embed nothing"
+            assert first.index_chunks == baseline_count == len(pairs), "same chunks on both sides"
     shutil.rmtree(work, ignore_errors=True)
 
-    medgraph_rate = first.index_chunks / first_seconds
-    baseline_rate = baseline_count / baseline_seconds
-    print("== first ingest (chunks/s, higher is better)")
+    chunks = len(pairs)
+    baseline_rate = chunks / statistics.median(baseline_seconds)
+    print(f"== first ingest (chunks/s, higher is better; median of {args.rounds} round(s))")
     print(
         f"baseline langchain-chroma from_documents: {baseline_rate:.1f} chunks/s "
-        f"({baseline_seconds:.1f} s, embed+store only)"
+        f"({statistics.median(baseline_seconds):.1f} s, embed+store only)"
     )
-    print(
-        f"medgraph ingest end to end:               {medgraph_rate:.1f} chunks/s "
-        f"({first_seconds:.1f} s incl. read, chunking, BM25)"
-    )
-    print(
-        f"medgraph embed+store phase:               "
-        f"{first.index_chunks / first.embedding_seconds:.1f} chunks/s"
-    )
-    print(f"ratio medgraph / baseline: {medgraph_rate / baseline_rate:.2f}x")
+    for backend in args.backends:
+        rate = chunks / statistics.median(first_seconds[backend])
+        per_round = ", ".join(
+            f"{b / m:.2f}x" for b, m in zip(baseline_seconds, first_seconds[backend], strict=True)
+        )
+        print(
+            f"medgraph [{backend}] end to end: {rate:.1f} chunks/s "
+            f"({statistics.median(first_seconds[backend]):.1f} s incl. read, chunking, BM25; "
+            f"embed+store phase {statistics.median(embed_rates[backend]):.1f} chunks/s)"
+        )
+        print(
+            f"  ratio medgraph [{backend}] / baseline: {rate / baseline_rate:.2f}x "
+            f"(per round: {per_round})"
+        )
     print("== re-ingest of the unchanged corpus (seconds, lower is better)")
-    rerun = (
-        f"baseline re-run {baseline_rerun:.1f} s ({baseline_rerun / baseline_seconds:.2f}x "
-        f"its first run; it re-embeds everything)"
-        if baseline_rerun is not None
-        else "baseline re-run skipped (--no-rerun)"
-    )
-    print(
-        f"medgraph re-ingest {again_seconds:.2f} s ({again.chunks_added} embedded, "
-        f"{again.chunks_unchanged} unchanged) vs its first ingest {first_seconds:.1f} s: "
-        f"{again_seconds / first_seconds:.4f}x ({first_seconds / again_seconds:.0f}x faster); "
-        f"{rerun}"
-    )
+    if baseline_rerun is not None:
+        print(
+            f"baseline re-run {baseline_rerun:.1f} s ({baseline_rerun / baseline_seconds[0]:.2f}x "
+            f"its first run; it re-embeds everything)"
+        )
+    else:
+        print("baseline re-run skipped (--no-rerun)")
+    for backend, seconds in again_seconds.items():
+        first_run = first_seconds[backend][0]
+        print(
+            f"medgraph [{backend}] re-ingest {seconds:.2f} s vs its first ingest "
+            f"{first_run:.1f} s: {seconds / first_run:.4f}x ({first_run / seconds:.0f}x faster)"
+        )
 
 
 def bench_batch_order(
@@ -267,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="First N abstracts only.")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sample", type=int, default=512, help="Chunks for the batch-order test.")
-    parser.add_argument("--keep", type=Path, default=None, help="Keep medgraph's index here.")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="Keep the last round's medgraph indexes here (a folder per backend).",
+    )
     parser.add_argument(
         "--rerun",
         action=argparse.BooleanOptionalAction,
@@ -275,12 +313,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Also time the baseline's second from_documents (re-ingest comparison).",
     )
     parser.add_argument(
-        "--backend", default="auto", help="medgraph's knowledge.embedding_backend (default auto)."
+        "--backend",
+        dest="backends",
+        action="append",
+        help="medgraph's knowledge.embedding_backend; repeat to compare several in one run "
+        "(default: auto).",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="Baseline + every backend, this many times in turn."
     )
     parser.add_argument(
         "--parts", default="ingest,order,tokens", help="Comma-separated: ingest, order, tokens."
     )
     args = parser.parse_args(argv)
+    args.backends = args.backends or ["auto"]
     parts = {part.strip() for part in args.parts.split(",")}
 
     from medgraph.knowledge.embeddings import SentenceTransformerEmbedder, load_sentence_transformer

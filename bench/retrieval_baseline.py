@@ -18,9 +18,15 @@ Embedding the 13k records takes minutes on a CPU, so vectors are cached by text 
 ``~/.cache/medgraph/bench`` (``--cache``), and so is the index, which a later run updates in place
 (ingest is incremental); nothing is written into the repository.
 
-Run: ``python bench/retrieval_baseline.py [--limit N] [--documents M] [--data DIR] [--cache DIR]``
-(``--limit``: score only the first N dev questions; ``--documents``: a smoke-test corpus of the
-gold documents of those questions plus the first M others, scored apart from the whole corpus).
+``--backends onnx,onnx-int8`` builds and searches one index per embedding backend in the same run,
+beside the one plain baseline (whose dense side always embeds in fp32): fp32-family backends
+(``onnx``, ``torch``) use ``index-bioasq``, ``onnx-int8`` uses ``index-bioasq-int8``, and int8
+vectors are cached in a file of their own.
+
+Run: ``python bench/retrieval_baseline.py [--limit N] [--documents M] [--data DIR] [--cache DIR]
+[--backends LIST]`` (``--limit``: score only the first N dev questions; ``--documents``: a
+smoke-test corpus of the gold documents of those questions plus the first M others, scored apart
+from the whole corpus).
 """
 
 from __future__ import annotations
@@ -50,12 +56,19 @@ def _default_data() -> Path:
 
 
 class VectorCache:
-    """Passage vectors of one embedder kept on disk by the sha256 of their text."""
+    """Passage vectors of one embedder kept on disk by the sha256 of their text.
+
+    The file is keyed by the embedder's identity and, for int8 vectors, its vector family, so
+    vectors of one family are never served to an index of another (fp32 files keep their old key).
+    """
 
     def __init__(self, folder: Path, embedder: object) -> None:
         self.inner = embedder
-        identity = json.dumps(embedder.identity, sort_keys=True)  # type: ignore[attr-defined]
-        key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        identity = dict(embedder.identity)  # type: ignore[attr-defined]
+        family = getattr(embedder, "vector_family", "fp32")
+        if family != "fp32":
+            identity["vector_family"] = family
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
         self.path = folder / f"vectors-{key}.npz"
         self.vectors: dict[str, npt.NDArray[np.float32]] = {}
         if self.path.is_file():
@@ -86,6 +99,18 @@ class VectorCache:
     @property
     def dimension(self) -> int:
         return self.inner.dimension  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def requested_backend(self) -> str:
+        return self.inner.requested_backend  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def vector_family(self) -> str:
+        return self.inner.vector_family  # type: ignore[attr-defined,no-any-return]
 
     @property
     def max_tokens(self) -> int:
@@ -164,10 +189,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--documents", type=int, default=None, help="corpus: the gold documents plus M others"
     )
+    parser.add_argument(
+        "--backends",
+        default="onnx",
+        help="comma-separated embedding backends, one medgraph index each (default onnx)",
+    )
     args = parser.parse_args(argv)
+    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
 
     from medgraph.knowledge.config import KnowledgeSettings
-    from medgraph.knowledge.embeddings import SentenceTransformerEmbedder
+    from medgraph.knowledge.embeddings import SentenceTransformerEmbedder, vector_family
     from medgraph.knowledge.evaluation import (
         load_questions,
         percentile,
@@ -180,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     corpus = args.data / "corpus.jsonl"
     questions = load_questions(args.data / "dev.jsonl")[: args.limit]
     documents = read_paths([corpus]).documents
-    cache = VectorCache(args.cache, SentenceTransformerEmbedder())
+    # The plain baseline embeds in fp32 whatever medgraph's default backend is.
+    cache = VectorCache(args.cache, SentenceTransformerEmbedder(backend="onnx"))
     golds = [question.gold_ids for question in questions]
     index_name = "index-bioasq"
     if args.documents is not None:
@@ -197,20 +229,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, ranked in baseline.items():
         rankings[f"plain {name}"] = [r[:10] for r in ranked]
 
-    settings = KnowledgeSettings(index_dir=args.cache / index_name)
-    with LiteratureIndex(settings, embedder=cache) as index:  # type: ignore[arg-type]
-        started = time.perf_counter()
-        report = index.ingest([corpus], progress=True)
-        cache.save()
-        print(
-            f"medgraph index: {report.index_chunks} chunks of {report.index_documents} documents "
-            f"({report.chunks_added} embedded or taken from the cache, "
-            f"{time.perf_counter() - started:.0f} s)",
-            flush=True,
+    for backend in backends:
+        embedder = SentenceTransformerEmbedder(backend=backend)
+        family = vector_family(backend)
+        suffix = "" if family == "fp32" else f"-{family}"
+        settings = KnowledgeSettings(
+            index_dir=args.cache / f"{index_name}{suffix}", embedding_backend=backend
         )
-        for mode in ("dense", "lexical", "hybrid"):
-            ranked, times = search_rankings(index, questions, mode, 10)
-            rankings[f"medgraph {mode}"], latencies[f"medgraph {mode}"] = ranked, times
+        passages = cache if family == "fp32" else VectorCache(args.cache, embedder)
+        with LiteratureIndex(settings, embedder=passages) as index:  # type: ignore[arg-type]
+            started = time.perf_counter()
+            report = index.ingest([corpus], progress=True)
+            passages.save()
+            print(
+                f"medgraph index ({backend}): {report.index_chunks} chunks of "
+                f"{report.index_documents} documents ({report.chunks_added} embedded or taken "
+                f"from the cache, {time.perf_counter() - started:.0f} s, load "
+                f"{os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+            for mode in ("dense", "lexical", "hybrid"):
+                ranked, times = search_rankings(index, questions, mode, 10)
+                name = f"{mode} [{backend}]"
+                rankings[name], latencies[name] = ranked, times
 
     half = len(questions) // 2
     parts = {
@@ -234,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"documents), {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}); "
         f"hit@1 / hit@10 / MRR@10 per question set"
     )
-    print(f"{'method':18} " + " ".join(f"{part:>20}" for part in parts) + "  p50 ms  p95 ms")
+    print(f"{'method':26} " + " ".join(f"{part:>20}" for part in parts) + "  p50 ms  p95 ms")
     for name in rankings:
         cells = " ".join(
             f"{m.hit_at_1:6.3f} {m.hit_at_k:6.3f} {m.mrr_at_10:6.3f}"
@@ -246,17 +287,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             if times
             else f"{'-':>7} {'-':>7}"
         )
-        print(f"{name:18} {cells} {timing}")
+        print(f"{name:26} {cells} {timing}")
     print("== medgraph / its plain counterpart, same run (MRR@10 ratio, hit@10 ratio):")
-    for mode, plain in (("dense", "minilm"), ("lexical", "bm25s"), ("hybrid", "rrf")):
-        ratios = []
-        for part in parts:
-            ours, theirs = results[part][f"medgraph {mode}"], results[part][f"plain {plain}"]
-            ratios.append(
-                f"{part}: {ours.mrr_at_10 / theirs.mrr_at_10:.3f}x, "
-                f"{ours.hit_at_k / theirs.hit_at_k:.3f}x"
-            )
-        print(f"   {mode:8} / {plain:7} " + "; ".join(ratios))
+    for backend in backends:
+        for mode, plain in (("dense", "minilm"), ("lexical", "bm25s"), ("hybrid", "rrf")):
+            ratios = []
+            for part in parts:
+                ours = results[part][f"{mode} [{backend}]"]
+                theirs = results[part][f"plain {plain}"]
+                ratios.append(
+                    f"{part}: {ours.mrr_at_10 / theirs.mrr_at_10:.3f}x, "
+                    f"{ours.hit_at_k / theirs.hit_at_k:.3f}x"
+                )
+            print(f"   {mode:8} [{backend}] / {plain:7} " + "; ".join(ratios))
 
 
 if __name__ == "__main__":

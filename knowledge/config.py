@@ -43,7 +43,8 @@ class KnowledgeSettings(BaseModel):
     embedding_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
         default="auto",
         description="What runs the embedding model: ONNX Runtime (fp32, or int8 weights) or "
-        "torch; auto: ONNX on a CPU, torch on a GPU, torch when the model cannot be exported.",
+        "torch; auto: int8 ONNX on a CPU (an existing index's own vector family when opening "
+        "one), torch on a GPU, torch when the model cannot be exported.",
     )
     embedding_threads: int | None = Field(
         default=None, ge=1, description="ONNX Runtime intra-op threads; default: its own choice."

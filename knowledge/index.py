@@ -625,8 +625,12 @@ class LiteratureIndex:
                 )
         # Vectors of another backend may be mixed in only when they agree to cosine >= 0.999
         # (torch and fp32 ONNX); indexes from before backends were recorded hold torch vectors.
-        family = getattr(self.embedder, "vector_family", None)
+        # An ``auto`` embedder adopts the index's family before the check.
         stored_backend = str(state.get("embedding_backend", "torch"))
+        follow = getattr(self.embedder, "follow_index_backend", None)
+        if follow is not None:
+            follow(stored_backend)
+        family = getattr(self.embedder, "vector_family", None)
         if family is not None and vector_family(stored_backend) != family:
             requested = getattr(self.embedder, "requested_backend", family)
             raise ConfigurationError(
