@@ -251,6 +251,19 @@ def test_int8_backend_quantises_per_channel_and_stays_close_to_fp32(passages: li
     assert sum(size >= 384 for size in scales) == 36, scales
 
 
+def test_an_int8_vector_does_not_depend_on_the_texts_embedded_with_it(passages: list[str]) -> None:
+    # dynamic quantisation scales activations per call: batched, a passage's vector would move
+    # with its neighbours (cosine 0.98 between two batchings), and a distributed or incremental
+    # ingest would store other vectors than a full single-process one
+    int8 = SentenceTransformerEmbedder(backend="onnx-int8")
+    together = int8.embed_documents(passages[:24])
+    alone = np.stack([int8.embed_documents([text])[0] for text in passages[:24]])
+    shuffled = int8.embed_documents(passages[:24][::-1])[::-1]
+    assert np.sum(together * alone, axis=1).min() >= 0.99999
+    assert np.sum(together * shuffled, axis=1).min() >= 0.99999
+    assert float(int8.embed_queries([passages[0]])[0] @ alone[0]) >= 0.99999
+
+
 def test_auto_backend_is_int8_onnx_on_cpu_and_unknown_backends_are_refused() -> None:
     auto = SentenceTransformerEmbedder(device="cpu")
     assert (auto.backend, auto.vector_family) == ("onnx-int8", "int8")
