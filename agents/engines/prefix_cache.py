@@ -253,7 +253,8 @@ def _prefill_chunks(
         if filled is None:
             return None
         if record is not None:
-            for index, layer in enumerate(filled.layers):
+            layers: list[Any] = list(filled.layers)  # plain dynamic layers (checked above)
+            for index, layer in enumerate(layers):
                 record[0][index].append(layer.keys[..., -len(piece) :, :].clone())
                 record[1][index].append(layer.values[..., -len(piece) :, :].clone())
     return cache
