@@ -6,15 +6,18 @@ PubMedQA abstracts (the lace plant study first), with ``search_first`` on as the
 Prints the whole command's seconds, the turn limit, the answer's limits and how each sentence was
 checked. The grammar setup (first constrained generation) is timed apart.
 
-    python bench/ask_real_weights.py [--turn-seconds 90]
+    python bench/ask_real_weights.py [--turn-seconds 90] [--replay]
 
 The baseline of each lever is measured in the same run by the lever's own bench where one exists
-(bench/grammar_setup.py); this script reports the end-to-end breakdown.
+(bench/grammar_setup.py); this script reports the end-to-end breakdown. ``--replay`` then runs the
+ask's generations again, in order and with no deadline, once with prompt-prefix reuse and once
+without (the baseline), and prints each one's seconds, the ratio and whether the replies match.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -66,7 +69,7 @@ def _kind(request: Any) -> str:
 
 
 def instrument(steps: list[dict[str, Any]]) -> None:
-    """Record every generation and the grammar setup into ``steps``."""
+    """Record every generation (its requests too) and the grammar setup into ``steps``."""
     generate = transformers_engine.TransformersEngine.generate
     compiler_init = GrammarCompiler.__init__
 
@@ -80,6 +83,7 @@ def instrument(steps: list[dict[str, Any]]) -> None:
                 "prompt_tokens": sum(c.prompt_tokens for c in completions),
                 "new_tokens": sum(c.completion_tokens for c in completions),
                 "seconds": time.perf_counter() - started,
+                "requests": list(requests),
             }
         )
         return completions
@@ -93,10 +97,43 @@ def instrument(steps: list[dict[str, Any]]) -> None:
     GrammarCompiler.__init__ = timed_setup  # type: ignore[method-assign]
 
 
+def replay(model: Path, steps: list[dict[str, Any]]) -> None:
+    """The ask's generations again, each once with prefix reuse and once without (the
+    baseline), one after the other so that both see the same load. The deadline is far off:
+    both prefill in the same chunks as the ask does, and neither is cut."""
+    from medgraph.agents.engines.transformers_engine import TransformersEngine
+
+    recorded = [step for step in steps if "requests" in step]
+    far = time.time() + 86_400
+    engines = {reuse: TransformersEngine(str(model), reuse_prefix=reuse) for reuse in (False, True)}
+    engines[True].loaded.prefixes.clear()
+    totals = {False: 0.0, True: 0.0}
+    same = rows = 0
+    print("replay: prefix reuse / none (baseline), same prompts, each pair back to back")
+    for step in recorded:
+        requests = [dataclasses.replace(r, deadline=far) for r in step["requests"]]
+        seconds, texts = {}, {}
+        for reuse in (False, True):
+            started = time.perf_counter()
+            texts[reuse] = [c.text for c in engines[reuse].generate(requests)]
+            seconds[reuse] = time.perf_counter() - started
+            totals[reuse] += seconds[reuse]
+        same += sum(a == b for a, b in zip(texts[True], texts[False], strict=True))
+        rows += len(requests)
+        print(
+            f"  {step['step']:<14} {step['prompt_tokens']:5d} tokens  "
+            f"{seconds[True]:6.1f} / {seconds[False]:6.1f} s"
+        )
+    on, off = totals[True], totals[False]
+    print(f"  in all: {on:.1f} / {off:.1f} s = {on / off:.2f}x, load {os.getloadavg()[0]:.1f}")
+    print(f"  replies identical: {same}/{rows}")
+
+
 def main() -> None:
     """Run one ask and print its breakdown."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--turn-seconds", type=float, default=None, help="default: the setting's")
+    parser.add_argument("--replay", action="store_true", help="time prefix reuse against none")
     args = parser.parse_args()
     torch.set_num_threads(1)
     index, model = build_index(), checkpoint_folder()
@@ -130,6 +167,8 @@ def main() -> None:
     print(f"route: {answer['route']}")
     print(f"limits: {answer['limits']}")
     print(f"checks: {methods}; citations: {len(answer['citations'])}")
+    if args.replay:
+        replay(model, steps)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def main() -> None:
     ]
     plain_engine = TransformersEngine(folder, reuse_prefix=False)
     plain_s, plain = _timed(lambda: plain_engine.generate(requests))
-    engine.loaded.prefixes._entries.clear()
+    engine.loaded.prefixes.clear()
     reuse_s, reused = _timed(lambda: engine.generate(requests))
     same = sum(a.text == b.text for a, b in zip(plain, reused, strict=True))
     rows.append(

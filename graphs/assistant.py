@@ -403,6 +403,20 @@ REASONING_SHARE = 0.5
 always runs): the rest is the writer's and the judge's."""
 
 
+JUDGE_SHARE = 0.1
+"""Share of a turn's time limit kept for the model judge: the writer's generation stops that long
+before the turn ends (a writer cut there ends its draft as a writer cut at the turn's end would),
+so that verify starts in time to judge the draft rather than check it by wording."""
+
+
+def _writer_deadline(state: AssistantState, settings: GraphSettings) -> float | None:
+    """When the writer's generation must stop: the turn's end less the judge's share."""
+    deadline, limit = state.get("deadline"), settings.max_turn_seconds
+    if deadline is None or limit is None:
+        return deadline
+    return deadline - limit * JUDGE_SHARE
+
+
 def _reasoning_time_over(state: AssistantState, settings: GraphSettings) -> bool:
     deadline, limit = state.get("deadline"), settings.max_turn_seconds
     if deadline is None or limit is None:
@@ -719,12 +733,13 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             embed=context.embed,
         )
     else:
-        timed_out = _out_of_time(state)
+        cut = _writer_deadline(state, context.settings)
+        timed_out = cut is not None and time.time() >= cut
         started = time.monotonic()
         sentences = [] if timed_out else _model_write(context, state, evidence, question)
         if not timed_out and state.get("write_seconds") is None:
             written["write_seconds"] = time.monotonic() - started
-        if not sentences and evidence and (timed_out or _out_of_time(state)):
+        if not sentences and evidence and (timed_out or (cut is not None and time.time() >= cut)):
             # Out of time before or while writing: quote the evidence (every sentence cited)
             # rather than end with nothing, and say so.
             sentences = extractive_answer(
@@ -1088,7 +1103,9 @@ def _model_write(
     )
     try:
         limits = model_limits(
-            context.text_model, context.settings.write_max_tokens, state.get("deadline")
+            context.text_model,
+            context.settings.write_max_tokens,
+            _writer_deadline(state, context.settings),
         )
         result = context.text_model.with_structured_output(schema, **limits).invoke(
             [SystemMessage(prompt), HumanMessage(question)]

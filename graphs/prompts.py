@@ -33,8 +33,10 @@ GROUNDING_JUDGE_PROMPT = (
     "Judge one sentence of an answer. supported: does the quoted passage state what the sentence "
     "claims? relevant: is the sentence about the question (not about another study or subject "
     'that merely shares words with it)? Answer with JSON {{"supported": true|false, '
-    '"relevant": true|false}}.\nQuestion: {question}\nSentence: {claim}\n{passages}'
+    '"relevant": true|false}}.\nQuestion: {question}\n{passages}\nSentence: {claim}'
 )
+# The claim comes last: the verdicts on sentences that cite the same passages share the whole
+# prompt before it, which the transformers engine prefills once (see agents/engines/prefix_cache).
 
 JUDGE_PROMPT = (
     'Does the quoted passage support the claim? Answer with JSON {{"supported": true}} or '

@@ -1,12 +1,15 @@
-"""Reuse the key/value cache of a prompt prefix that many requests share.
+"""Reuse the key/value cache of a prompt prefix that an earlier prompt already ran.
 
-Every tool decision starts with the same rendered tool list (several hundred tokens with MedGemma's
-tokenizer), and a batch of decisions differs only in the user's words after it. Prefilling that
-prefix once and each row's own tokens on top of a copy turns ``rows x prompt`` tokens of prefill
-into ``prompt + rows x suffix``; on a CPU, prefill is most of a decision's time.
+Most prompt tokens of a turn were prefilled before: every tool decision starts with the same
+instructions and rendered tool list, a reasoner's second step repeats its first step's system text,
+and a batch of decisions differs only in the user's words after it. Each prompt's cache is kept
+(the last few per model) with the keys and values of every position, sliding-window layers
+included, so a later prompt starts from the longest prefix it shares with any stored one, wherever
+that prefix ends, and prefills only the rest. Keys and values of a position depend only on the
+tokens up to it, so the reused part is what a fresh prefill would compute.
 
-The rows are then stacked into one left-padded ``DynamicCache`` laid out exactly as a plain padded
-``generate`` would lay it out (pads first, masked; sliding-window layers keep their last
+A batch's rows are then stacked into one left-padded ``DynamicCache`` laid out exactly as a plain
+padded ``generate`` would lay it out (pads first, masked; sliding-window layers keep their last
 ``window - 1`` positions), so ``generate`` decodes the batch as if it had prefilled it itself.
 Only text-only batches on models whose cache layers are plain ``DynamicLayer`` /
 ``DynamicSlidingWindowLayer`` take this path; anything else prefills as usual.
@@ -14,12 +17,12 @@ Only text-only batches on models whose cache layers are plain ``DynamicLayer`` /
 
 from __future__ import annotations
 
-import copy
 import inspect
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,10 +33,13 @@ try:  # cache layers arrived in transformers 4.56; older versions prefill as usu
 except ImportError:  # pragma: no cover - depends on the installed transformers
     DynamicLayer = DynamicSlidingWindowLayer = None  # type: ignore[assignment,misc]
 
-# Below this many shared tokens a separate prefix pass saves less than it costs.
+# Below this many shared tokens reusing a stored prefix saves less than copying it costs.
 MIN_PREFIX_TOKENS = 64
 # Prompt tokens prefilled between two looks at a deadline (about a second or two on a busy CPU).
 PREFILL_CHUNK_TOKENS = 256
+# Stored prompts per model. Each holds every position's keys and values: about 37 kB a token for
+# Gemma 3 270M in float32, 0.5 MB a token for MedGemma 27B in bfloat16.
+PREFIX_CAPACITY = 2
 
 
 class PrefillTimeout(Exception):
@@ -57,72 +63,118 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
-class PrefixCache:
-    """The caches of one model's last few shared prefixes, and batch caches built on them."""
+@dataclass(frozen=True)
+class _Stored:
+    """One prefilled prompt: its tokens and, per layer, the keys and values of every token."""
 
-    def __init__(self, capacity: int = 4, min_tokens: int = MIN_PREFIX_TOKENS) -> None:
-        """Keep at most ``capacity`` prefixes; share only prefixes of ``min_tokens`` or more."""
+    tokens: tuple[int, ...]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def cache(self, model: Any, length: int) -> DynamicCache:
+        """A fresh cache of this prompt's first ``length`` tokens (the stored tensors are only
+        read: ``update`` concatenates into new ones)."""
+        cache = DynamicCache(config=model.config)
+        for index, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            cache.update(keys[..., :length, :], values[..., :length, :], index)
+        return cache
+
+
+class PrefixCache:
+    """The caches of one model's last few prompts, and batch caches built on them."""
+
+    def __init__(
+        self, capacity: int = PREFIX_CAPACITY, min_tokens: int = MIN_PREFIX_TOKENS
+    ) -> None:
+        """Keep at most ``capacity`` prompts; reuse only prefixes of ``min_tokens`` or more."""
         self.capacity = capacity
         self.min_tokens = min_tokens
-        self._entries: OrderedDict[tuple[int, ...], DynamicCache] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], _Stored] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.reused_tokens = 0
 
     def clear(self) -> None:
-        """Forget every stored prefix (the hit and miss counts stay)."""
+        """Forget every stored prompt (the counts stay)."""
         with self._lock:
             self._entries.clear()
 
     def past_key_values(
-        self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        model: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        deadline: float | None = None,
+        chunk_tokens: int = PREFILL_CHUNK_TOKENS,
     ) -> DynamicCache | None:
-        """A cache of every row's tokens but the last, for a left-padded batch; ``None`` where no
-        prefix is worth sharing (``generate`` then prefills as usual)."""
-        if DynamicLayer is None:
-            return None
-        rows = [
-            ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)
-        ]
-        # Every row keeps at least one token of its own for generate to run on.
-        limit = min(len(r) for r in rows) - 1
+        """A cache of every row's tokens but the last, for a left-padded batch, each row started
+        from the longest prefix it shares with a stored prompt (and stored in turn); ``None``
+        where the cache layers are not plain dynamic ones (``generate`` then prefills as usual).
+
+        With a ``deadline``, raises :class:`PrefillTimeout` once ``time.time()`` passes it
+        between two chunks of ``chunk_tokens``.
+        """
+        return _prompt_cache(model, input_ids, attention_mask, deadline, chunk_tokens, self)
+
+    def _longest(self, tokens: Sequence[int]) -> tuple[_Stored | None, int]:
+        """The stored prompt sharing the longest prefix with ``tokens``, and that length."""
+        best: _Stored | None = None
+        shared = 0
+        for entry in self._entries.values():
+            length = common_prefix_length([entry.tokens, tokens])
+            if length > shared:
+                best, shared = entry, length
+        if best is None or shared < self.min_tokens:
+            return None, 0
+        self._entries.move_to_end(best.tokens)
+        return best, shared
+
+    def _store(self, entry: _Stored) -> None:
+        # A stored prompt that starts the new one can only ever share less: drop it.
+        for tokens in list(self._entries):
+            if entry.tokens[: len(tokens)] == tokens:
+                del self._entries[tokens]
+        self._entries[entry.tokens] = entry
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def _row(
+        self, model: Any, tokens: list[int], deadline: float | None, chunk_tokens: int
+    ) -> DynamicCache | None:
+        """The cache of ``tokens``, from a stored prefix where one is long enough."""
         with self._lock:
-            key = self._stored_prefix(rows, limit)
-            if key is None:
-                shared = min(common_prefix_length(rows), limit)
-                if len(rows) < 2 or shared < self.min_tokens:
-                    return None
-                key = tuple(rows[0][:shared])
-                prefix = self._prefill(model, list(key), DynamicCache(config=model.config))
-                if prefix is None:
-                    return None
-                self._entries[key] = prefix
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
+            entry, start = self._longest(tokens)
+            if entry is None:
                 self.misses += 1
             else:
                 self.hits += 1
-            self._entries.move_to_end(key)
-            prefix = self._entries[key]
-        caches = []
-        for row in rows:
-            cache = self._prefill(model, row[len(key) : -1], copy.deepcopy(prefix))
-            if cache is None:
-                return None
-            caches.append(cache)
-        return _stack_left_padded(caches, [len(r) - 1 for r in rows])
-
-    def _stored_prefix(self, rows: list[list[int]], limit: int) -> tuple[int, ...] | None:
-        """The longest stored prefix that starts every row."""
-        best: tuple[int, ...] | None = None
-        for key in self._entries:
-            longer = best is None or len(key) > len(best)
-            if longer and len(key) <= limit and all(tuple(r[: len(key)]) == key for r in rows):
-                best = key
-        return best
+                self.reused_tokens += start
+        cache = DynamicCache(config=model.config) if entry is None else entry.cache(model, start)
+        keys: list[list[torch.Tensor]] = [[] for _ in cache.layers]
+        values: list[list[torch.Tensor]] = [[] for _ in cache.layers]
+        if entry is not None:
+            for index in range(len(cache.layers)):
+                keys[index].append(entry.keys[index][..., :start, :])
+                values[index].append(entry.values[index][..., :start, :])
+        filled = _prefill_chunks(
+            model, tokens[start:], cache, deadline, chunk_tokens, (keys, values)
+        )
+        if filled is None:
+            return None
+        if len(tokens) >= self.min_tokens:
+            stored = _Stored(
+                tuple(tokens),
+                [torch.cat(parts, dim=-2) for parts in keys],
+                [torch.cat(parts, dim=-2) for parts in values],
+            )
+            with self._lock:
+                self._store(stored)
+        return filled
 
     @staticmethod
     def _prefill(model: Any, tokens: list[int], cache: DynamicCache) -> DynamicCache | None:
+        """Run ``tokens`` through ``model`` into ``cache``; None where its layers are not plain."""
         plain = (DynamicLayer, DynamicSlidingWindowLayer)
         if not all(type(layer) in plain for layer in cache.layers):
             return None
@@ -150,23 +202,62 @@ def prefill_within(
     ``deadline`` between chunks; returns ``None`` where the cache layers are not plain dynamic
     ones (``generate`` then prefills as usual).
     """
+    return _prompt_cache(model, input_ids, attention_mask, deadline, chunk_tokens, None)
+
+
+def _prompt_cache(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    deadline: float | None,
+    chunk_tokens: int,
+    reuse: PrefixCache | None,
+) -> DynamicCache | None:
     if DynamicLayer is None:
         return None
     rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
     caches = []
     for row in rows:
-        cache: DynamicCache | None = DynamicCache(config=model.config)
-        tokens = row[:-1]
-        for start in range(0, len(tokens), chunk_tokens):
-            if time.time() >= deadline:
-                raise PrefillTimeout(f"prefill stopped at token {start} of {len(tokens)}")
-            assert cache is not None
-            cache = PrefixCache._prefill(model, tokens[start : start + chunk_tokens], cache)
-            if cache is None:
-                return None
-        assert cache is not None
+        if reuse is not None:
+            cache = reuse._row(model, row[:-1], deadline, chunk_tokens)
+        else:
+            empty = DynamicCache(config=model.config)
+            cache = _prefill_chunks(model, row[:-1], empty, deadline, chunk_tokens, None)
+        if cache is None:
+            return None
         caches.append(cache)
     return _stack_left_padded(caches, [len(r) - 1 for r in rows])
+
+
+def _prefill_chunks(
+    model: Any,
+    tokens: list[int],
+    cache: DynamicCache,
+    deadline: float | None,
+    chunk_tokens: int,
+    record: tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]] | None,
+) -> DynamicCache | None:
+    """Prefill ``tokens`` into ``cache`` in chunks, looking at ``deadline`` between them;
+    ``record`` collects every chunk's keys and values per layer."""
+    windows = [layer.sliding_window for layer in cache.layers if hasattr(layer, "sliding_window")]
+    # A sliding layer keeps its last window - 1 positions: a chunk no longer than that is all
+    # still there to record after its forward pass.
+    step = min([chunk_tokens, *(w - 1 for w in windows)]) if record is not None else chunk_tokens
+    if not tokens:
+        return PrefixCache._prefill(model, [], cache)
+    for start in range(0, len(tokens), step):
+        if deadline is not None and time.time() >= deadline:
+            raise PrefillTimeout(f"prefill stopped at token {start} of {len(tokens)}")
+        piece = tokens[start : start + step]
+        filled = PrefixCache._prefill(model, piece, cache)
+        if filled is None:
+            return None
+        if record is not None:
+            layers: list[Any] = list(filled.layers)  # plain dynamic layers (checked above)
+            for index, layer in enumerate(layers):
+                record[0][index].append(layer.keys[..., -len(piece) :, :].clone())
+                record[1][index].append(layer.values[..., -len(piece) :, :].clone())
+    return cache
 
 
 def _stack_left_padded(caches: list[DynamicCache], lengths: list[int]) -> DynamicCache:

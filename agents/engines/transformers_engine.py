@@ -266,8 +266,8 @@ class TransformersEngine:
     ) -> None:
         """Load ``model`` (or reuse the process-wide cached copy).
 
-        ``reuse_prefix``: prefill a prompt prefix that the rows of a batch share (the rendered
-        tool list) once and keep its cache for later batches (see ``prefix_cache``).
+        ``reuse_prefix``: keep the caches of the last prompts and prefill only the part of a new
+        prompt that no stored one starts with (see ``prefix_cache``).
         """
         self.model_id = model
         self.loaded = load_model(model, dtype, device_map, quantization)
@@ -382,9 +382,9 @@ class TransformersEngine:
                     raise PrefillTimeout("the deadline passed before generation started")
                 if text_only and self.reuse_prefix:
                     past = self.loaded.prefixes.past_key_values(
-                        model, inputs["input_ids"], inputs["attention_mask"]
+                        model, inputs["input_ids"], inputs["attention_mask"], deadline
                     )
-                if text_only and past is None and deadline is not None:
+                elif text_only and deadline is not None:
                     past = prefill_within(
                         model, inputs["input_ids"], inputs["attention_mask"], deadline
                     )

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 
 from medgraph.agents.conversation import to_conversation
@@ -70,13 +70,63 @@ def test_reused_prefix_gives_the_same_greedy_decisions(
     reused.loaded.prefixes.clear()
     expected = [c.text for c in plain.generate(_requests())]
     before = reused.loaded.prefixes.misses
-    assert [c.text for c in reused.generate(_requests())] == expected
-    assert reused.loaded.prefixes.misses == before + 1
-    # A later batch (and a single request) with the same tool list starts from the stored prefix.
     hits = reused.loaded.prefixes.hits
+    assert [c.text for c in reused.generate(_requests())] == expected
+    # The first row prefills in full; the others start from the rows before them.
+    assert reused.loaded.prefixes.misses == before + 1
+    assert reused.loaded.prefixes.hits == hits + 3
+    # A later batch (and a single request) with the same tool list starts from a stored prompt.
     assert [c.text for c in reused.generate(_requests()[1:3])] == expected[1:3]
     assert [c.text for c in reused.generate(_requests()[:1])] == expected[:1]
-    assert reused.loaded.prefixes.hits == hits + 2
+    assert reused.loaded.prefixes.hits == hits + 6
+    assert reused.loaded.prefixes.misses == before + 1
+
+
+def _turns() -> list[GenerationRequest]:
+    """A tool step, the next step of the same conversation, and a prompt that parts from both
+    after the tool list (past the tiny checkpoints' sliding window of 128 tokens)."""
+    schema = decision_schema(SPECS, "auto")
+    suffix = render_tools_prompt(SPECS, "auto")
+    first = [HumanMessage(QUESTIONS[1])]
+    second = [
+        *first,
+        AIMessage('{"tool_calls": [{"name": "search_literature", "arguments": {"query": "x"}}]}'),
+        HumanMessage("Tool result: no passages found. " * 8),
+    ]
+    other = [HumanMessage(QUESTIONS[2])]
+    return [
+        GenerationRequest(to_conversation(m, system_suffix=suffix), 32, json_schema=schema)
+        for m in (first, second, other)
+    ] + [GenerationRequest(to_conversation(second, system_suffix=suffix), 24)]
+
+
+def test_a_later_turn_prefills_only_what_no_stored_prompt_starts_with(tiny_text: str) -> None:
+    plain = TransformersEngine(tiny_text, reuse_prefix=False)
+    reused = TransformersEngine(tiny_text, reuse_prefix=True)
+    prefixes = reused.loaded.prefixes
+    prefixes.clear()
+    requests = _turns()
+    expected = [plain.generate([r])[0].text for r in requests]
+    lengths = [plain.generate([r])[0].prompt_tokens for r in requests]
+    assert lengths[0] > 128  # the sliding layers have dropped positions the reuse needs
+    reused_before = prefixes.reused_tokens
+    got = []
+    for request in requests:  # one at a time, as the reasoner, writer and judge call it
+        got.append(reused.generate([request])[0].text)
+    assert got == expected
+    tokens = [
+        reused.loaded.tokenizer(reused._prompt(r.conversation), add_special_tokens=False)[
+            "input_ids"
+        ]
+        for r in requests
+    ]
+    assert tokens[1][: lengths[0]] == tokens[0]  # the next step extends the first one's prompt
+    parted = common_prefix_length([tokens[1], tokens[2]])
+    assert 128 < parted < lengths[0] - 1
+    assert tokens[3] == tokens[1]
+    # What each prompt took from a stored one (the last token of a prompt is generate's own).
+    shared = [lengths[0] - 1, parted, lengths[3] - 1]
+    assert prefixes.reused_tokens - reused_before == sum(shared)
 
 
 def test_prefill_is_shared(tiny_text: str, monkeypatch: pytest.MonkeyPatch) -> None:

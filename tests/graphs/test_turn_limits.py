@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
+import medgraph.graphs.assistant as assistant_module
 from medgraph.assistant import Assistant
 from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
 from tests.graphs.test_assistant_graph import EVIDENCE_BLOCK, grounded_handler, settings_for
@@ -187,3 +189,24 @@ def test_a_rewrite_whose_check_is_cut_leaves_the_draft_the_model_judged(tmp_path
     assert not any("not by the model judge" in limit for limit in answer.limits)
     claims = [s for s in answer.verification.sentences if s.method != "no-claim"]
     assert claims and all(s.method == "judge" for s in claims)
+
+
+def test_the_writer_stops_before_the_turn_ends_to_leave_the_judge_its_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bounds: list[tuple[int, float | None]] = []
+
+    def recording_limits(model: Any, max_new_tokens: int, deadline: float | None) -> dict:
+        bounds.append((max_new_tokens, deadline))
+        return {}
+
+    monkeypatch.setattr(assistant_module, "model_limits", recording_limits)
+    model = ScriptedChatModel(grounded_handler)
+    answer, _ = _ask(tmp_path, model, max_turn_seconds=100)
+    settings = settings_for(tmp_path).graph
+    writer = [d for n, d in bounds if n == settings.write_max_tokens]
+    judge = [d for n, d in bounds if n == settings.judge_max_tokens]
+    assert writer and judge and writer[0] is not None and judge[0] is not None
+    # The judge generates up to the turn's end; the writer stops the judge's share before it.
+    assert judge[0] - writer[0] == pytest.approx(100 * assistant_module.JUDGE_SHARE)
+    assert any(s.method == "judge" for s in answer.verification.sentences)
