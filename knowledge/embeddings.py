@@ -13,10 +13,11 @@ a hash of its weights, traced with eager attention) and cached under ``~/.cache/
 channel). Tokenisation, prefixes and pooling stay sentence-transformers' in every backend.
 
 ``auto`` picks int8 ONNX on a CPU and torch on a GPU, and falls back to torch (with a warning) when
-a model cannot be exported. int8 because, in two runs on a shared 2-core machine, it ingested
-2.49x and 2.13x as fast as the langchain-chroma baseline where fp32 ONNX managed 1.06x and 1.52x
-(bench/ingest_bench.py), and in one run hybrid search on the 1,000 BioASQ dev questions scored
-MRR@10 0.922 and hit@10 0.979 against fp32's 0.923 and 0.979 (bench/retrieval_baseline.py).
+a model cannot be exported. int8 because, embedding one passage per call (see
+:meth:`OnnxEncoder.encode`), it ingested 2.82x as fast as the langchain-chroma baseline where fp32
+ONNX managed 1.29x (one bench/ingest_bench.py run on a shared 2-core machine), and hybrid search on
+the 1,000 BioASQ dev questions scored the same as over fp32 vectors: hit@10 0.979, MRR@10 0.923
+(bench/retrieval_baseline.py).
 
 An index records the backend that filled it, and an ``auto`` embedder opening an existing index
 follows it (:meth:`SentenceTransformerEmbedder.follow_index_backend`): an fp32 index keeps being
