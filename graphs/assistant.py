@@ -417,6 +417,12 @@ def _writer_deadline(state: AssistantState, settings: GraphSettings) -> float | 
     return deadline - limit * JUDGE_SHARE
 
 
+def _writing_time_over(state: AssistantState, settings: GraphSettings) -> bool:
+    """Whether the writer's share of this turn (see :func:`_writer_deadline`) has passed."""
+    cut = _writer_deadline(state, settings)
+    return cut is not None and time.time() >= cut
+
+
 def _reasoning_time_over(state: AssistantState, settings: GraphSettings) -> bool:
     deadline, limit = state.get("deadline"), settings.max_turn_seconds
     if deadline is None or limit is None:
@@ -733,13 +739,16 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             embed=context.embed,
         )
     else:
-        cut = _writer_deadline(state, context.settings)
-        timed_out = cut is not None and time.time() >= cut
+        timed_out = _writing_time_over(state, context.settings)
         started = time.monotonic()
         sentences = [] if timed_out else _model_write(context, state, evidence, question)
         if not timed_out and state.get("write_seconds") is None:
             written["write_seconds"] = time.monotonic() - started
-        if not sentences and evidence and (timed_out or (cut is not None and time.time() >= cut)):
+        if (
+            not sentences
+            and evidence
+            and (timed_out or _writing_time_over(state, context.settings))
+        ):
             # Out of time before or while writing: quote the evidence (every sentence cited)
             # rather than end with nothing, and say so.
             sentences = extractive_answer(
