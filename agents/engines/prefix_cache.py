@@ -172,19 +172,6 @@ class PrefixCache:
                 self._store(stored)
         return filled
 
-    @staticmethod
-    def _prefill(model: Any, tokens: list[int], cache: DynamicCache) -> DynamicCache | None:
-        """Run ``tokens`` through ``model`` into ``cache``; None where its layers are not plain."""
-        plain = (DynamicLayer, DynamicSlidingWindowLayer)
-        if not all(type(layer) in plain for layer in cache.layers):
-            return None
-        if tokens:
-            ids = torch.tensor([tokens], dtype=torch.long, device=model.device)
-            with torch.inference_mode():
-                arguments = {cache_argument(model): cache}
-                model(input_ids=ids, use_cache=True, logits_to_keep=1, **arguments)
-        return cache
-
 
 def prefill_within(
     model: Any,
@@ -244,12 +231,12 @@ def _prefill_chunks(
     # still there to record after its forward pass.
     step = min([chunk_tokens, *(w - 1 for w in windows)]) if record is not None else chunk_tokens
     if not tokens:
-        return PrefixCache._prefill(model, [], cache)
+        return _forward(model, [], cache)
     for start in range(0, len(tokens), step):
         if deadline is not None and time.time() >= deadline:
             raise PrefillTimeout(f"prefill stopped at token {start} of {len(tokens)}")
         piece = tokens[start : start + step]
-        filled = PrefixCache._prefill(model, piece, cache)
+        filled = _forward(model, piece, cache)
         if filled is None:
             return None
         if record is not None:
@@ -257,6 +244,19 @@ def _prefill_chunks(
             for index, layer in enumerate(layers):
                 record[0][index].append(layer.keys[..., -len(piece) :, :].clone())
                 record[1][index].append(layer.values[..., -len(piece) :, :].clone())
+    return cache
+
+
+def _forward(model: Any, tokens: list[int], cache: DynamicCache) -> DynamicCache | None:
+    """Run ``tokens`` through ``model`` into ``cache``; None where its layers are not plain."""
+    plain = (DynamicLayer, DynamicSlidingWindowLayer)
+    if not all(type(layer) in plain for layer in cache.layers):
+        return None
+    if tokens:
+        ids = torch.tensor([tokens], dtype=torch.long, device=model.device)
+        with torch.inference_mode():
+            arguments = {cache_argument(model): cache}
+            model(input_ids=ids, use_cache=True, logits_to_keep=1, **arguments)
     return cache
 
 

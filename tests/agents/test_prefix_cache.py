@@ -171,14 +171,14 @@ def test_a_passed_deadline_ends_prefill_between_chunks_with_an_empty_reply(
 ) -> None:
     engine = TransformersEngine(tiny_text, reuse_prefix=False)
     chunks: list[int] = []
-    prefill = prefix_cache.PrefixCache._prefill
+    prefill = prefix_cache._forward
 
     def slow_prefill(model: Any, tokens: list[int], cache: Any) -> Any:
         chunks.append(len(tokens))
         time.sleep(0.3)
         return prefill(model, tokens, cache)
 
-    monkeypatch.setattr(prefix_cache.PrefixCache, "_prefill", staticmethod(slow_prefill))
+    monkeypatch.setattr(prefix_cache, "_forward", slow_prefill)
     monkeypatch.setattr(prefix_cache.prefill_within, "__defaults__", (16,))
     request = _requests()[3]  # 300 "x": many 16-token chunks
     reply = engine.generate(_with_deadline([request], time.time() + 0.5))[0]
