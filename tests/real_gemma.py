@@ -99,14 +99,16 @@ def checkpoint_folder() -> Path:
         source = gguf_file()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from medgraph.agents.engines.gguf_reading import shared_gguf_reader
         from medgraph.agents.gemma_template import ensure_chat_template
 
-        tokenizer = ensure_chat_template(
-            AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            str(source.parent), gguf_file=source.name, dtype="float32"
-        )
+        with shared_gguf_reader():
+            tokenizer = ensure_chat_template(
+                AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                str(source.parent), gguf_file=source.name, dtype="float32"
+            )
         # The weights are dequantised already: save them as a plain float32 checkpoint.
         model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it non-optional
         if hasattr(model.config, "quantization_config"):

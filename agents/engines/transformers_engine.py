@@ -9,6 +9,7 @@ quantisation), so two roles naming the same checkpoint share one copy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -159,10 +160,20 @@ def _source(model: str) -> tuple[str, dict[str, Any]]:
     return str(path.parent), {"gguf_file": path.name}
 
 
+def _reading(model: str) -> contextlib.AbstractContextManager[None]:
+    """The block in which transformers reads ``model``: a GGUF file is parsed once in it."""
+    if not is_gguf(model):
+        return contextlib.nullcontext()
+    from medgraph.agents.engines.gguf_reading import shared_gguf_reader
+
+    return shared_gguf_reader()
+
+
 def _load_config(model: str) -> Any:
     source, extra = _source(model)
     try:
-        return AutoConfig.from_pretrained(source, **extra)
+        with _reading(model):
+            return AutoConfig.from_pretrained(source, **extra)
     except (OSError, ValueError) as error:
         where = "folder" if Path(model).exists() else "model id"
         raise ModelLoadError(
@@ -199,31 +210,37 @@ def load_model(
         if cached is not None:
             return cached
         started = time.perf_counter()
-        config = _load_config(model)
-        kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "device_map": device_map}
-        quantization_config = _quantization_config(quantization)
-        if quantization_config is not None:
-            kwargs["quantization_config"] = quantization_config
-        source, extra = _source(model)
-        try:
-            if getattr(config, "vision_config", None) is not None:
-                processor = AutoProcessor.from_pretrained(source, **extra)
-                tokenizer = processor.tokenizer
-                network = AutoModelForImageTextToText.from_pretrained(source, **extra, **kwargs)
-            else:
-                processor = None
-                tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-                network = AutoModelForCausalLM.from_pretrained(source, **extra, **kwargs)
-        except OSError as error:
-            raise ModelLoadError(
-                f"cannot load weights of {model!r}: {str(error).splitlines()[0]}. {HUB_TERMS_HINT}"
-            ) from error
-        network.eval()
-        ensure_chat_template(tokenizer)  # GGUF files and base models may ship without one
-        tokenizer.padding_side = "left"
-        loaded = LoadedModel(key, network, tokenizer, processor, time.perf_counter() - started)
+        with _reading(model):
+            loaded = _load_uncached(key, started)
         _CACHE[key] = loaded
         return loaded
+
+
+def _load_uncached(key: ModelKey, started: float) -> LoadedModel:
+    """Read ``key.model``'s config, tokenizer (or processor) and weights."""
+    config = _load_config(key.model)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(key.dtype), "device_map": key.device_map}
+    quantization_config = _quantization_config(key.quantization)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    source, extra = _source(key.model)
+    try:
+        if getattr(config, "vision_config", None) is not None:
+            processor = AutoProcessor.from_pretrained(source, **extra)
+            tokenizer = processor.tokenizer
+            network = AutoModelForImageTextToText.from_pretrained(source, **extra, **kwargs)
+        else:
+            processor = None
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+            network = AutoModelForCausalLM.from_pretrained(source, **extra, **kwargs)
+    except OSError as error:
+        raise ModelLoadError(
+            f"cannot load weights of {key.model!r}: {str(error).splitlines()[0]}. {HUB_TERMS_HINT}"
+        ) from error
+    network.eval()
+    ensure_chat_template(tokenizer)  # GGUF files and base models may ship without one
+    tokenizer.padding_side = "left"
+    return LoadedModel(key, network, tokenizer, processor, time.perf_counter() - started)
 
 
 def cached_models() -> list[ModelKey]:

@@ -81,11 +81,25 @@ def test_auto_gives_a_valid_call_or_an_answer(real_chat: MedGemmaChat) -> None:
             assert isinstance(reply.content, str) and reply.content.strip(), reply
 
 
-def test_a_gguf_file_loads_as_a_model_and_decides(real_gemma: str) -> None:
+def test_a_gguf_file_loads_as_a_model_and_decides(
+    real_gemma: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gguf.gguf_reader import GGUFReader
+
     from tests.real_gemma import gguf_file
 
+    parsed: list[str] = []
+    parse = GGUFReader.__init__
+
+    def counted(self: GGUFReader, path: Any, *args: Any) -> None:
+        parsed.append(str(path))
+        parse(self, path, *args)
+
+    monkeypatch.setattr(GGUFReader, "__init__", counted)
     chat = MedGemmaChat(model=str(gguf_file()), max_new_tokens=256)
     loaded = chat.backend.loaded  # type: ignore[attr-defined]
+    # config, tokenizer and weights come from one parse of the file (each was one before)
+    assert parsed == [str(gguf_file())]
     assert type(loaded.model).__name__ == "Gemma3ForCausalLM"
     assert loaded.tokenizer.chat_template  # Gemma's, added because the file has none
     _check_decision(chat.bind_tools(TOOLS, tool_choice="bmi").invoke(PROMPTS[5]))
