@@ -602,11 +602,16 @@ def search_evidence(runtime: AssistantRuntime, query: str) -> list[Evidence]:
 
 
 def retrieve(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
-    """Search the index with the current query (the question, or verify's rewrite)."""
-    return {
-        "evidence": search_evidence(runtime, state.get("query") or state.get("question", "")),
-        "route": ["retrieve"],
-    }
+    """Search the index with the current query (the question, or verify's rewrite). A verify
+    round whose search adds no passage ends there (``retry`` cleared): the writer would read the
+    same evidence again."""
+    hits = search_evidence(runtime, state.get("query") or state.get("question", ""))
+    update: dict[str, Any] = {"evidence": hits, "route": ["retrieve"]}
+    if state.get("verify_rounds"):
+        known = {e.chunk.chunk_id for e in state.get("evidence", [])}
+        if all(e.chunk.chunk_id in known for e in hits):
+            update["retry"] = False
+    return update
 
 
 def gather(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
@@ -1172,9 +1177,12 @@ def route_after_gather(
 
 def route_after_retrieve(
     state: AssistantState, runtime: AssistantRuntime
-) -> Literal["gather", "reason", "write"]:
+) -> Literal["gather", "reason", "write", "finalize"]:
     """Join the image branch at ``gather`` on the first round with images; else go on at once
-    (``gather`` would have nothing to add: one superstep less per question)."""
+    (``gather`` would have nothing to add: one superstep less per question). A verify round
+    whose search found nothing new finalizes the best draft so far."""
+    if state.get("verify_rounds") and not state.get("retry"):
+        return "finalize"
     if state.get("needs_images") and not state.get("verify_rounds"):
         return "gather"
     return route_after_gather(state, runtime)
@@ -1240,7 +1248,9 @@ def assemble_assistant_graph() -> StateGraph[AssistantState, AssistantContext]:
     graph.add_edge("emergency", END)
     graph.add_edge("decline", END)
     graph.add_edge("read_images", "gather")
-    graph.add_conditional_edges("retrieve", route_after_retrieve, ["gather", "reason", "write"])
+    graph.add_conditional_edges(
+        "retrieve", route_after_retrieve, ["gather", "reason", "write", "finalize"]
+    )
     graph.add_conditional_edges("gather", route_after_gather, ["reason", "write"])
     graph.add_conditional_edges("reason", route_after_reason, ["tools", "write"])
     graph.add_edge("tools", "reason")

@@ -15,7 +15,7 @@ from medgraph.assistant import Assistant, EmptyQuestionError, ThreadNotFoundErro
 from medgraph.graphs.assistant import NO_EVIDENCE_TEXT, UNSUPPORTED_TEXT
 from medgraph.graphs.safety import EMERGENCY_ANSWER, NOT_FOR_CLINICAL_USE, emergency_answer
 from medgraph.knowledge.citations import parse_cited_text
-from medgraph.knowledge.types import Document
+from medgraph.knowledge.types import Document, Evidence
 from medgraph.settings import Settings
 from tests.graphs.support import KeywordIndex, corpus_documents, dev_questions
 from tests.scripted import Call, ScriptedChatModel, prompt_text
@@ -178,31 +178,67 @@ def test_tool_budget_ends_with_an_answer_not_an_error(tmp_path: Path, index: Key
     assert answer.route[-3:] == ["write", "verify", "finalize"]
 
 
-def test_unsupported_answer_triggers_one_more_retrieval(
-    tmp_path: Path, index: KeywordIndex
-) -> None:
-    def fabricating(call: Call) -> AIMessage | dict[str, Any]:
-        if call.schema and "sentences" in call.schema.get("properties", {}):
-            return {
-                "sentences": [
-                    {"text": "Aspirin cures 97% of pancreatic cancers.", "citations": [1]}
-                ]
-            }
-        if call.schema:
-            return {"supported": False, "relevant": True}
-        return AIMessage("done")
+def _fabricating(call: Call) -> AIMessage | dict[str, Any]:
+    if call.schema and "sentences" in call.schema.get("properties", {}):
+        return {
+            "sentences": [{"text": "Aspirin cures 97% of pancreatic cancers.", "citations": [1]}]
+        }
+    if call.schema:
+        return {"supported": False, "relevant": True}
+    return AIMessage("done")
 
-    model = ScriptedChatModel(fabricating)
+
+ASPIRIN_STUDY = Document(
+    source_id="aspirin-cohort",
+    title="Aspirin use and pancreatic cancers",
+    text="Aspirin cures no cancers in this cohort: pancreatic cancers were as common in "
+    "aspirin users (97 of 10,000) as in non-users.",
+)
+
+
+def test_unsupported_answer_triggers_one_more_retrieval(tmp_path: Path) -> None:
+    index = KeywordIndex([*DOCS, ASPIRIN_STUDY])
+    model = ScriptedChatModel(_fabricating)
     with Assistant(settings_for(tmp_path, max_verify_rounds=1), text_model=model, index=index) as a:
         answer = a.ask(QUESTION["question"])
     assert answer.route.count("retrieve") == 2
+    assert answer.route.count("write") == 2
     assert answer.route.count("verify") == 2
+    assert "aspirin-cohort" in answer.retrieved  # the rewrite's search found a new record
     assert len(index.queries) == 2 and index.queries[1] != index.queries[0]
     assert "97%" not in answer.text  # removed, never shown
     assert answer.kind == "no_evidence"
     # Passages were retrieved, so the answer does not claim that none were found.
     assert answer.text == UNSUPPORTED_TEXT
     assert answer.verification.supported_fraction == 0.0
+
+
+class RepeatingIndex(KeywordIndex):
+    """Answers every query with the first query's hits."""
+
+    def search(
+        self, query: str, k: int = 10, mode: str = "hybrid", where: Any = None
+    ) -> list[Evidence]:
+        first = self.queries[0] if self.queries else query
+        hits = super().search(first, k=k, mode=mode, where=where)
+        self.queries[-1] = query
+        return hits
+
+
+def test_a_verify_round_whose_search_finds_nothing_new_keeps_the_first_draft(
+    tmp_path: Path,
+) -> None:
+    index = RepeatingIndex(DOCS)
+    model = ScriptedChatModel(_fabricating)
+    with Assistant(settings_for(tmp_path, max_verify_rounds=1), text_model=model, index=index) as a:
+        answer = a.ask(QUESTION["question"])
+    assert len(index.queries) == 2 and index.queries[1] != index.queries[0]
+    # the writer would have read the same passages again: no second draft, no second check
+    assert answer.route[-3:] == ["verify", "retrieve", "finalize"]
+    assert answer.route.count("write") == 1
+    writes = [c for c in model.calls if c.schema and "sentences" in c.schema["properties"]]
+    assert len(writes) == 1
+    assert answer.text == UNSUPPORTED_TEXT
 
 
 def test_injected_passage_stays_fenced_and_cannot_open_files(
