@@ -39,6 +39,10 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "MEDGRAPH_GRAPH__MAX_TURN_SECONDS": TURN_SECONDS,
         # A base model given the choice answered at once; its first step must write a search.
         "MEDGRAPH_GRAPH__SEARCH_FIRST": "true",
+        # Two sentences are enough to check citations and verdicts, and take half the writing;
+        # verify's rewrite round (tested with scripted models) would write them a second time.
+        "MEDGRAPH_GRAPH__MAX_ANSWER_SENTENCES": "2",
+        "MEDGRAPH_GRAPH__MAX_VERIFY_ROUNDS": "0",
     }
     return subprocess.run(
         [sys.executable, "-m", "medgraph", *args],
