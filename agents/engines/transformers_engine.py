@@ -164,6 +164,7 @@ def _reading(model: str) -> contextlib.AbstractContextManager[None]:
     """The block in which transformers reads ``model``: a GGUF file is parsed once in it."""
     if not is_gguf(model):
         return contextlib.nullcontext()
+    _source(model)  # a missing file or a missing gguf package: the error that says so
     from medgraph.agents.engines.gguf_reading import shared_gguf_reader
 
     return shared_gguf_reader()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import gguf
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from medgraph.agents.engines.gguf_reading import PlainArrayReader, shared_gguf_reader
+from medgraph.agents.engines.transformers_engine import load_model
+from medgraph.errors import ConfigurationError, ModelLoadError
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +71,14 @@ def test_inside_the_block_each_file_is_read_once_and_the_reader_is_put_back(
     assert gguf.GGUFReader is original
     with shared_gguf_reader():
         assert gguf.GGUFReader(str(gguf_path)) is not first  # forgotten once the block closed
+
+
+def test_a_missing_file_or_package_is_named_before_anything_is_read(
+    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "medgemma-4b-it-Q4_K_M.gguf"
+    with pytest.raises(ModelLoadError, match=r"medgemma-4b-it-Q4_K_M\.gguf.*does not exist"):
+        load_model(str(missing))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if the gguf package were not installed
+    with pytest.raises(ConfigurationError, match=r"pip install 'medgraph\[gguf\]'"):
+        load_model(str(gguf_path))
