@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import gguf
 import numpy as np
 from gguf import GGUFReader
-from gguf import gguf_reader as gguf_reader_module
 
 _LOCK = threading.Lock()
 _HOLDERS = 0
 _READERS: dict[tuple[str, str], GGUFReader] = {}
-_ORIGINAL = gguf_reader_module.GGUFReader
 
 
 class PlainArrayReader(GGUFReader):
@@ -67,8 +66,6 @@ def shared_gguf_reader() -> Iterator[None]:
     name is swapped there for the time of the block (nested and concurrent blocks share one
     swap) and put back, with the readers forgotten, when the last block closes.
     """
-    import gguf
-
     global _HOLDERS
     with _LOCK:
         _HOLDERS += 1
@@ -80,5 +77,5 @@ def shared_gguf_reader() -> Iterator[None]:
         with _LOCK:
             _HOLDERS -= 1
             if _HOLDERS == 0:
-                gguf.GGUFReader = _ORIGINAL  # type: ignore[misc]
+                gguf.GGUFReader = GGUFReader  # type: ignore[misc]
                 _READERS.clear()
