@@ -284,19 +284,71 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.bias = bias
         self._device_bias: dict[torch.device, torch.Tensor] = {}
         self.steps = 0
+        # What _prepare worked out for the step it was run at: live rows and their allowed tokens.
+        self._prepared_step = -1
+        self._live: list[int] = []
+        self._mask: torch.Tensor | None = None
 
-    def _advance(self, input_ids: torch.Tensor) -> None:
-        """Feed every live row's last token to its matcher."""
+    def _advance(self, last_tokens: torch.Tensor) -> None:
+        """Feed every live row's last token (``last_tokens``, one per row) to its matcher."""
+        tokens = last_tokens.tolist()
         for row, matcher in enumerate(self.matchers):
             if matcher is None or self.ended[row]:
                 continue
-            token = int(input_ids[row, -1])
+            token = int(tokens[row])
             if token in self.stop_token_ids:
                 self.ended[row] = True
             elif not matcher.consume_token(token):
                 # Only a grammar beyond llguidance's limits gets here: the row is told to stop,
                 # and its unfinished reply goes to the validator (repair round, then invalid).
                 logger.warning("grammar matcher failed at row %d: %s", row, matcher.get_error())
+
+    def width(self, logits_width: int) -> int:
+        """How many of ``logits_width`` token scores the grammar speaks for."""
+        return min(logits_width, self.vocab_size, self.bias.shape[0])
+
+    def observe(self, new_tokens: torch.Tensor, width: int) -> None:
+        """Take the tokens the model is about to read (``batch x new``) before its forward pass:
+        advance the matchers and work out what each row allows next, so that the output layer
+        can compute only those scores (see :mod:`medgraph.agents.engines.grammar_output`)."""
+        self._prepare(new_tokens[:, -1] if self.steps > 0 else None, width)
+
+    def _prepare(self, last_tokens: torch.Tensor | None, width: int) -> None:
+        if last_tokens is not None:
+            self._advance(last_tokens)
+        self._live = [i for i, ended in enumerate(self.ended) if not ended]
+        self._mask = self._allowed(self._live, width) if self._live else None
+        self._prepared_step = self.steps
+
+    def _closing(self, row: int, step: int) -> bool:
+        """Whether ``row`` is in closing mode at ``step`` (counted from 1)."""
+        return step > self.closing_from[row]
+
+    def needed_scores(self, most: int) -> list[torch.Tensor | None] | None:
+        """Per row, the token ids whose scores the next step reads (``None``: all of them), or
+        ``None`` if :meth:`observe` has not prepared this step.
+
+        A row without a grammar reads every score; a row in closing mode or one that has ended
+        reads none; a live row reads the tokens its grammar allows, or all of them when it allows
+        more than ``most``.
+        """
+        if self._prepared_step != self.steps:
+            return None
+        assert self._mask is not None or not self._live
+        positions = {row: index for index, row in enumerate(self._live)}
+        none = torch.empty(0, dtype=torch.long)
+        needed: list[torch.Tensor | None] = []
+        for row, matcher in enumerate(self.matchers):
+            index = positions.get(row)
+            if matcher is None:
+                needed.append(None)
+            elif index is None or self._closing(row, self.steps + 1):
+                needed.append(none)
+            else:
+                assert self._mask is not None
+                ids = self._mask[index].nonzero().squeeze(1)
+                needed.append(None if ids.numel() > most else ids)
+        return needed
 
     def _allowed(self, rows: Sequence[int], width: int) -> torch.Tensor:
         """Boolean mask (rows x width) of the tokens each row's grammar allows next."""
@@ -325,19 +377,20 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Accept the previous token in every matcher, then mask the next-token scores."""
-        if self.steps > 0:
-            self._advance(input_ids)
+        width = self.width(scores.shape[-1])
+        if self._prepared_step != self.steps:
+            self._prepare(input_ids[:, -1] if self.steps > 0 else None, width)
         self.steps += 1
-        rows = [i for i, ended in enumerate(self.ended) if not ended]
+        rows = self._live
         if not rows:
             return scores
+        assert self._mask is not None
         device = scores.device
         work = scores.float().cpu() if device.type not in ("cpu", "cuda") else scores.float()
-        width = min(work.shape[-1], self.vocab_size, self.bias.shape[0])
-        allowed = self._allowed(rows, width).to(work.device)
+        allowed = self._mask.to(work.device)
         index = torch.tensor(rows, device=work.device)
         view = work[index, :width].masked_fill(~allowed, float("-inf"))
-        closing = [i for i, row in enumerate(rows) if self.steps > self.closing_from[row]]
+        closing = [i for i, row in enumerate(rows) if self._closing(row, self.steps)]
         if closing:
             bias = self._bias_on(work.device, width).expand(len(closing), -1)
             view[closing] = torch.where(allowed[closing], bias, float("-inf"))

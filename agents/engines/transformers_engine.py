@@ -31,6 +31,7 @@ from transformers import (
 
 from medgraph.agents.conversation import Conversation
 from medgraph.agents.engines.base import Completion, GenerationRequest, truncate_at_stop
+from medgraph.agents.engines.grammar_output import grammar_output_layer
 from medgraph.agents.engines.prefix_cache import (
     PrefillTimeout,
     PrefixCache,
@@ -385,11 +386,13 @@ class TransformersEngine:
         deadlines = [r.deadline for r in requests if r.deadline is not None]
         deadline = min(deadlines) if deadlines else None
         kwargs = self._generation_kwargs(budget)
+        output_layer: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if any(r.json_schema is not None for r in requests):
             processor = self.loaded.grammar.processor(
                 [r.json_schema for r in requests], [r.max_new_tokens for r in requests]
             )
             kwargs["logits_processor"] = LogitsProcessorList([processor])
+            output_layer = grammar_output_layer(self.loaded.model, processor)
         prompt_length = inputs["input_ids"].shape[1]
         model = self.loaded.model
         with self.loaded.lock, torch.inference_mode():
@@ -416,7 +419,8 @@ class TransformersEngine:
             if deadline is not None:
                 # generate checks this between tokens; the prefill above checked between chunks
                 kwargs["max_time"] = max(0.0, deadline - time.time())
-            output = model.generate(**inputs, **kwargs)
+            with output_layer:
+                output = model.generate(**inputs, **kwargs)
         completions = []
         pad = self.loaded.tokenizer.pad_token_id
         for row, request in enumerate(requests):
