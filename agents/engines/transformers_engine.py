@@ -221,7 +221,11 @@ def load_model(
 def _load_uncached(key: ModelKey, started: float) -> LoadedModel:
     """Read ``key.model``'s config, tokenizer (or processor) and weights."""
     config = _load_config(key.model)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(key.dtype), "device_map": key.device_map}
+    kwargs: dict[str, Any] = {
+        "config": config,  # read once: a GGUF file's metadata takes seconds to parse
+        "dtype": resolve_dtype(key.dtype),
+        "device_map": key.device_map,
+    }
     quantization_config = _quantization_config(key.quantization)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
