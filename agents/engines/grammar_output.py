@@ -61,18 +61,25 @@ def selected_scores(
 def grammar_output_layer(model: Any, processor: GrammarLogitsProcessor) -> Iterator[None]:
     """While active, ``model``'s output layer computes only the scores ``processor`` will read.
 
-    Models whose output layer is not a bias-free ``nn.Linear`` (or that have no input embedding
-    module) run unchanged; so does any forward pass the processor has not prepared for (prompt
-    prefills outside ``generate``, several positions at once).
+    Models whose output layer is not a bias-free ``nn.Linear``, has accelerate's dispatch hook
+    (its weights may be offloaded until that hook runs) or that have no input embedding module
+    run unchanged; so does any forward pass the processor has not prepared for (prompt prefills
+    outside ``generate``, several positions at once).
     """
     head = model.get_output_embeddings()
     embedding = model.get_input_embeddings()
-    if not isinstance(head, nn.Linear) or head.bias is not None or embedding is None:
+    if (
+        not isinstance(head, nn.Linear)
+        or head.bias is not None
+        or hasattr(head, "_hf_hook")
+        or embedding is None
+    ):
         yield
         return
     width = processor.width(head.out_features)
     most = head.out_features // FULL_ROW_FRACTION
     plain = head.forward
+    own = head.__dict__.get("forward")  # a forward set on the instance is put back afterwards
 
     def observe(_module: nn.Module, args: tuple[Any, ...]) -> None:
         if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 2:
@@ -90,4 +97,7 @@ def grammar_output_layer(model: Any, processor: GrammarLogitsProcessor) -> Itera
         yield
     finally:
         hook.remove()
-        del head.forward
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own  # type: ignore[method-assign]

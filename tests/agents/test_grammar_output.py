@@ -101,3 +101,33 @@ def test_sampled_decoding_with_rows_that_end_early_stays_valid(tiny_text: str) -
     assert len({c.completion_tokens for c in completions}) > 1  # rows did end at different steps
     for completion in completions:
         jsonschema.validate(json.loads(completion.text), SCHEMA)
+
+
+def test_a_forward_set_on_the_output_layer_is_kept_and_a_dispatched_one_left_alone(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = engine.loaded.model.get_output_embeddings()
+    calls: list[int] = []
+
+    def wrapped(hidden: torch.Tensor) -> torch.Tensor:  # as accelerate wraps a module's forward
+        calls.append(hidden.shape[0])
+        return torch.nn.Linear.forward(head, hidden)
+
+    selections: list[object] = []
+    monkeypatch.setattr(grammar_output, "selected_scores", lambda *a: selections.append(a))
+    monkeypatch.setattr(head, "forward", wrapped)
+    monkeypatch.setattr(head, "_hf_hook", object(), raising=False)
+    completions = engine.generate(_requests(48))
+    assert head.forward is wrapped and calls and not selections
+    for completion in completions[:-1]:
+        jsonschema.validate(json.loads(completion.text), SCHEMA)
+
+    monkeypatch.delattr(head, "_hf_hook")
+
+    def counted(*args: Any) -> torch.Tensor:
+        selections.append(args)
+        return selected_scores(*args)
+
+    monkeypatch.setattr(grammar_output, "selected_scores", counted)
+    engine.generate(_requests(48))
+    assert selections and head.forward is wrapped  # put back after the layer ran in its place
