@@ -311,11 +311,13 @@ class GrammarLogitsProcessor(LogitsProcessor):
         """Take the tokens the model is about to read (``batch x new``) before its forward pass:
         advance the matchers and work out what each row allows next, so that the output layer
         can compute only those scores (see :mod:`medgraph.agents.engines.grammar_output`)."""
-        self._prepare(new_tokens[:, -1] if self.steps > 0 else None, width)
+        self._prepare(new_tokens, width)
 
-    def _prepare(self, last_tokens: torch.Tensor | None, width: int) -> None:
-        if last_tokens is not None:
-            self._advance(last_tokens)
+    def _prepare(self, tokens: torch.Tensor, width: int) -> None:
+        """Advance by the last column of ``tokens`` (after the first step) and list what the live
+        rows allow next."""
+        if self.steps > 0:
+            self._advance(tokens[:, -1])
         self._live = [i for i, ended in enumerate(self.ended) if not ended]
         self._mask = self._allowed(self._live, width) if self._live else None
         self._prepared_step = self.steps
@@ -334,7 +336,6 @@ class GrammarLogitsProcessor(LogitsProcessor):
         """
         if self._prepared_step != self.steps:
             return None
-        assert self._mask is not None or not self._live
         positions = {row: index for index, row in enumerate(self._live)}
         none = torch.empty(0, dtype=torch.long)
         needed: list[torch.Tensor | None] = []
@@ -379,7 +380,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
         """Accept the previous token in every matcher, then mask the next-token scores."""
         width = self.width(scores.shape[-1])
         if self._prepared_step != self.steps:
-            self._prepare(input_ids[:, -1] if self.steps > 0 else None, width)
+            self._prepare(input_ids, width)
         self.steps += 1
         rows = self._live
         if not rows:

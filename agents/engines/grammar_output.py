@@ -52,7 +52,7 @@ def selected_scores(
             part = last[picked] @ weight[union].T
             scores[:, 0][picked.unsqueeze(1), union.unsqueeze(0)] = part
     if full:
-        picked = torch.tensor(sorted(full), device=hidden.device)
+        picked = torch.tensor(full, device=hidden.device)
         scores[picked, 0] = last[picked] @ weight.T
     return scores
 
