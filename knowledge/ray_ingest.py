@@ -2,11 +2,13 @@
 
 A Ray Data pipeline reads the input files in parallel tasks (one file per task), then a pool of
 actors (one embedding model each) chunks the documents, skips chunks the store holds already,
-embeds the rest and writes them to the Chroma server named by ``knowledge.chroma_url``. Actors run
-the same planning code as :meth:`LiteratureIndex.ingest` (content-hash chunk ids, same metadata),
-so a Ray ingest stores what a single-process ingest stores. The driver then adds the new chunks to
-the BM25 segments in ``index_dir`` (fetching only this generation's chunks) and marks the
-generation complete.
+embeds the rest and writes them to the store every worker can reach: the Chroma server named by
+``knowledge.chroma_url``, or with ``knowledge.store = "milvus"`` the Milvus server named by
+``knowledge.milvus_uri``. Actors run the same planning code as :meth:`LiteratureIndex.ingest`
+(content-hash chunk ids, same metadata), so a Ray ingest stores what a single-process ingest
+stores. The driver then finishes the generation: on Chroma it adds the new chunks to the BM25
+segments in ``index_dir`` (fetching only this generation's chunks), on Milvus it seals the
+written segments; then it marks the generation complete.
 
 Resumable: every batch is committed to the server as it is embedded; a restarted actor or a rerun
 of the whole command after the driver died embeds only the chunks still missing.
@@ -24,6 +26,12 @@ from typing import Any
 from medgraph.errors import ConfigurationError
 from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.index import IngestReport, LiteratureIndex
+from medgraph.knowledge.ingest_plan import (
+    embed_and_store,
+    plan_ingest,
+    stored_chunks,
+    unique_documents,
+)
 from medgraph.knowledge.types import Document
 
 logger = logging.getLogger(__name__)
@@ -74,17 +82,28 @@ class _EmbedWriter:
         documents = [Document.model_validate_json(text) for text in batch["document"] if text]
         report = IngestReport()
         index = self.index
-        documents = index._unique_documents(documents, report)
+        documents = unique_documents(documents, report)
         report.documents = len(documents)
-        existing = index._stored_chunks(self.store, [d.source_id for d in documents])
-        plan = index._plan(documents, existing, index.embedder, report)
+        existing = stored_chunks(self.store, [d.source_id for d in documents])
+        plan = plan_ingest(
+            documents,
+            existing,
+            index.embedder,
+            report,
+            overlap=index.settings.chunk_overlap_sentences,
+        )
         for item in plan.pending:
             item.metadata["generation"] = self.generation
         for metadata in plan.relabel_metadata:
             metadata["generation"] = self.generation
         started = time.perf_counter()
-        index._embed_and_store(
-            self.store, index.embedder, plan.pending, len(documents), progress=False
+        embed_and_store(
+            self.store,
+            index.embedder,
+            plan.pending,
+            len(documents),
+            progress=False,
+            batch_size=index.settings.batch_size,
         )
         seconds = time.perf_counter() - started
         if plan.relabel_ids:
@@ -101,6 +120,14 @@ class _EmbedWriter:
         return row
 
 
+def _settings_json(settings: KnowledgeSettings) -> str:
+    """``settings`` as JSON for the actors, the Milvus token included (pydantic masks secrets)."""
+    data = settings.model_dump(mode="json")
+    if settings.milvus_token is not None:
+        data["milvus_token"] = settings.milvus_token.get_secret_value()
+    return json.dumps(data)
+
+
 def ingest_with_ray(
     settings: KnowledgeSettings,
     paths: Sequence[Path | str],
@@ -113,13 +140,22 @@ def ingest_with_ray(
     """Ingest ``paths`` on a Ray cluster (``address``; None starts a new local one).
 
     ``workers`` embedding actors (default: one per CPU of the cluster) each hold one model and
-    write batches of ``batch_documents`` documents to the Chroma server in ``chroma_url``.
+    write batches of ``batch_documents`` documents to the Chroma server in ``chroma_url`` or the
+    Milvus server in ``milvus_uri``.
     """
-    if settings.chroma_url is None:
+    if settings.store == "milvus":
+        if not settings.resolved_milvus_uri().startswith(("http://", "https://")):
+            raise ConfigurationError(
+                "--ray writes to a Milvus server that every Ray worker can reach: set "
+                "knowledge.milvus_uri (MEDGRAPH_KNOWLEDGE__MILVUS_URI=http://HOST:19530) to "
+                "Milvus Standalone or Distributed, or to `milvus-lite server --data-dir DIR`"
+            )
+    elif settings.chroma_url is None:
         raise ConfigurationError(
             "--ray writes to a Chroma server that every Ray worker can reach: set "
             "knowledge.chroma_url (MEDGRAPH_KNOWLEDGE__CHROMA_URL=http://HOST:8000) and start it "
-            "with `chroma run --host 0.0.0.0 --path DIR`"
+            "with `chroma run --host 0.0.0.0 --path DIR`, or use the Milvus store "
+            "(knowledge.store=milvus with a Milvus server)"
         )
     ray = _require_ray()
     from medgraph.knowledge.readers import FORMATS, ReadFailure, _walk
@@ -138,8 +174,9 @@ def ingest_with_ray(
 
     index = LiteratureIndex(settings)
     store = index._open_for_write()  # creates the collection with the model's identity
-    base = index._lexical_base()
-    generation = index._start_generation(store)
+    searcher = index._open_searcher()
+    searcher.start_ingest()
+    generation = index.start_generation(store)
 
     if not ray.is_initialized():
         # Ray reads address=None as "join the newest cluster on this machine, if any"; "local"
@@ -167,7 +204,7 @@ def ingest_with_ray(
         dataset = dataset.map_batches(
             _EmbedWriter,
             fn_constructor_kwargs={
-                "settings_json": settings.model_dump_json(),
+                "settings_json": _settings_json(settings),
                 "generation": generation,
             },
             batch_size=batch_documents,
@@ -186,9 +223,9 @@ def ingest_with_ray(
                 report.failures.append(ReadFailure(path, reason))
     for name, value in counts.items():
         setattr(report, name, value)
-    lexical = index._finish_ingest(store, base, generation, removed=removed)
-    report.index_chunks = len(lexical)
-    report.index_documents = lexical.document_count
+    report.index_chunks, report.index_documents = searcher.finish_ingest(
+        generation, removed=removed
+    )
     report.seconds = time.perf_counter() - started
     index.close()
     return report

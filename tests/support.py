@@ -151,6 +151,41 @@ def chroma_server(folder: Path) -> Iterator[str]:
                 server.kill()
 
 
+@contextmanager
+def milvus_lite_server(folder: Path) -> Iterator[str]:
+    """``milvus-lite server`` (Milvus Lite's gRPC server, as a cluster is reached) on a free port
+    with its data in ``folder``; yields the server URI."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder / "db")]
+        server = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2):
+                        break
+                except OSError:
+                    pass
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the Milvus Lite server did not listen in 60 s"
+                time.sleep(0.2)
+            yield uri
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height but whose pixel data is a few bytes."""
 

@@ -1,4 +1,4 @@
-"""``medgraph ingest``, ``medgraph search`` and ``medgraph eval retrieval``.
+"""``medgraph ingest``, ``import-vectors``, ``search`` and ``eval retrieval``.
 
 Heavy modules (chromadb, torch) load inside the commands, so ``medgraph --help`` stays fast.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 
@@ -113,6 +113,61 @@ def ingest(
         raise typer.Exit(EXIT_FILES_FAILED)
 
 
+@app.command("import-vectors")
+def import_vectors(
+    source: Path = typer.Argument(
+        ...,
+        help="A MedCPT folder (embeds_chunk_N.npy, pmids_chunk_N.json, pubmed_chunk_N.json) or a "
+        "parquet file or folder (id, text, vector columns).",
+        show_default=False,
+    ),
+    fmt: str = typer.Option(..., "--format", help="medcpt or parquet.", show_default=False),
+    index: Path | None = IndexOption,
+    encoder: str | None = typer.Option(
+        None,
+        "--encoder",
+        help="The model that made the vectors (default: MedCPT's article encoder for medcpt, the "
+        "parquet metadata's medgraph.encoder).",
+        show_default=False,
+    ),
+    query_encoder: str | None = typer.Option(
+        None,
+        "--query-encoder",
+        help="The model to embed queries with (default: MedCPT's query encoder for medcpt, the "
+        "parquet metadata's medgraph.query_encoder, else --encoder).",
+        show_default=False,
+    ),
+    batch_size: int = typer.Option(1000, "--batch-size", help="Records stored per batch."),
+) -> None:
+    """Store precomputed vectors and their records in the index, without embedding them.
+
+    Resumable: records already stored are skipped, so an interrupted import is finished by
+    running the same command again.
+    """
+    from medgraph.knowledge.index import LiteratureIndex
+    from medgraph.knowledge.vector_import import VECTOR_FORMATS, VectorFormat, open_vector_source
+
+    if fmt not in VECTOR_FORMATS:
+        raise ConfigurationError(f"--format {fmt!r} is not one of {', '.join(VECTOR_FORMATS)}")
+    if batch_size < 1:
+        raise ConfigurationError(f"--batch-size must be a positive number, got {batch_size}")
+    vectors = open_vector_source(
+        source, cast("VectorFormat", fmt), encoder=encoder, query_encoder=query_encoder
+    )
+    settings = _settings(index)
+    try:
+        with LiteratureIndex(settings) as literature:
+            report = literature.import_vectors(vectors, progress=True, batch_size=batch_size)
+    except KeyboardInterrupt:
+        typer.echo(
+            "medgraph: import interrupted; the batches already stored are kept. Run the same "
+            "command again to finish.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    typer.echo(report.summary())
+
+
 @app.command("search")
 def search(
     query: str = typer.Argument(..., help="What to look for.", show_default=False),
@@ -213,4 +268,4 @@ def _print_table(results: dict[str, RetrievalMetrics], k: int, source: Path) -> 
     Console(file=sys.stdout, width=100).print(table)
 
 
-__all__ = ["eval_retrieval", "ingest", "search"]
+__all__ = ["eval_retrieval", "import_vectors", "ingest", "search"]

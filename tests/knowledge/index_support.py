@@ -110,7 +110,8 @@ class HashEmbedder:
 
 
 def ingest_worker(argv: Sequence[str]) -> None:
-    """Subprocess entry: ``index_dir corpus batch_size delay hold`` -> ingest with HashEmbedder.
+    """Subprocess entry: ``index_dir corpus batch_size delay hold [settings json]`` -> ingest with
+    HashEmbedder (the JSON adds KnowledgeSettings fields, e.g. the store).
 
     Prints ``EMBED n`` before storing batch n, ``DONE <json>`` after the ingest, and with
     ``hold`` keeps the index (and its write lock) open until standard input closes.
@@ -118,8 +119,9 @@ def ingest_worker(argv: Sequence[str]) -> None:
     from medgraph.knowledge.config import KnowledgeSettings
     from medgraph.knowledge.index import LiteratureIndex
 
-    index_dir, corpus, batch_size, delay, hold = argv
-    settings = KnowledgeSettings(index_dir=Path(index_dir), batch_size=int(batch_size))
+    index_dir, corpus, batch_size, delay, hold = argv[:5]
+    extra = json.loads(argv[5]) if len(argv) > 5 else {}
+    settings = KnowledgeSettings(index_dir=Path(index_dir), batch_size=int(batch_size), **extra)
     embedder = HashEmbedder(delay=float(delay), announce=True)
     index = LiteratureIndex(settings, embedder=embedder)
     report = index.ingest([corpus], progress=False)

@@ -87,7 +87,7 @@ def test_hybrid_fuses_the_real_dense_and_lexical_rankings(index: LiteratureIndex
     }
     # BM25 also pools 100 whole documents, and scores every candidate document exactly by its
     # best chunk and as a whole document (0.0 where no query word occurs)
-    bm25 = index._lexical_index(index._open_for_read())
+    bm25 = index._open_searcher().lexical_index()
     assert bm25.documents is not None
     whole = dict(bm25.documents.search(question, len(bm25.documents)))
     everything = bm25.search(question, len(bm25))

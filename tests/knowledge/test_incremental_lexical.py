@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from medgraph.knowledge.chroma_search import ChromaSearch, _document_entry
 from medgraph.knowledge.config import KnowledgeSettings
-from medgraph.knowledge.index import LiteratureIndex, _document_entry
+from medgraph.knowledge.index import LiteratureIndex
 from medgraph.knowledge.lexical import LexicalIndex
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
 from tests.support import chroma_server
@@ -27,19 +28,19 @@ QUERIES = ["patients treatment outcome", "children risk", "surgery complications
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Generations of every full BM25 rebuild from the store."""
     calls: list[int] = []
-    build = LiteratureIndex._build_lexical
+    build = ChromaSearch._build_lexical
 
     def counting(store: Any, generation: int, store_id: str | None = None) -> LexicalIndex:
         calls.append(generation)
         return build(store, generation, store_id)
 
-    monkeypatch.setattr(LiteratureIndex, "_build_lexical", staticmethod(counting))
+    monkeypatch.setattr(ChromaSearch, "_build_lexical", staticmethod(counting))
     return calls
 
 
 def _assert_matches_store(index: LiteratureIndex) -> None:
     store = index._open_for_read()
-    lexical = index._lexical_index(store)
+    lexical = index._open_searcher().lexical_index()
     rebuilt = _full_build(store)
     assert sorted(lexical.ids) == sorted(record.chunk_id for record in store.scan(texts=False))
     assert lexical.documents is not None and rebuilt.documents is not None
@@ -79,7 +80,7 @@ def test_ingests_add_segments_and_honour_replacements_prune_and_emptied_document
         changed.append(dict(RECORDS[4], sections=[{"label": "X", "text": ""}]))  # emptied
         index.ingest([write_jsonl(tmp_path / "c.jsonl", changed)], progress=False)
         _assert_matches_store(index)
-        assert index._lexical is not None and index._lexical.segment_count > 1
+        assert index._searcher._lexical is not None and index._searcher._lexical.segment_count > 1
         # prune: only the first file's documents stay
         report = index.ingest([first], prune=True, progress=False)
         assert report.documents_removed == 10
@@ -110,7 +111,7 @@ def test_workers_sharing_a_server_pick_up_new_segments(
     writer.ingest([write_jsonl(tmp_path / "a.jsonl", RECORDS[:20])], progress=False)
     _assert_matches_store(server_worker)  # a worker with no BM25 files builds once
     assert len(builds) == 2
-    serving = server_worker._lexical
+    serving = server_worker._searcher._lexical
     assert serving is not None
 
     writer.ingest([write_jsonl(tmp_path / "b.jsonl", RECORDS[20:])], progress=False)
@@ -118,7 +119,7 @@ def test_workers_sharing_a_server_pick_up_new_segments(
     writer.ingest([write_jsonl(tmp_path / "c.jsonl", changed)], progress=False)
     _assert_matches_store(server_worker)
     assert len(builds) == 2  # picked up as a segment, not rebuilt
-    picked = server_worker._lexical
+    picked = server_worker._searcher._lexical
     assert picked is not None and picked.segment_count == serving.segment_count + 1
     # the worker saved the segment: its next process starts from it
     assert LexicalIndex.saved_generation(tmp_path / "serve-1" / "bm25") == picked.generation

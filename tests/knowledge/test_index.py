@@ -21,6 +21,7 @@ from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.index import InvalidQueryError, LiteratureIndex, SearchFilter
 from medgraph.knowledge.readers import read_file
 from medgraph.knowledge.types import Chunk
+from tests.knowledge.conftest import store_fields
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
 from tests.support import REPO_ROOT
 
@@ -73,14 +74,16 @@ def _stored_ids(index: LiteratureIndex) -> list[str]:
     return [record.chunk_id for record in store.scan(texts=False)]
 
 
-def test_ingest_then_search_every_mode(tmp_path: Path, corpus: dict[str, Path]) -> None:
+def test_ingest_then_search_every_mode(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
     embedder = HashEmbedder()
     expected = {}
     for path in corpus.values():
         expected.update(_expected_chunks(path, embedder))
     total = sum(len(chunks) for chunks in expected.values())
 
-    with _make_index(tmp_path / "index", embedder) as index:
+    with _make_index(tmp_path / "index", embedder, **store_settings) as index:
         report = index.ingest(list(corpus.values()), progress=False)
         assert report.ok and report.files == 3
         assert report.documents == report.documents_added == len(expected) == 11
@@ -121,9 +124,11 @@ def test_ingest_then_search_every_mode(tmp_path: Path, corpus: dict[str, Path]) 
     assert record["embedding_model"] == "test-hash-embedder" and record["dimension"] == 256
 
 
-def test_reingest_embeds_nothing(tmp_path: Path, corpus: dict[str, Path]) -> None:
+def test_reingest_embeds_nothing(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
     embedder = HashEmbedder()
-    with _make_index(tmp_path / "index", embedder) as index:
+    with _make_index(tmp_path / "index", embedder, **store_settings) as index:
         first = index.ingest(list(corpus.values()), progress=False)
         embedded = embedder.documents_embedded
         second = index.ingest(list(corpus.values()), progress=False)
@@ -134,9 +139,11 @@ def test_reingest_embeds_nothing(tmp_path: Path, corpus: dict[str, Path]) -> Non
     assert second.index_chunks == first.index_chunks
 
 
-def test_changed_document_replaces_its_chunks(tmp_path: Path, corpus: dict[str, Path]) -> None:
+def test_changed_document_replaces_its_chunks(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
     embedder = HashEmbedder()
-    with _make_index(tmp_path / "index", embedder) as index:
+    with _make_index(tmp_path / "index", embedder, **store_settings) as index:
         index.ingest([corpus["article"]], progress=False)
         old_ids = {c.chunk_id for c in index.get_chunks(ARTICLE["id"])}
         changed = dict(
@@ -160,10 +167,10 @@ def test_changed_document_replaces_its_chunks(tmp_path: Path, corpus: dict[str, 
 
 
 def test_metadata_change_relabels_without_embedding(
-    tmp_path: Path, corpus: dict[str, Path]
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
 ) -> None:
     embedder = HashEmbedder()
-    with _make_index(tmp_path / "index", embedder) as index:
+    with _make_index(tmp_path / "index", embedder, **store_settings) as index:
         first = index.ingest([corpus["article"]], progress=False)
         write_jsonl(corpus["article"], [dict(ARTICLE, journal="J R Soc Med Open")])
         before = embedder.documents_embedded
@@ -183,9 +190,9 @@ def test_metadata_change_relabels_without_embedding(
 
 
 def test_prune_removes_documents_no_longer_among_inputs(
-    tmp_path: Path, corpus: dict[str, Path]
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
 ) -> None:
-    with _make_index(tmp_path / "index") as index:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         index.ingest([corpus["a"], corpus["b"]], progress=False)
         kept = index.ingest([corpus["a"]], progress=False)
         assert kept.documents_removed == 0 and kept.index_documents == 10
@@ -198,8 +205,10 @@ def test_prune_removes_documents_no_longer_among_inputs(
         assert stats.documents == 6 and stats.chunks == pruned.index_chunks
 
 
-def test_prune_is_skipped_when_an_input_fails(tmp_path: Path, corpus: dict[str, Path]) -> None:
-    with _make_index(tmp_path / "index") as index:
+def test_prune_is_skipped_when_an_input_fails(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         index.ingest(list(corpus.values()), progress=False)
         corpus["b"].write_bytes(b"\x89PNG\r\n\x1a\n not literature")
         report = index.ingest([corpus["a"], corpus["b"]], prune=True, progress=False)
@@ -212,12 +221,12 @@ def test_prune_is_skipped_when_an_input_fails(tmp_path: Path, corpus: dict[str, 
 
 
 def test_bad_files_are_reported_and_the_rest_ingested(
-    tmp_path: Path, corpus: dict[str, Path]
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
 ) -> None:
     broken = tmp_path / "in" / "broken.jsonl"
     broken.write_text('{"pmid": "1", "sections": [{"label": "X", "text": "ok"}]}\n{oops\n')
     missing = tmp_path / "in" / "missing.jsonl"
-    with _make_index(tmp_path / "index") as index:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         report = index.ingest([corpus["a"], broken, missing], progress=False)
     reasons = {Path(f.path).name: f.reason for f in report.failures}
     assert set(reasons) == {"broken.jsonl", "missing.jsonl"}
@@ -227,11 +236,13 @@ def test_bad_files_are_reported_and_the_rest_ingested(
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
-def test_filters_apply_in_every_mode(tmp_path: Path, corpus: dict[str, Path], mode: str) -> None:
+def test_filters_apply_in_every_mode(
+    tmp_path: Path, corpus: dict[str, Path], mode: str, store_settings: dict[str, Any]
+) -> None:
     years = {record["pmid"]: record["year"] for record in RECORDS[:10]}
     years[ARTICLE["id"]] = ARTICLE["year"]
     low, high = sorted(set(years.values()))[1], sorted(set(years.values()))[-2]
-    with _make_index(tmp_path / "index") as index:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         index.ingest(list(corpus.values()), progress=False)
         query = "patients study results"
         unfiltered = index.search(query, k=1000, mode=mode)
@@ -250,6 +261,10 @@ def test_filter_validation() -> None:
     assert SearchFilter.parse({"year": {"gte": 2010}}).chroma_where() == {"year": {"$gte": 2010}}
     both = SearchFilter.parse({"year": {"lte": 2015}, "source_ids": ["1"]}).chroma_where()
     assert both == {"$and": [{"year": {"$lte": 2015}}, {"source_id": {"$in": ["1"]}}]}
+    uploads = SearchFilter.parse({"year": {"gte": 2010}, "origins": ['upload:"a"\\b']})
+    assert uploads.milvus_expr() == '(year >= 2010) and (origin in ["", "upload:\\"a\\"\\\\b"])'
+    assert SearchFilter.parse({"source_ids": []}).milvus_expr() == '(source_id in [""])'
+    assert SearchFilter.parse(None).milvus_expr() == ""
     for bad, message in [
         ({"journal": "x"}, "unknown filter key"),
         ({"year": {"from": 2010}}, "'gte' and/or 'lte'"),
@@ -261,12 +276,16 @@ def test_filter_validation() -> None:
             SearchFilter.parse(bad)
 
 
-def test_missing_index_and_bad_requests(tmp_path: Path, corpus: dict[str, Path]) -> None:
+def test_missing_index_and_bad_requests(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
     absent = tmp_path / "nowhere"
-    with pytest.raises(IndexUnavailableError, match=r"nowhere.*medgraph ingest"):
-        _make_index(absent).search("anything")
+    with pytest.raises(
+        IndexUnavailableError, match=r"no literature index.*ingest PATH --index .*nowhere"
+    ):
+        _make_index(absent, **store_settings).search("anything")
     assert not absent.exists()
-    with _make_index(tmp_path / "index") as index:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         index.ingest([corpus["a"]], progress=False)
         with pytest.raises(InvalidQueryError, match="empty"):
             index.search("   ")
@@ -277,53 +296,58 @@ def test_missing_index_and_bad_requests(tmp_path: Path, corpus: dict[str, Path])
 
 
 def test_an_index_emptied_under_a_reader_says_it_holds_no_chunks(
-    tmp_path: Path, corpus: dict[str, Path]
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
 ) -> None:
-    import chromadb
-
-    with _make_index(tmp_path / "index") as index:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         index.ingest([corpus["a"]], progress=False)
         assert index.search("aquagenic urticaria", k=3)
         # a filter that hides every record finds nothing, which is not an empty index
         assert index.search("aquagenic urticaria", where={"year": {"gte": 2090}}) == []
-    client = chromadb.PersistentClient(path=str(tmp_path / "index" / "chroma"))
-    collection = client.get_collection("medgraph")
-    collection.delete(ids=collection.get(include=[])["ids"])
-    with _make_index(tmp_path / "index") as index:
+        # another client empties the store behind the index's back (no ingest, no generation)
+        store = index._open_for_read()
+        store.delete(list(store.scan_ids()))
+        assert store.count() == 0
+    with _make_index(tmp_path / "index", **store_settings) as index:
         for mode in ("dense", "lexical", "hybrid"):
             with pytest.raises(IndexUnavailableError, match="holds no chunks"):
                 index.search("aquagenic urticaria", mode=mode)
 
 
-def test_index_refuses_a_different_embedding_model(tmp_path: Path, corpus: dict[str, Path]) -> None:
-    with _make_index(tmp_path / "index", HashEmbedder(name="model-a")) as index:
+def test_index_refuses_a_different_embedding_model(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
+    with _make_index(tmp_path / "index", HashEmbedder(name="model-a"), **store_settings) as index:
         index.ingest([corpus["a"]], progress=False)
-    other = _make_index(tmp_path / "index", HashEmbedder(name="model-b"))
+    other = _make_index(tmp_path / "index", HashEmbedder(name="model-b"), **store_settings)
     with pytest.raises(ConfigurationError, match=r"model-a.*model-b|built with"):
         other.search("anything")
     with pytest.raises(ConfigurationError, match="model-a"):
         other.ingest([corpus["a"]], progress=False)
     # the failed writer released the lock: a matching writer can ingest while `other` is open
-    with _make_index(tmp_path / "index", HashEmbedder(name="model-a")) as index:
+    with _make_index(tmp_path / "index", HashEmbedder(name="model-a"), **store_settings) as index:
         assert index.ingest([corpus["b"]], progress=False).documents_added == 4
     other.close()
-    wrong_size = _make_index(tmp_path / "index", HashEmbedder(name="model-a", dimension=64))
+    wrong_size = _make_index(
+        tmp_path / "index", HashEmbedder(name="model-a", dimension=64), **store_settings
+    )
     with pytest.raises(ConfigurationError, match="256-dimensional"):
         wrong_size.ingest([corpus["a"]], progress=False)
     wrong_size.close()
 
 
-def test_reranker_reorders_candidates(tmp_path: Path, corpus: dict[str, Path]) -> None:
+def test_reranker_reorders_candidates(
+    tmp_path: Path, corpus: dict[str, Path], store_settings: dict[str, Any]
+) -> None:
     seen: list[int] = []
 
     def prefer_short(query: str, passages: list[str]) -> list[float]:
         seen.append(len(passages))
         return [-float(len(passage)) for passage in passages]
 
-    with _make_index(tmp_path / "index") as index:
+    with _make_index(tmp_path / "index", **store_settings) as index:
         index.ingest([corpus["a"], corpus["b"]], progress=False)
     reranked = LiteratureIndex(
-        KnowledgeSettings(index_dir=tmp_path / "index"),
+        KnowledgeSettings(index_dir=tmp_path / "index", **store_settings),
         embedder=HashEmbedder(),
         reranker=prefer_short,
     )
@@ -334,7 +358,12 @@ def test_reranker_reorders_candidates(tmp_path: Path, corpus: dict[str, Path]) -
     assert all(hit.score == hit.scores["rerank"] == -len(hit.chunk.text) for hit in hits)
 
 
-def test_second_writer_process_gets_a_clear_error(tmp_path: Path, corpus: dict[str, Path]) -> None:
+@pytest.mark.parametrize("store", ["chroma", "milvus-lite"])
+def test_second_writer_process_gets_a_clear_error(
+    tmp_path: Path, corpus: dict[str, Path], store: str, request: pytest.FixtureRequest
+) -> None:
+    """A local store has one writing process (a server store lets several write)."""
+    store_settings = store_fields(request, store)
     index_dir = tmp_path / "index"
     holder = subprocess.Popen(
         [
@@ -346,6 +375,7 @@ def test_second_writer_process_gets_a_clear_error(tmp_path: Path, corpus: dict[s
             "64",
             "0",
             "hold",
+            json.dumps(store_settings),
         ],
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
@@ -358,27 +388,29 @@ def test_second_writer_process_gets_a_clear_error(tmp_path: Path, corpus: dict[s
         while line.startswith("EMBED"):
             line = holder.stdout.readline()
         assert line.startswith("DONE"), line
-        with _make_index(index_dir) as index:
+        with _make_index(index_dir, **store_settings) as index:
             with pytest.raises(IndexUnavailableError) as caught:
                 index.ingest([corpus["b"]], progress=False)
             message = str(caught.value)
             assert f"in use by another process (pid {holder.pid})" in message
-            assert "Chroma server" in message
+            assert ("Milvus server" if store_settings else "Chroma server") in message
         holder.stdin.close()
         assert holder.wait(timeout=60) == 0
     finally:
         if holder.poll() is None:
             holder.kill()
-    with _make_index(index_dir) as index:
+    with _make_index(index_dir, **store_settings) as index:
         assert index.ingest([corpus["b"]], progress=False).documents_added == 4
 
 
+@pytest.mark.parametrize("store", ["chroma", "milvus-lite"])
 def test_second_writer_in_the_same_process_is_told_to_close(
-    tmp_path: Path, corpus: dict[str, Path]
+    tmp_path: Path, corpus: dict[str, Path], store: str, request: pytest.FixtureRequest
 ) -> None:
-    first = _make_index(tmp_path / "index")
+    store_settings = store_fields(request, store)
+    first = _make_index(tmp_path / "index", **store_settings)
     first.ingest([corpus["a"]], progress=False)
-    second = _make_index(tmp_path / "index")
+    second = _make_index(tmp_path / "index", **store_settings)
     with pytest.raises(IndexUnavailableError, match=r"this process.*close\(\)"):
         second.ingest([corpus["b"]], progress=False)
     assert second.search("patients", k=1)  # readers need no lock
@@ -390,8 +422,8 @@ def test_second_writer_in_the_same_process_is_told_to_close(
 def test_importing_the_package_loads_no_heavy_modules() -> None:
     code = (
         "import sys; import medgraph.knowledge as k; k.LiteratureIndex; k.Evidence; "
-        "print(sorted(m for m in ('torch', 'chromadb', 'sentence_transformers', 'bm25s') "
-        "if m in sys.modules))"
+        "heavy = ('torch', 'chromadb', 'pymilvus', 'sentence_transformers', 'bm25s'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
@@ -400,12 +432,12 @@ def test_importing_the_package_loads_no_heavy_modules() -> None:
 
 
 def test_hybrid_reads_the_records_of_returned_passages_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_settings: dict[str, Any]
 ) -> None:
     corpus = write_jsonl(tmp_path / "corpus.jsonl", corpus_records(30))
     query = "patients treatment outcome"
     with LiteratureIndex(
-        KnowledgeSettings(index_dir=tmp_path / "index"), embedder=HashEmbedder()
+        KnowledgeSettings(index_dir=tmp_path / "index", **store_settings), embedder=HashEmbedder()
     ) as index:
         index.ingest([corpus], progress=False)
         # an origins filter that hides nothing takes the path that reads every candidate's record

@@ -179,7 +179,7 @@ def test_hybrid_fuses_the_document_scores_of_both_retrievers(tmp_path: Path, fus
         index.ingest([corpus], progress=False)
         runs = {mode: _document_scores(index, query, mode) for mode in ("dense", "lexical")}
         hybrid = index.search(query, k=9, mode="hybrid")
-        documents = index._lexical_index(index._open_for_read()).documents
+        documents = index._open_searcher().lexical_index().documents
         assert documents is not None
         whole = dict(documents.search(query, 100))
     if fusion == "zscore":

@@ -1,4 +1,5 @@
-"""``medgraph ingest --ray``: a real local Ray cluster (2 CPUs) writing to a real ``chroma run``.
+"""``medgraph ingest --ray``: a real local Ray cluster (2 CPUs) writing to a real ``chroma run``
+or a real Milvus Lite server (``milvus-lite server``).
 
 The Ray ingest must store what a single-process ingest stores (chunk ids, texts, vectors to cosine
 0.9999 with the packaged MiniLM), keep BM25 equal to a rebuild, and finish an interrupted ingest
@@ -23,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medgraph.knowledge.chroma_store import ChromaStore
 from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.knowledge.lexical import LexicalIndex
-from medgraph.knowledge.store import ChromaStore
+from medgraph.knowledge.milvus_store import MilvusStore
 from tests.knowledge.index_support import corpus_records, write_jsonl
 from tests.support import chroma_server
 
@@ -57,7 +59,16 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _contents(index: LiteratureIndex) -> dict[str, tuple[str, np.ndarray]]:
-    batch = index._open_for_read().collection.get(include=["documents", "embeddings"])
+    store = index._open_for_read()
+    if isinstance(store, MilvusStore):
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=store.uri)
+        rows = client.query(
+            store.collection_name, filter="", output_fields=["text", "vector"], limit=16384
+        )
+        return {row["id"]: (row["text"], np.asarray(row["vector"], np.float64)) for row in rows}
+    batch = store.collection.get(include=["documents", "embeddings"])
     return {
         chunk_id: (text, np.asarray(vector, dtype=np.float64))
         for chunk_id, text, vector in zip(
@@ -75,12 +86,21 @@ def _assert_same(ray_index: LiteratureIndex, single: LiteratureIndex) -> None:
         cosine = float(vector @ other / (np.linalg.norm(vector) * np.linalg.norm(other)))
         assert cosine >= 0.9999, chunk_id
     store = ray_index._open_for_read()
-    lexical = LexicalIndex.load(ray_index.index_dir / "bm25")
-    assert lexical is not None and sorted(lexical.ids) == sorted(want)
-    for query in ("patients treatment", "children risk factors"):
-        assert [c for c, _ in lexical.search(query, 10)] == [
-            c for c, _ in single._lexical_index(single._open_for_read()).search(query, 10)
-        ]
+    if isinstance(store, MilvusStore):
+        # Milvus keeps its own BM25, whose statistics are per segment on Milvus Lite (so its
+        # scores depend on how the writes fell into segments); the dense side must agree
+        assert not (ray_index.index_dir / "bm25").exists()
+        for query in ("patients treatment", "children risk factors"):
+            ranked = [hit.chunk.chunk_id for hit in ray_index.search(query, 5, mode="dense")]
+            assert ranked == [hit.chunk.chunk_id for hit in single.search(query, 5, mode="dense")]
+            assert ray_index.search(query, 5, mode="lexical")
+    else:
+        lexical = LexicalIndex.load(ray_index.index_dir / "bm25")
+        assert lexical is not None and sorted(lexical.ids) == sorted(want)
+        for query in ("patients treatment", "children risk factors"):
+            assert [c for c, _ in lexical.search(query, 10)] == [
+                c for c, _ in single._open_searcher().lexical_index().search(query, 10)
+            ]
     assert store.state()["ingest_state"] == "complete"
 
 
@@ -96,7 +116,7 @@ class _ActorKiller(threading.Thread):
     def run(self) -> None:
         import psutil
 
-        store = ChromaStore(collection=self.settings.collection, url=self.settings.chroma_url)
+        store = LiteratureIndex(self.settings)._new_store()
         while not self.stop.wait(0.1):
             try:
                 if not store.collection_exists() or store.count() == 0:
@@ -113,8 +133,9 @@ class _ActorKiller(threading.Thread):
                     continue
 
 
+@pytest.mark.parametrize("store", ["chroma", "milvus"])
 def test_ray_ingest_matches_a_single_process_ingest_and_resumes(
-    cluster: None, chroma_url: str, tmp_path: Path
+    cluster: None, store: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from medgraph.knowledge.ray_ingest import ingest_with_ray
 
@@ -123,12 +144,18 @@ def test_ray_ingest_matches_a_single_process_ingest_and_resumes(
         write_jsonl(tmp_path / "in" / "a.jsonl", records[:9]),
         write_jsonl(tmp_path / "in" / "b.jsonl", records[9:]),
     ]
-    with LiteratureIndex(KnowledgeSettings(index_dir=tmp_path / "single")) as single:
+    server = (
+        {"chroma_url": request.getfixturevalue("chroma_url")}
+        if store == "chroma"
+        else {"store": "milvus", "milvus_uri": request.getfixturevalue("milvus_uri")}
+    )
+    single_settings = KnowledgeSettings(
+        index_dir=tmp_path / "single", store=server.get("store", "chroma")
+    )
+    with LiteratureIndex(single_settings) as single:
         expected = single.ingest(files, progress=False)
 
-        settings = KnowledgeSettings(
-            index_dir=tmp_path / "ray", chroma_url=chroma_url, collection="ray-ingest"
-        )
+        settings = KnowledgeSettings(index_dir=tmp_path / "ray", collection="ray_ingest", **server)
         # One actor is killed after the first batch landed: Ray Data restarts it and retries
         # its batch, which skips what the dead actor had stored.
         killer = _ActorKiller(settings)
@@ -235,9 +262,12 @@ def test_ray_ingest_resumes_after_the_driver_is_killed(chroma_url: str, tmp_path
         assert unchanged + relabelled == stored
 
 
-def test_ray_ingest_needs_a_chroma_server(tmp_path: Path) -> None:
+def test_ray_ingest_needs_a_server_store(tmp_path: Path) -> None:
     from medgraph.errors import ConfigurationError
     from medgraph.knowledge.ray_ingest import ingest_with_ray
 
     with pytest.raises(ConfigurationError, match="chroma_url"):
         ingest_with_ray(KnowledgeSettings(index_dir=tmp_path), [tmp_path])
+    # a Milvus Lite .db opens in one process only: the workers could not share it
+    with pytest.raises(ConfigurationError, match=r"milvus_uri.*http://HOST:19530"):
+        ingest_with_ray(KnowledgeSettings(index_dir=tmp_path, store="milvus"), [tmp_path])
