@@ -3,8 +3,8 @@
 Routes: ``/v1/chat/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/ingest``,
 ``/v1/search``, ``/v1/health``, ``/v1/openapi.json`` (only with ``server.openapi``), and the web
 chat page at ``/`` (behind a login with the API keys when keys are set). Middleware, outermost
-first: CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with
-``MEDGRAPH_API_KEYS``), body size.
+first: CORS (one policy for ``/v1`` and the page: only ``server.cors_origins``, never with
+credentials), API-key auth of ``/v1`` (with ``MEDGRAPH_API_KEYS``), body size.
 """
 
 from __future__ import annotations
@@ -120,14 +120,17 @@ def create_app(
     app.add_middleware(
         ApiKeyMiddleware, keys=server.key_values(), ingest_keys=server.ingest_key_values()
     )
-    if server.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=server.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Conversation-Id"],
-            expose_headers=["X-Conversation-Id", "Retry-After"],
-        )
+    # Always installed, even with no origin configured (then it allows none): Gradio adds its
+    # own CORS middleware to the page, which allows credentialed requests from any localhost
+    # origin, unless the parent app has Starlette's CORSMiddleware.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=server.cors_origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Conversation-Id"],
+        expose_headers=["X-Conversation-Id", "Retry-After"] if server.cors_origins else [],
+    )
     if web:
         _mount_web_page(app, service, settings)
     return app
