@@ -17,6 +17,8 @@ from medgraph.cli.options import (
     settings_from_options,
 )
 
+_STARTUP_FAILURE = 3  # uvicorn's exit status when the server cannot start
+
 
 @app.command()
 def serve(
@@ -43,6 +45,7 @@ def serve(
         import uvicorn
 
         from medgraph.server.app import create_app
+        from medgraph.server.connections import server_config
     except ImportError as error:
         from medgraph.errors import ConfigurationError
 
@@ -65,10 +68,10 @@ def serve(
     # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio.
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="medgraph-web-"))
     application = create_app(settings, web=not no_web)
-    server = settings.server
+    keys = settings.server
     auth = (
-        f"on: {len(server.api_keys)} reader key(s), {len(server.ingest_keys)} ingest key(s)"
-        if server.key_values()
+        f"on: {len(keys.api_keys)} reader key(s), {len(keys.ingest_keys)} ingest key(s)"
+        if keys.key_values()
         else "off (local use only; set MEDGRAPH_API_KEYS)"
     )
     typer.echo(
@@ -76,4 +79,7 @@ def serve(
         f"(engine {application.state.chat_service.engine}, auth {auth}). Not for clinical use.",
         err=True,
     )
-    uvicorn.run(application, host=settings.server.host, port=settings.server.port)
+    server = uvicorn.Server(server_config(application, settings.server))
+    server.run()
+    if not server.started:  # uvicorn has logged why (the port is taken, say)
+        raise typer.Exit(_STARTUP_FAILURE)
