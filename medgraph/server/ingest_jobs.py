@@ -5,6 +5,10 @@ one worker thread of its own (not the generation threads, never the event loop) 
 turn, and ``GET /v1/ingest/{id}`` reads a job's state and, once it has finished, its report. The
 index lets searches run while an ingest embeds, so chat and search keep answering.
 
+States: ``queued``, ``running``, then ``succeeded`` (every document taken), ``partial`` (some
+taken, some refused) or ``failed`` (nothing taken: an error, an unreadable file, no document, or
+every document refused); see :func:`finished_state`.
+
 Limits: bytes, documents and new passages per job; queued-or-running jobs and total uploaded
 bytes per key. A job belongs to the key namespace that submitted it; other keys cannot see it.
 """
@@ -30,7 +34,8 @@ from medgraph.errors import MedgraphError
 from medgraph.knowledge.types import UPLOAD_ORIGIN_PREFIX, Document
 
 logger = logging.getLogger(__name__)
-JobState = Literal["queued", "running", "succeeded", "failed"]
+JobState = Literal["queued", "running", "succeeded", "partial", "failed"]
+FINISHED_STATES: tuple[JobState, ...] = ("succeeded", "partial", "failed")
 _KEPT_FINISHED_JOBS = 200
 
 
@@ -55,7 +60,8 @@ class IngestLimits:
 
 @dataclass
 class IngestJob:
-    """One upload's ingest: its state, timings and (once finished) report or error."""
+    """One upload's ingest: its state, timings and, once finished, its report (when the file
+    was ingested) and ``error``: why it is ``failed`` or ``partial`` (:func:`finished_state`)."""
 
     id: str
     owner: str
@@ -73,6 +79,31 @@ class IngestJob:
         shown = asdict(self)
         del shown["owner"]
         return {"object": "ingest.job", **shown}
+
+
+def finished_state(report: dict[str, Any]) -> tuple[JobState, str | None]:
+    """A finished job's state from its ingest report (``IngestReport`` as a dict, with ``ok``),
+    and why when it is not ``succeeded``.
+
+    ``failed``: nothing of the upload is in the index (its file could not be read, held no
+    document, or every document was refused); ``partial``: some documents were taken while
+    others were refused (they name records of another origin) or a file could not be read;
+    ``succeeded``: every document read was taken and every file read.
+    """
+    read, refused = report["documents"], report["documents_refused"]
+    problems = [f"{failure['path']}: {failure['reason']}" for failure in report["failures"]]
+    if refused:
+        problems.append(
+            f"{refused} of {read} documents name records of another origin (the operator's "
+            "corpus or another key's uploads), which an upload cannot replace"
+        )
+    if read - refused <= 0:
+        return "failed", "nothing was added: " + (
+            "; ".join(problems) or "the file holds no documents; check it and the format given"
+        )
+    if problems:
+        return "partial", "; ".join(problems) + "; the other documents were taken"
+    return "succeeded", None
 
 
 def upload_source_id(filename: str, owner: str) -> str:
@@ -149,7 +180,7 @@ class IngestJobs:
             return job if job is not None and job.owner == owner else None
 
     def _forget_old_jobs(self) -> None:
-        finished = [j.id for j in self._jobs.values() if j.state in ("succeeded", "failed")]
+        finished = [j.id for j in self._jobs.values() if j.state in FINISHED_STATES]
         for job_id in finished[: max(0, len(finished) - _KEPT_FINISHED_JOBS)]:
             del self._jobs[job_id]
 
@@ -184,8 +215,9 @@ class IngestJobs:
             for failure in result["failures"]:
                 failure["path"] = job.filename
                 failure["reason"] = str(failure.get("reason", "")).replace(hidden, "")
+            state, reason = finished_state(result)
             with self._lock:
-                job.state, job.report = "succeeded", result
+                job.state, job.report, job.error = state, result, reason
         except MedgraphError as error:
             with self._lock:
                 job.state, job.error = "failed", str(error).replace(hidden, "")
