@@ -5,6 +5,9 @@ Routes: ``/v1/chat/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/inge
 chat page at ``/`` (behind a login with the API keys when keys are set). Middleware, outermost
 first: CORS (one policy for ``/v1`` and the page: only ``server.cors_origins``, never with
 credentials), API-key auth of ``/v1`` (with ``MEDGRAPH_API_KEYS``), body size.
+
+At start-up the app removes the temp folders of server processes that died; at shutdown, its own
+(:mod:`medgraph.server.scratch`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from medgraph.server import knowledge_api, openai_api
 from medgraph.server.auth import API_PREFIX, ApiKeyMiddleware
 from medgraph.server.errors import ApiError, install_error_handlers
 from medgraph.server.limits import BodySizeLimitMiddleware
+from medgraph.server.scratch import ScratchSpace
 from medgraph.server.service import ChatService
 
 if TYPE_CHECKING:
@@ -56,11 +60,13 @@ def create_app(
     *,
     assistant: Assistant | None = None,
     web: bool = True,
+    scratch: ScratchSpace | None = None,
 ) -> FastAPI:
     """The API (and web page) over ``assistant``, built from ``settings`` when not given.
 
     An assistant built here (models loaded once, index opened) is closed when the app shuts
-    down; one passed in belongs to the caller. ``web=False`` leaves out the chat page.
+    down; one passed in belongs to the caller. ``web=False`` leaves out the chat page. Request
+    files go to ``scratch`` (default: a new one), removed at shutdown.
     """
     owned = assistant is None
     if assistant is None:
@@ -68,10 +74,11 @@ def create_app(
 
         assistant = Assistant(settings)
     settings = settings or assistant.settings
-    service = ChatService(assistant, settings)
+    service = ChatService(assistant, settings, scratch=scratch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.scratch.remove_dead_leftovers()
         yield
         service.close()
         if owned:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 from medgraph.errors import MedgraphError
 from medgraph.knowledge.types import UPLOAD_ORIGIN_PREFIX, Document
+from medgraph.server.scratch import ScratchSpace
 
 logger = logging.getLogger(__name__)
 JobState = Literal["queued", "running", "succeeded", "partial", "failed"]
@@ -121,9 +121,12 @@ def safe_filename(filename: str) -> str:
 class IngestJobs:
     """The job queue: ``submit`` returns at once; one worker thread ingests in order."""
 
-    def __init__(self, ingest: Callable[..., Any], limits: IngestLimits) -> None:
-        """``ingest`` is the index's ``LiteratureIndex.ingest``."""
+    def __init__(
+        self, ingest: Callable[..., Any], scratch: ScratchSpace, limits: IngestLimits
+    ) -> None:
+        """``ingest`` is the index's ``LiteratureIndex.ingest``; uploads wait in ``scratch``."""
         self._ingest = ingest
+        self._scratch = scratch
         self.limits = limits
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medgraph-ingest")
         self._lock = threading.Lock()
@@ -190,7 +193,7 @@ class IngestJobs:
         origin = f"{UPLOAD_ORIGIN_PREFIX}{job.owner}"
         hidden = "\x00"  # the temp folder, kept out of every message
         try:
-            with _upload_folder() as folder:
+            with self._upload_folder() as folder:
                 hidden = str(folder)
                 path = folder / job.filename
                 path.write_bytes(data)
@@ -229,11 +232,10 @@ class IngestJobs:
             with self._lock:
                 job.finished = time.time()
 
-
-@contextmanager
-def _upload_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="medgraph-upload-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    @contextmanager
+    def _upload_folder(self) -> Iterator[Path]:
+        folder = self._scratch.new_folder("medgraph-upload-")
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
