@@ -68,7 +68,8 @@ def serve(
     # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio: in
     # the process's scratch folder, removed at shutdown (or at the next start after a crash).
     scratch = ScratchSpace()
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(scratch.subfolder("web")))
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        os.environ["GRADIO_TEMP_DIR"] = str(scratch.subfolder("web"))
     try:
         application = create_app(settings, web=not no_web, scratch=scratch)
         keys = settings.server
