@@ -4,7 +4,9 @@ Uploaded images (``medgraph-request-*``), ingest uploads (``medgraph-upload-*``)
 ``medgraph serve``, the web page's uploads live in ``<tmp>/medgraph-server-<pid>-<random>``
 (mode 0700). The server removes that parent at shutdown, and at start-up removes the parents left
 by processes that died without shutting down (a kill -9, a crash): those whose pid is no longer
-alive. Only folders owned by this user are touched, never a link.
+alive, and those named with this process's own pid that it did not make (an earlier process had
+the pid: a restarted container's server is often pid 1 again). Only folders owned by this user
+are touched, never a link.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 PARENT_PREFIX = "medgraph-server-"
 _PARENT = re.compile(rf"{re.escape(PARENT_PREFIX)}(\d+)-")
+_MADE_HERE: set[str] = set()
+"""Parents made by this process's ScratchSpaces and not yet closed (several apps may share one
+process, as in tests)."""
+_MADE_HERE_LOCK = threading.Lock()
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,9 +60,12 @@ class ScratchSpace:
         """This process's parent folder, made (mode 0700) on first use."""
         with self._lock:
             if self._parent is None or not self._parent.is_dir():
-                self._parent = Path(
-                    tempfile.mkdtemp(prefix=f"{PARENT_PREFIX}{os.getpid()}-", dir=self.root)
-                )
+                made = tempfile.mkdtemp(prefix=f"{PARENT_PREFIX}{os.getpid()}-", dir=self.root)
+                with _MADE_HERE_LOCK:
+                    if self._parent is not None:  # removed from outside: forget it
+                        _MADE_HERE.discard(os.path.abspath(self._parent))
+                    _MADE_HERE.add(os.path.abspath(made))
+                self._parent = Path(made)
             return self._parent
 
     def subfolder(self, name: str) -> Path:
@@ -81,7 +90,7 @@ class ScratchSpace:
             return []
         for entry in entries:
             match = _PARENT.match(entry.name)
-            if match is None or pid_alive(int(match.group(1))):
+            if match is None or not _left_over(entry.path, int(match.group(1))):
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -101,3 +110,13 @@ class ScratchSpace:
             parent, self._parent = self._parent, None
         if parent is not None:
             shutil.rmtree(parent, ignore_errors=True)
+            with _MADE_HERE_LOCK:
+                _MADE_HERE.discard(os.path.abspath(parent))
+
+
+def _left_over(path: str, pid: int) -> bool:
+    """Whether the parent ``path`` named with ``pid`` belongs to no running server process."""
+    if pid == os.getpid():
+        with _MADE_HERE_LOCK:
+            return os.path.abspath(path) not in _MADE_HERE
+    return not pid_alive(pid)

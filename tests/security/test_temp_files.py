@@ -21,7 +21,7 @@ import pytest
 
 from medgraph.assistant import Assistant
 from medgraph.server.app import create_app
-from medgraph.server.scratch import PARENT_PREFIX
+from medgraph.server.scratch import PARENT_PREFIX, ScratchSpace
 from tests.graphs.support import KeywordIndex, corpus_documents
 from tests.server.api_support import (
     HeldIndex,
@@ -75,6 +75,12 @@ def test_leftovers_of_dead_processes_go_at_start_and_ours_at_shutdown(
     (kept / "notes.txt").write_text("keep me")
     link = temp_root / f"{PARENT_PREFIX}{dead}-link"
     link.symlink_to(kept, target_is_directory=True)
+    # An earlier process that had this process's pid (a restarted container's server)...
+    same_pid = temp_root / f"{PARENT_PREFIX}{os.getpid()}-earlier"
+    same_pid.mkdir()
+    # ...and another server app of this process, still running.
+    sibling = ScratchSpace()
+    sibling_folder = sibling.new_folder("medgraph-request-")
 
     settings = build_settings(tmp_path / "server")
     marker = uuid.uuid4().hex.encode()
@@ -82,17 +88,20 @@ def test_leftovers_of_dead_processes_go_at_start_and_ours_at_shutdown(
         Assistant(settings, index=KeywordIndex(corpus_documents(5))) as assistant,
         running(create_app(settings, assistant=assistant, web=False)) as url,
     ):
-        assert not leftover.parent.exists()
+        assert not leftover.parent.exists() and not same_pid.exists()
         assert living.is_dir() and link.is_symlink() and (kept / "notes.txt").exists()
+        assert sibling_folder.is_dir()
         response = httpx.post(
             f"{url}/v1/chat/completions",
             json={"messages": [user_message(QUESTION, _image_with(marker, tmp_path))]},
             timeout=60,
         )
         assert response.status_code == 200, response.text
-        (ours,) = _parents(temp_root, os.getpid())
+        (ours,) = set(_parents(temp_root, os.getpid())) - {sibling.parent}
         assert list(ours.iterdir()) == [] and _holding(temp_root, marker) == []
-    assert _parents(temp_root, os.getpid()) == []  # removed at shutdown
+    assert _parents(temp_root, os.getpid()) == [sibling.parent]  # ours removed at shutdown
+    sibling.close()
+    assert _parents(temp_root, os.getpid()) == []
     assert living.is_dir() and (kept / "notes.txt").read_text() == "keep me"
 
 
