@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi import WebSocket
 
 from medgraph.assistant import Assistant
 from medgraph.server.app import create_app
@@ -196,3 +197,34 @@ def test_a_deadline_that_is_not_positive_stops_the_server_at_start(tmp_path: Pat
     )
     assert result.returncode == 2, result.stderr
     assert "server.header_timeout_seconds" in result.stderr and "greater than 0" in result.stderr
+
+
+def test_a_websocket_is_not_cut_by_the_read_deadlines(tmp_path: Path) -> None:
+    settings = build_settings(tmp_path, header_timeout_seconds=0.5, body_timeout_seconds=0.5)
+    with Assistant(settings, index=KeywordIndex(corpus_documents(5))) as assistant:
+        app = create_app(settings, assistant=assistant, web=False)
+
+        @app.websocket("/echo")
+        async def echo(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await websocket.send_text(await websocket.receive_text())
+
+        with running(app) as url, socket.create_connection(("127.0.0.1", _port(url))) as sock:
+            sock.settimeout(10)
+            sock.sendall(
+                http_head(
+                    "GET",
+                    "/echo",
+                    "Upgrade: websocket",
+                    "Connection: Upgrade",
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                    "Sec-WebSocket-Version: 13",
+                )
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+            time.sleep(1.5)  # three header deadlines
+            mask = b"\x01\x02\x03\x04"
+            text = b"still open"
+            masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
+            sock.sendall(bytes([0x81, 0x80 | len(text)]) + mask + masked)  # one masked text frame
+            assert sock.recv(4096) == bytes([0x81, len(text)]) + text
