@@ -208,3 +208,14 @@ def merged_chunks(chunks: Sequence[Any]) -> Any:
     for chunk in chunks[1:]:
         merged = merged + chunk
     return merged
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just exited (no process has it now)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=60)
+    try:
+        os.kill(process.pid, 0)
+    except ProcessLookupError:
+        return process.pid
+    raise AssertionError(f"pid {process.pid} was taken again at once; rerun the test")

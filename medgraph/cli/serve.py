@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import typer
 
@@ -16,6 +15,8 @@ from medgraph.cli.options import (
     TextModelOption,
     settings_from_options,
 )
+
+_STARTUP_FAILURE = 3  # uvicorn's exit status when the server cannot start
 
 
 @app.command()
@@ -43,6 +44,8 @@ def serve(
         import uvicorn
 
         from medgraph.server.app import create_app
+        from medgraph.server.connections import server_config
+        from medgraph.server.scratch import ScratchSpace
     except ImportError as error:
         from medgraph.errors import ConfigurationError
 
@@ -62,18 +65,27 @@ def serve(
     if updates:
         settings.server = settings.server.model_copy(update=updates)
     settings.server.check_exposure()  # before any model loads
-    # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio.
-    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="medgraph-web-"))
-    application = create_app(settings, web=not no_web)
-    server = settings.server
-    auth = (
-        f"on: {len(server.api_keys)} reader key(s), {len(server.ingest_keys)} ingest key(s)"
-        if server.key_values()
-        else "off (local use only; set MEDGRAPH_API_KEYS)"
-    )
-    typer.echo(
-        f"medgraph serve: http://{settings.server.host}:{settings.server.port} "
-        f"(engine {application.state.chat_service.engine}, auth {auth}). Not for clinical use.",
-        err=True,
-    )
-    uvicorn.run(application, host=settings.server.host, port=settings.server.port)
+    # Web uploads go to a folder of this process only (mode 0700), not a shared <tmp>/gradio: in
+    # the process's scratch folder, removed at shutdown (or at the next start after a crash).
+    scratch = ScratchSpace()
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        os.environ["GRADIO_TEMP_DIR"] = str(scratch.subfolder("web"))
+    try:
+        application = create_app(settings, web=not no_web, scratch=scratch)
+        keys = settings.server
+        auth = (
+            f"on: {len(keys.api_keys)} reader key(s), {len(keys.ingest_keys)} ingest key(s)"
+            if keys.key_values()
+            else "off (local use only; set MEDGRAPH_API_KEYS)"
+        )
+        typer.echo(
+            f"medgraph serve: http://{settings.server.host}:{settings.server.port} "
+            f"(engine {application.state.chat_service.engine}, auth {auth}). Not for clinical use.",
+            err=True,
+        )
+        server = uvicorn.Server(server_config(application, settings.server))
+        server.run()
+    finally:
+        scratch.close()  # also when the app failed to build or the server to start
+    if not server.started:  # uvicorn has logged why (the port is taken, say)
+        raise typer.Exit(_STARTUP_FAILURE)

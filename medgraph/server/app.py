@@ -3,8 +3,11 @@
 Routes: ``/v1/chat/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/ingest``,
 ``/v1/search``, ``/v1/health``, ``/v1/openapi.json`` (only with ``server.openapi``), and the web
 chat page at ``/`` (behind a login with the API keys when keys are set). Middleware, outermost
-first: CORS (only with ``server.cors_origins``), API-key auth of ``/v1`` (with
-``MEDGRAPH_API_KEYS``), body size.
+first: CORS (one policy for ``/v1`` and the page: only ``server.cors_origins``, never with
+credentials), API-key auth of ``/v1`` (with ``MEDGRAPH_API_KEYS``), body size.
+
+At start-up the app removes the temp folders of server processes that died; at shutdown, its own
+(:mod:`medgraph.server.scratch`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from medgraph.server import knowledge_api, openai_api
 from medgraph.server.auth import API_PREFIX, ApiKeyMiddleware
 from medgraph.server.errors import ApiError, install_error_handlers
 from medgraph.server.limits import BodySizeLimitMiddleware
+from medgraph.server.scratch import ScratchSpace
 from medgraph.server.service import ChatService
 
 if TYPE_CHECKING:
@@ -56,11 +60,13 @@ def create_app(
     *,
     assistant: Assistant | None = None,
     web: bool = True,
+    scratch: ScratchSpace | None = None,
 ) -> FastAPI:
     """The API (and web page) over ``assistant``, built from ``settings`` when not given.
 
     An assistant built here (models loaded once, index opened) is closed when the app shuts
-    down; one passed in belongs to the caller. ``web=False`` leaves out the chat page.
+    down; one passed in belongs to the caller. ``web=False`` leaves out the chat page. Request
+    files go to ``scratch`` (default: a new one), removed at shutdown.
     """
     owned = assistant is None
     if assistant is None:
@@ -68,10 +74,11 @@ def create_app(
 
         assistant = Assistant(settings)
     settings = settings or assistant.settings
-    service = ChatService(assistant, settings)
+    service = ChatService(assistant, settings, scratch=scratch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.scratch.remove_dead_leftovers()
         yield
         service.close()
         if owned:
@@ -120,14 +127,17 @@ def create_app(
     app.add_middleware(
         ApiKeyMiddleware, keys=server.key_values(), ingest_keys=server.ingest_key_values()
     )
-    if server.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=server.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Conversation-Id"],
-            expose_headers=["X-Conversation-Id", "Retry-After"],
-        )
+    # Always installed, even with no origin configured (then it allows none): Gradio adds its
+    # own CORS middleware to the page, which allows credentialed requests from any localhost
+    # origin, unless the parent app has Starlette's CORSMiddleware.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=server.cors_origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Conversation-Id"],
+        expose_headers=["X-Conversation-Id", "Retry-After"] if server.cors_origins else [],
+    )
     if web:
         _mount_web_page(app, service, settings)
     return app

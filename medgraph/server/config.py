@@ -63,9 +63,10 @@ def parse_api_keys(value: Any) -> list[Any]:
 
 
 class ServerSettings(BaseModel):
-    """Host, port, auth, limits and CORS of ``medgraph serve``.
+    """Host, port, auth, limits, connection deadlines and CORS of ``medgraph serve``.
 
     Environment: ``MEDGRAPH_SERVER__PORT=8080``, ``MEDGRAPH_SERVER__MAX_CONCURRENT_GENERATIONS=2``,
+    ``MEDGRAPH_SERVER__HEADER_TIMEOUT_SECONDS=5``,
     ``MEDGRAPH_SERVER__CORS_ORIGINS=https://a.example,https://b.example``; API keys come from
     ``MEDGRAPH_API_KEYS`` (comma-separated) or ``MEDGRAPH_SERVER__API_KEYS``.
     """
@@ -160,6 +161,27 @@ class ServerSettings(BaseModel):
         description="Bytes one key may upload for ingest while the server runs.",
     )
     max_search_results: int = Field(default=50, ge=1, description="Largest k of /v1/search.")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers, from the "
+        "connection's opening (or a kept-alive request's first byte); then 408 and closed.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time a client has to send a request's body, from the end of its headers; "
+        "then the connection is closed. Raise it for large uploads over slow links.",
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="How long an idle kept-alive connection stays open."
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        description="Connections one server process serves at once; a request arriving on a "
+        "further connection is answered 503 and its connection closed.",
+    )
 
     @field_validator("api_keys", "ingest_keys", mode="before")
     @classmethod

@@ -5,6 +5,10 @@ one worker thread of its own (not the generation threads, never the event loop) 
 turn, and ``GET /v1/ingest/{id}`` reads a job's state and, once it has finished, its report. The
 index lets searches run while an ingest embeds, so chat and search keep answering.
 
+States: ``queued``, ``running``, then ``succeeded`` (every document taken), ``partial`` (some
+taken, some refused) or ``failed`` (nothing taken: an error, an unreadable file, no document, or
+every document refused); see :func:`finished_state`.
+
 Limits: bytes, documents and new passages per job; queued-or-running jobs and total uploaded
 bytes per key. A job belongs to the key namespace that submitted it; other keys cannot see it.
 """
@@ -14,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -28,9 +31,11 @@ from typing import Any, Literal
 
 from medgraph.errors import MedgraphError
 from medgraph.knowledge.types import UPLOAD_ORIGIN_PREFIX, Document
+from medgraph.server.scratch import ScratchSpace
 
 logger = logging.getLogger(__name__)
-JobState = Literal["queued", "running", "succeeded", "failed"]
+JobState = Literal["queued", "running", "succeeded", "partial", "failed"]
+FINISHED_STATES: tuple[JobState, ...] = ("succeeded", "partial", "failed")
 _KEPT_FINISHED_JOBS = 200
 
 
@@ -55,7 +60,8 @@ class IngestLimits:
 
 @dataclass
 class IngestJob:
-    """One upload's ingest: its state, timings and (once finished) report or error."""
+    """One upload's ingest: its state, timings and, once finished, its report (when the file
+    was ingested) and ``error``: why it is ``failed`` or ``partial`` (:func:`finished_state`)."""
 
     id: str
     owner: str
@@ -75,6 +81,31 @@ class IngestJob:
         return {"object": "ingest.job", **shown}
 
 
+def finished_state(report: dict[str, Any]) -> tuple[JobState, str | None]:
+    """A finished job's state from its ingest report (``IngestReport`` as a dict, with ``ok``),
+    and why when it is not ``succeeded``.
+
+    ``failed``: nothing of the upload is in the index (its file could not be read, held no
+    document, or every document was refused); ``partial``: some documents were taken while
+    others were refused (they name records of another origin) or a file could not be read;
+    ``succeeded``: every document read was taken and every file read.
+    """
+    read, refused = report["documents"], report["documents_refused"]
+    problems = [f"{failure['path']}: {failure['reason']}" for failure in report["failures"]]
+    if refused:
+        problems.append(
+            f"{refused} of {read} documents name records of another origin (the operator's "
+            "corpus or another key's uploads), which an upload cannot replace"
+        )
+    if read - refused <= 0:
+        return "failed", "nothing was added: " + (
+            "; ".join(problems) or "the file holds no documents; check it and the format given"
+        )
+    if problems:
+        return "partial", "; ".join(problems) + "; the other documents were taken"
+    return "succeeded", None
+
+
 def upload_source_id(filename: str, owner: str) -> str:
     """The source id of a file uploaded without its own ids: ``upload:<owner>:<file name>``."""
     return f"{UPLOAD_ORIGIN_PREFIX}{owner}:{safe_filename(filename)}"
@@ -90,9 +121,12 @@ def safe_filename(filename: str) -> str:
 class IngestJobs:
     """The job queue: ``submit`` returns at once; one worker thread ingests in order."""
 
-    def __init__(self, ingest: Callable[..., Any], limits: IngestLimits) -> None:
-        """``ingest`` is the index's ``LiteratureIndex.ingest``."""
+    def __init__(
+        self, ingest: Callable[..., Any], scratch: ScratchSpace, limits: IngestLimits
+    ) -> None:
+        """``ingest`` is the index's ``LiteratureIndex.ingest``; uploads wait in ``scratch``."""
         self._ingest = ingest
+        self._scratch = scratch
         self.limits = limits
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medgraph-ingest")
         self._lock = threading.Lock()
@@ -149,7 +183,7 @@ class IngestJobs:
             return job if job is not None and job.owner == owner else None
 
     def _forget_old_jobs(self) -> None:
-        finished = [j.id for j in self._jobs.values() if j.state in ("succeeded", "failed")]
+        finished = [j.id for j in self._jobs.values() if j.state in FINISHED_STATES]
         for job_id in finished[: max(0, len(finished) - _KEPT_FINISHED_JOBS)]:
             del self._jobs[job_id]
 
@@ -159,7 +193,7 @@ class IngestJobs:
         origin = f"{UPLOAD_ORIGIN_PREFIX}{job.owner}"
         hidden = "\x00"  # the temp folder, kept out of every message
         try:
-            with _upload_folder() as folder:
+            with self._upload_folder() as folder:
                 hidden = str(folder)
                 path = folder / job.filename
                 path.write_bytes(data)
@@ -184,8 +218,9 @@ class IngestJobs:
             for failure in result["failures"]:
                 failure["path"] = job.filename
                 failure["reason"] = str(failure.get("reason", "")).replace(hidden, "")
+            state, reason = finished_state(result)
             with self._lock:
-                job.state, job.report = "succeeded", result
+                job.state, job.report, job.error = state, result, reason
         except MedgraphError as error:
             with self._lock:
                 job.state, job.error = "failed", str(error).replace(hidden, "")
@@ -197,11 +232,10 @@ class IngestJobs:
             with self._lock:
                 job.finished = time.time()
 
-
-@contextmanager
-def _upload_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="medgraph-upload-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    @contextmanager
+    def _upload_folder(self) -> Iterator[Path]:
+        folder = self._scratch.new_folder("medgraph-upload-")
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)

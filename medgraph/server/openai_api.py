@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from medgraph.assistant import check_question
 from medgraph.errors import MedgraphError
@@ -159,7 +159,7 @@ async def chat_completions(
     conversation_id = x_conversation_id or body.user or uuid.uuid4().hex
     thread_id = service.api_thread_id(conversation_id, api_key_of(request))
 
-    folder = Path(tempfile.mkdtemp(prefix="medgraph-request-"))
+    folder = service.scratch.new_folder("medgraph-request-")
     handed_off = False  # once streaming starts, the stream removes the folder
     try:
         images = [
@@ -185,6 +185,8 @@ async def chat_completions(
             _stream_events(items, first, request_id, conversation_id, folder),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            # Also when the client leaves before the stream starts (its generator never runs).
+            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
         )
     finally:
         if not handed_off:
@@ -228,6 +230,6 @@ async def _stream_events(
             error_body("the server failed while answering; see its log", "server_error", "internal")
         )
     finally:
+        shutil.rmtree(folder, ignore_errors=True)  # first: a cancelled stream may not get past
         await items.aclose()  # type: ignore[attr-defined]
-        shutil.rmtree(folder, ignore_errors=True)
     yield _sse("[DONE]")

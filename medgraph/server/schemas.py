@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from medgraph.graphs.state import Answer
 
@@ -62,16 +62,38 @@ class ChatMessage(BaseModel):
         return [part.image_url.url for part in self.content if isinstance(part, ImagePart)]
 
 
+StrictNumber = Annotated[float, Field(strict=True)]
+"""A JSON number (an integer too), never a string or a boolean."""
+TokenLimit = Annotated[int, Field(strict=True, ge=1)]
+
+
 class ChatCompletionRequest(BaseModel):
-    """``POST /v1/chat/completions``. Sampling options (temperature...) are accepted and ignored:
-    the assistant's settings decide generation."""
+    """``POST /v1/chat/completions``. ``stream`` must be a boolean; the sampling options
+    (``temperature``, ``top_p``, ``max_tokens``, ``max_completion_tokens``) are checked as
+    OpenAI's API checks them, then ignored (the assistant's settings decide generation); ``n``
+    must be 1. Other OpenAI fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
     model: str = MODEL_ID
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool | None = None
     user: str | None = Field(default=None, description="Conversation id if no header names one.")
+    n: Annotated[int, Field(strict=True)] | None = None
+    temperature: Annotated[StrictNumber, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[StrictNumber, Field(ge=0, le=1)] | None = None
+    max_tokens: TokenLimit | None = None
+    max_completion_tokens: TokenLimit | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value is not None and value != 1:
+            raise ValueError(
+                f"n={value} asks for {value} choices; this server returns one per request, so "
+                "send n=1 or leave it out"
+            )
+        return value
 
 
 def completion_id() -> str:

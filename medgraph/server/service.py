@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from medgraph.errors import ConfigurationError, MedgraphError
 from medgraph.knowledge.types import UPLOAD_ORIGIN_PREFIX
 from medgraph.server.ingest_jobs import IngestJob, IngestJobs, IngestLimits
+from medgraph.server.scratch import ScratchSpace
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -221,10 +222,21 @@ class ChatService:
       background job), ``await service.health()``, ``service.thread_messages(thread_id)``.
     """
 
-    def __init__(self, assistant: Assistant, settings: Settings | None = None) -> None:
-        """Wrap ``assistant``; limits come from ``settings.server`` (default: the assistant's)."""
+    def __init__(
+        self,
+        assistant: Assistant,
+        settings: Settings | None = None,
+        *,
+        scratch: ScratchSpace | None = None,
+    ) -> None:
+        """Wrap ``assistant``; limits come from ``settings.server`` (default: the assistant's).
+
+        Request and upload files go to ``scratch`` (default: a new :class:`ScratchSpace` in the
+        temp folder), which :meth:`close` removes.
+        """
         self.assistant = assistant
         self.settings = settings or assistant.settings
+        self.scratch = scratch or ScratchSpace()
         server = self.settings.server
         limit = server.generation_limit(self.settings.models.engine)
         self.gate = GenerationGate(limit, server.queue_wait_seconds, server.retry_after_seconds)
@@ -240,10 +252,11 @@ class ChatService:
         return api_thread_id(conversation_id, api_key, self.thread_secret)
 
     def close(self) -> None:
-        """Stop the worker threads (after the running ones finish)."""
+        """Stop the worker threads (after the running ones finish); remove the scratch folder."""
         if self._jobs is not None:
             self._jobs.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.scratch.close()
 
     @property
     def engine(self) -> str:
@@ -374,6 +387,7 @@ class ChatService:
             server = self.settings.server
             self._jobs = IngestJobs(
                 ingest,
+                self.scratch,
                 IngestLimits(
                     max_bytes=server.max_ingest_bytes,
                     max_documents=server.max_ingest_documents,

@@ -6,6 +6,8 @@ Before: a lone surrogate in chat content gave a plain-text 500 (a cut stream whe
 that are not UTF-8, ``MEDGRAPH_MODELS='{not json'`` and an unwritable ``MEDGRAPH_HOME`` ended in
 tracebacks with exit 1; ``medgraph ingest <missing file>`` exited 1 saying "the rest were
 indexed"; escape sequences in ingested text reached the terminal through ``search`` and ``ask``.
+Issue 26: ``stream: "yes"`` and ``stream: 1`` were taken as true; ``temperature: "hot"``,
+``n: 1000`` and ``max_tokens: -5`` were silently ignored (200).
 """
 
 from __future__ import annotations
@@ -74,6 +76,41 @@ def test_a_lone_surrogate_is_an_openai_400(api: tuple[str, Path], stream: bool) 
     )
     error = _openai_error(_post(url, raw), 400)
     assert error["code"] == "invalid_text" and "surrogate" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("stream", "yes", "valid boolean"),
+        ("stream", 1, "valid boolean"),
+        ("temperature", "hot", "valid number"),
+        ("temperature", True, "valid number"),
+        ("top_p", "0.9", "valid number"),
+        ("n", 1000, "one per request"),
+        ("n", 0, "one per request"),
+        ("max_tokens", -5, "greater than or equal to 1"),
+        ("max_tokens", 0, "greater than or equal to 1"),
+        ("max_tokens", "64", "valid integer"),
+        ("max_completion_tokens", -1, "greater than or equal to 1"),
+    ],
+)
+def test_a_malformed_option_is_an_openai_400_naming_the_field(
+    api: tuple[str, Path], field: str, value: Any, words: str
+) -> None:
+    url, _ = api
+    body = {"model": "medgraph", "messages": [{"role": "user", "content": QUESTION}]}
+    error = _openai_error(_post(url, json.dumps({**body, field: value})), 400)
+    assert error["type"] == "invalid_request_error" and error["param"] == field, error
+    assert error["message"].startswith(f"invalid request: {field}: ") and words in error["message"]
+
+
+def test_well_formed_options_are_accepted(api: tuple[str, Path]) -> None:
+    url, _ = api
+    options = {"stream": False, "temperature": 0, "top_p": 0.5, "n": 1, "max_tokens": 64}
+    body = {"model": "medgraph", "messages": [{"role": "user", "content": QUESTION}], **options}
+    response = _post(url, json.dumps(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
 
 
 def test_a_failure_after_the_stream_started_ends_with_an_error_event_and_done(

@@ -18,7 +18,8 @@ from medgraph.server.app import create_app
 from medgraph.server.config import ServerSettings
 from tests.graphs.support import KeywordIndex, corpus_documents
 from tests.security.web_attack import files_holding, send_file_path
-from tests.server.web_support import extractive_settings, sample_image, serve
+from tests.server.api_support import running
+from tests.server.web_support import extractive_settings, sample_image
 
 KEY = "page-key-0123456789"
 
@@ -36,7 +37,7 @@ def _page(tmp_path: Path, keys: list[str], **server: int) -> Iterator[str]:
     settings.server = ServerSettings(api_keys=keys, **server)  # type: ignore[arg-type]
     with (
         Assistant(settings, index=KeywordIndex(corpus_documents(5))) as assistant,
-        serve(create_app(settings, assistant=assistant)) as base,
+        running(create_app(settings, assistant=assistant)) as base,
     ):
         yield base
 

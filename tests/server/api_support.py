@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.knowledge.types import Evidence
 from medgraph.server.config import ServerSettings
+from medgraph.server.connections import server_config
 from medgraph.settings import Settings
 from tests.graphs.support import dev_questions
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
@@ -82,11 +83,15 @@ class HeldIndex:
 
 @contextmanager
 def running(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free port; yields its base URL."""
+    """Serve ``app`` as ``medgraph serve`` does (uvicorn with the read deadlines, keep-alive and
+    connection cap of the app's server settings), in a thread on a free port; yields its base
+    URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    settings = getattr(app.state, "settings", None)
+    limits = settings.server if settings is not None else ServerSettings()
+    server = uvicorn.Server(server_config(app, limits, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

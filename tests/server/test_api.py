@@ -480,7 +480,8 @@ def test_ingest_upload_then_search_finds_the_new_document(server: Server) -> Non
         assert hits[0]["text"] in record_text(new_record)
         assert hits[0]["url"] == f"https://pubmed.ncbi.nlm.nih.gov/{new_record['pmid']}/"
         broken = ingest_upload(client.post, client.get, "bad.jsonl", b"{oops\n")
-        assert broken["state"] == "succeeded" and not broken["report"]["ok"]
+        assert broken["state"] == "failed" and not broken["report"]["ok"]
+        assert broken["error"].startswith("nothing was added: bad.jsonl: line 1 is not valid JSON")
         assert broken["report"]["failures"][0]["path"] == "bad.jsonl"
         assert_error(client.post("/v1/ingest", files={"file": ("e.txt", b"", "text/plain")}), 400)
 

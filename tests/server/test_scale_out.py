@@ -10,7 +10,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -19,9 +21,11 @@ from langchain_core.messages import HumanMessage
 
 from medgraph.assistant import Assistant
 from medgraph.server.app import create_app
+from medgraph.server.scratch import PARENT_PREFIX
 from medgraph.server.service import ChatService
 from tests.graphs.support import dev_questions
 from tests.knowledge.index_support import corpus_records, write_jsonl
+from tests.security.slow_client import trickle
 from tests.server.api_support import (
     KEY_A,
     build_index,
@@ -31,7 +35,9 @@ from tests.server.api_support import (
     record_text,
     running,
 )
-from tests.support import REPO_ROOT, chroma_server, free_port
+from tests.support import REPO_ROOT, chroma_server, dead_pid, free_port
+
+SERVE_HEADER_TIMEOUT = 2.0
 
 
 def _worker(stack: ExitStack, root: Path, name: str, **options: object) -> tuple[str, ChatService]:
@@ -118,15 +124,33 @@ def test_two_workers_share_one_postgres_checkpointer(tmp_path: Path, postgres_ur
     assert not (tmp_path / "worker-1" / "home" / "checkpoints.sqlite").exists()
 
 
+@dataclass
+class Served:
+    """A running ``medgraph serve``: its URL, log, process and temp folder (its TMPDIR)."""
+
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+    temp_root: Path
+    leftover: Path
+    """A temp folder planted before the start, as a server process killed with -9 leaves it."""
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``medgraph serve`` over an empty index folder (packaged MiniLM embeddings, extractive)."""
+def served(tmp_path: Path) -> Iterator[Served]:
+    """``medgraph serve`` over an empty index folder (packaged MiniLM embeddings, extractive),
+    with a 2 s header deadline."""
+    temp_root = tmp_path / "tmp"
+    leftover = temp_root / f"{PARENT_PREFIX}{dead_pid()}-k9" / "medgraph-request-1"
+    leftover.mkdir(parents=True)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"},
         "HF_HUB_OFFLINE": "1",
+        "TMPDIR": str(temp_root),
         "MEDGRAPH_HOME": str(tmp_path / "home"),
         "MEDGRAPH_API_KEYS": f"{KEY_A},other-key-0123",
         "MEDGRAPH_INGEST_KEYS": KEY_A,
+        "MEDGRAPH_SERVER__HEADER_TIMEOUT_SECONDS": str(SERVE_HEADER_TIMEOUT),
     }
     index = str(tmp_path / "index")
     port = free_port()
@@ -151,14 +175,14 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                     break
                 except httpx.TransportError:
                     time.sleep(0.3)
-            yield url, log
+            yield Served(url, log, process, temp_root, leftover.parent)
         finally:
             process.terminate()
             process.wait(timeout=30)
 
 
-def test_medgraph_serve_command(served: tuple[str, Path]) -> None:
-    url, log = served
+def test_medgraph_serve_command(served: Served) -> None:
+    url, log = served.url, served.log
     assert httpx.get(f"{url}/v1/models").status_code == 401  # MEDGRAPH_API_KEYS is on
     auth = {"Authorization": f"Bearer {KEY_A}"}
     health = httpx.get(f"{url}/v1/health", headers=auth).json()
@@ -181,3 +205,18 @@ def test_medgraph_serve_command(served: tuple[str, Path]) -> None:
     page = httpx.get(f"{url}/", follow_redirects=True, timeout=30)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "engine extractive, auth on" in log.read_text()
+    # The read deadline of the settings: a connection that sends nothing gets 408 and is closed.
+    port = urlsplit(served.url).port
+    assert port is not None
+    idle = trickle(port, b"", interval=0, give_up_after=SERVE_HEADER_TIMEOUT + 10)
+    assert idle.received.startswith(b"HTTP/1.1 408 "), idle
+    assert idle.closed_after is not None
+    assert SERVE_HEADER_TIMEOUT - 0.1 <= idle.closed_after <= SERVE_HEADER_TIMEOUT + 3
+    assert not served.leftover.exists()  # a dead process's folder, removed at start-up
+    pid = served.process.pid
+    (ours,) = served.temp_root.glob(f"{PARENT_PREFIX}{pid}-*")
+    assert (ours / "web").is_dir()  # the page's uploads live there too
+    served.process.terminate()
+    served.process.wait(timeout=60)  # uvicorn shuts down, then re-raises SIGTERM
+    assert "Application shutdown complete" in served.log.read_text()
+    assert not ours.exists() and list(served.temp_root.glob("medgraph-*")) == []

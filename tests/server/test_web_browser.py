@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from medgraph.assistant import Assistant
+from tests.server.api_support import running
 from tests.server.web_support import (
     build_app,
     build_small_index,
@@ -27,7 +28,6 @@ from tests.server.web_support import (
     pubmed_links,
     question_for,
     sample_image,
-    serve,
 )
 from tests.support import REPO_ROOT
 
@@ -103,7 +103,7 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
     assistant = Assistant(extractive_settings(root / "home"), index=index)
     try:
         app, _ = build_app(assistant)
-        with serve(app) as base_url:
+        with running(app) as base_url:
             yield ChatServer(base_url, assistant, pmids, abstracts)
     finally:
         assistant.close()

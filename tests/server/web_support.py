@@ -1,5 +1,5 @@
 """Helpers for the web chat page tests: a small real literature index, an extractive assistant,
-the page served by uvicorn on a free port.
+the app built for the page (served by ``tests.server.api_support.running``).
 
 The app comes from ``medgraph.server.app.create_app`` where that module exists; otherwise the page
 is mounted on a bare FastAPI app through :class:`AssistantStreamer`, an adapter with the
@@ -8,15 +8,11 @@ is mounted on a bare FastAPI app through :class:`AssistantStreamer`, an adapter 
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
 from medgraph.assistant import Assistant
@@ -24,7 +20,7 @@ from medgraph.knowledge.config import KnowledgeSettings
 from medgraph.knowledge.index import LiteratureIndex
 from medgraph.settings import Settings
 from tests.knowledge.index_support import HashEmbedder, corpus_records, write_jsonl
-from tests.support import free_port, shared_data_dir
+from tests.support import shared_data_dir
 
 INDEXED_RECORDS = 40
 
@@ -94,27 +90,6 @@ def build_app(assistant: Assistant) -> tuple[FastAPI, AssistantStreamer | None]:
         mount_chat_ui(app, streamer)
         return app, streamer
     return create_app(assistant.settings, assistant=assistant), None
-
-
-@contextlib.contextmanager
-def serve(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread; yield its base URL; stop it afterwards."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="web-chat-test-server", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    try:
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on port {port}")
-            time.sleep(0.05)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def get(url: str) -> httpx.Response:
