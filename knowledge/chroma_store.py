@@ -110,14 +110,15 @@ class ChromaStore:
         return True
 
     def create(self, metadata: Metadata) -> None:
-        """Open the collection, creating it (cosine space) with ``metadata`` when missing."""
+        """Open the collection, creating it with ``metadata`` when missing (in the space its
+        ``metric`` names: ``cosine``, the default, or ``ip``)."""
         if self._collection is not None:
             return
         client = self._connect()
         self._collection = client.get_or_create_collection(
             self.collection_name,
             embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
+            configuration={"hnsw": {"space": str(metadata.get("metric", "cosine"))}},
             metadata=dict(metadata),
         )
 
@@ -250,7 +251,8 @@ class ChromaStore:
     def query(
         self, vector: npt.NDArray[np.float32], n_results: int, where: Mapping[str, Any] | None
     ) -> list[tuple[StoredChunk, float]]:
-        """The ``n_results`` nearest chunks to ``vector`` as (chunk, cosine similarity)."""
+        """The ``n_results`` nearest chunks to ``vector`` as (chunk, similarity): cosine, or the
+        inner product in an ``ip`` collection (Chroma's distance is one minus either)."""
         if n_results < 1:
             return []
         result = self._nearest(vector, n_results, where, ["documents", "metadatas", "distances"])
@@ -282,7 +284,7 @@ class ChromaStore:
     def query_ids(
         self, vector: npt.NDArray[np.float32], n_results: int, where: Mapping[str, Any] | None
     ) -> list[tuple[str, float]]:
-        """:meth:`query` without texts and metadata: (chunk id, cosine similarity) pairs.
+        """:meth:`query` without texts and metadata: (chunk id, similarity) pairs.
 
         Chroma reads metadata key by key, so leaving it out makes a 40-deep query about 3x
         cheaper; the caller fetches records for the few chunks it returns.

@@ -386,6 +386,13 @@ class LiteratureIndex:
                         f"{state.get(key)!r}, not {record[key]!r}; import into a new --index "
                         f"folder"
                     )
+        metric = str(record.get("metric", "cosine"))
+        if str(state.get("metric", "cosine")) != metric:
+            raise ConfigurationError(
+                f"the index at {self.location} ranks by {state.get('metric', 'cosine')} "
+                f"similarity but these vectors are meant for {metric}; import into a new "
+                f"--index folder"
+            )
         stored_dimension = state.get("dimension")
         if stored_dimension is not None and int(stored_dimension) != int(record["dimension"]):
             raise ConfigurationError(
@@ -504,8 +511,9 @@ class LiteratureIndex:
         """Store precomputed vectors (e.g. MedCPT's PubMed embeddings) without embedding anything.
 
         Each record becomes one chunk holding its whole text. The index records the encoder that
-        made the vectors and the query encoder that matches them; a later search whose settings
-        encode queries with another model is refused. Records already stored are skipped, so a
+        made the vectors, the query encoder that matches them and the similarity they rank by
+        (MedCPT's: the inner product); a later search whose settings encode queries with another
+        model is refused. Records already stored are skipped, so a
         rerun after an interrupted import (even kill -9) adds only what is missing.
         """
         from medgraph.knowledge.vector_import import VectorImportError
@@ -521,6 +529,7 @@ class LiteratureIndex:
             "query_embedding_model": source.query_encoder or source.document_encoder,
             "embedding_backend": "torch",
             "dimension": source.dimension,
+            "metric": source.metric,
         }
         started = time.perf_counter()
         report = IngestReport(files=1)

@@ -27,7 +27,10 @@ from urllib.parse import urlparse
 
 from medgraph.errors import ConfigurationError, IndexUnavailableError, IngestError
 from medgraph.knowledge.chunking import passage_text
+from medgraph.knowledge.lexical import K1 as BM25_K1
+from medgraph.knowledge.lexical import B as BM25_B
 from medgraph.knowledge.lexical import tokenize
+from medgraph.knowledge.search_filter import milvus_strings
 from medgraph.knowledge.store import Metadata, MetadataValue, StoredChunk
 
 if TYPE_CHECKING:
@@ -105,10 +108,6 @@ def lexical_text(title: str | None, text: str) -> str:
     return " ".join(tokenize(passage_text(title, text)))
 
 
-def _string_literal(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class MilvusStore:
     """One Milvus collection, on Milvus Lite (``uri`` a ``.db`` path) or a Milvus server."""
 
@@ -133,6 +132,7 @@ class MilvusStore:
         self.index_params = dict(index_params or {})
         self._client: Any = None
         self._open = False
+        self._metric = "COSINE"
 
     @property
     def local(self) -> bool:
@@ -199,12 +199,14 @@ class MilvusStore:
     def _load(self) -> None:
         # Milvus searches only loaded collections; loading a loaded one returns at once.
         self._connect().load_collection(self.collection_name)
+        self._metric = str(self.state().get("metric", "cosine")).upper()
         self._open = True
 
     def create(self, metadata: Metadata) -> None:
         """Open the collection, creating it (schema, BM25 function, indexes) when missing.
 
-        ``metadata`` is the state record of a new collection and must hold ``dimension``.
+        ``metadata`` is the state record of a new collection and must hold ``dimension``; its
+        ``metric`` (``cosine``, the default, or ``ip``) is the dense index's similarity.
         """
         if self._open:
             return
@@ -243,10 +245,16 @@ class MilvusStore:
             indexes.add_index(
                 "vector",
                 index_type=self.index_type,
-                metric_type="COSINE",
-                params=self.index_params or _default_index_params(self.index_type),
+                metric_type=str(metadata.get("metric", "cosine")).upper(),
+                params=_wire_params(self.index_params or _default_index_params(self.index_type)),
             )
-            indexes.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+            # medgraph's BM25 parameters, so both stores score terms alike
+            indexes.add_index(
+                "sparse",
+                index_type="SPARSE_INVERTED_INDEX",
+                metric_type="BM25",
+                params=_wire_params({"bm25_k1": BM25_K1, "bm25_b": BM25_B}),
+            )
             state = {**metadata, "store_id": uuid.uuid4().hex}
             client.create_collection(
                 self.collection_name,
@@ -390,16 +398,17 @@ class MilvusStore:
         """Every stored chunk of the documents ``source_ids`` (asked ``page_size`` at a time)."""
         unique = sorted(set(source_ids))
         for start in range(0, len(unique), page_size):
-            names = ", ".join(_string_literal(s) for s in unique[start : start + page_size])
-            yield from self.scan_where(f"source_id in [{names}]", texts=texts)
+            names = milvus_strings(unique[start : start + page_size])
+            yield from self.scan_where(f"source_id in {names}", texts=texts)
 
     # -- search --------------------------------------------------------------------------------
 
     def search_dense(
         self, vector: npt.NDArray[np.float32], limit: int, expr: str
     ) -> list[tuple[str, str, float]]:
-        """The ``limit`` nearest chunks to ``vector``: (chunk id, source id, cosine similarity)."""
-        return self._search([vector.tolist()], "vector", "COSINE", limit, expr)
+        """The ``limit`` nearest chunks to ``vector``: (chunk id, source id, similarity), cosine
+        or the inner product as the collection's metric says."""
+        return self._search([vector.tolist()], "vector", self._metric, limit, expr)
 
     def search_lexical(
         self, terms: Sequence[str], limit: int, expr: str
@@ -455,7 +464,7 @@ class MilvusStore:
             pymilvus.AnnSearchRequest(
                 [vector.tolist()],
                 "vector",
-                {"metric_type": "COSINE", "params": _search_params(self.index_type, limit)},
+                {"metric_type": self._metric, "params": _search_params(self.index_type, limit)},
                 limit,
                 expr=expr or None,
             )
@@ -480,6 +489,12 @@ class MilvusStore:
             (str(hit["id"]), str(hit["entity"]["source_id"]), float(hit["distance"]))
             for hit in hits[0]
         ]
+
+
+def _wire_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Index build parameters as one JSON ``params`` entry: Milvus servers read that form and
+    the flattened one pymilvus sends, Milvus Lite only that one (it drops flattened keys)."""
+    return {"params": json.dumps(dict(params))} if params else {}
 
 
 def _default_index_params(index_type: str) -> dict[str, Any]:

@@ -122,14 +122,15 @@ class SearchFilter:
         if self.year_max is not None:
             clauses.append(f"year <= {self.year_max}")
         if self.source_ids is not None:
-            clauses.append(f"source_id in {_string_list(self.source_ids or ('',))}")
+            clauses.append(f"source_id in {milvus_strings(self.source_ids or ('',))}")
         if self.origins is not None:
             allowed = ("", *tuple(self.origins))
-            clauses.append(f"origin in {_string_list(allowed)}")
+            clauses.append(f"origin in {milvus_strings(allowed)}")
         return " and ".join(f"({clause})" for clause in clauses)
 
 
-def _string_list(values: Iterable[str]) -> str:
+def milvus_strings(values: Iterable[str]) -> str:
+    """``values`` as a Milvus expression's list of string literals, e.g. ``["a", "b"]``."""
     quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
     return "[" + ", ".join(quoted) + "]"
 

@@ -113,10 +113,13 @@ class VectorSource(ABC):
     ``dimension`` and ``total`` (records across all files) come from the file headers;
     ``document_encoder`` is the model that made the vectors and ``query_encoder`` the one to embed
     queries with (None when the source does not say). ``files`` lists the vector files in reading
-    order. ``warnings`` and ``skipped`` fill while :meth:`batches` runs.
+    order. ``warnings`` and ``skipped`` fill while :meth:`batches` runs. ``metric`` is the
+    similarity the vectors were trained for: ``cosine``, or ``ip`` (inner product of unnormalised
+    vectors, as MedCPT's).
     """
 
     fmt: str
+    metric: str = "cosine"
 
     def __init__(
         self,
@@ -316,6 +319,7 @@ class MedcptSource(VectorSource):
     """
 
     fmt = "medcpt"
+    metric = "ip"  # MedCPT ranks by the inner product of its unnormalised vectors
 
     def __init__(
         self, path: Path, *, encoder: str | None = None, query_encoder: str | None = None

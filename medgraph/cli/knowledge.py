@@ -60,7 +60,9 @@ def ingest(
         None,
         "--ray",
         help="Ingest on a Ray cluster: ADDRESS (e.g. ray://head:10001 or auto), or 'local' to "
-        "start one here. Needs knowledge.chroma_url and the medgraph[ray] extra.",
+        "start one here. Needs a store server every worker reaches (knowledge.chroma_url, or "
+        "knowledge.store=milvus with a server's knowledge.milvus_uri) and the medgraph[ray] "
+        "extra.",
         show_default=False,
     ),
 ) -> None:

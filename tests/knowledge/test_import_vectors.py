@@ -2,8 +2,9 @@
 
 Synthetic files in NCBI's MedCPT layout and a parquet table are imported; the test checks that
 every record is stored once with its own vector (a dense search with a record's vector finds it
-first), that BM25 sees the imported texts, that the index refuses queries encoded by another
-model, and that a rerun after an interrupted import adds only what is missing.
+first, by inner product for MedCPT's unnormalised vectors), that BM25 sees the imported texts,
+that the index refuses queries encoded by another model, and that a rerun after an interrupted
+import adds only what is missing.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def test_medcpt_vectors_are_stored_once_searchable_and_resumable(
         state = index._open_for_read().state()
         assert state["embedding_model"] == ARTICLE_ENCODER
         assert state["query_embedding_model"] == QUERY_ENCODER
+        assert state["metric"] == "ip"
 
     queries = {f"query {pmid}": vector for pmid, vector in zip(pmids, vectors, strict=True)}
     encoder = LookupQueryEncoder(queries, dimension=32)
@@ -80,7 +82,9 @@ def test_medcpt_vectors_are_stored_once_searchable_and_resumable(
         for row in (0, 9, 17):
             hit = index.search(f"query {pmids[row]}", k=1, mode="dense")[0]
             assert hit.source_id == pmids[row] and hit.document.pmid == pmids[row]
-            assert hit.scores["dense"] == pytest.approx(1.0, abs=1e-4)
+            # MedCPT's vectors rank by inner product, unnormalised
+            own = float(vectors[row] @ vectors[row])
+            assert hit.scores["dense"] == pytest.approx(own, rel=1e-3)
             article = articles[pmids[row]]
             assert hit.document.title == article["t"] and hit.chunk.text == article["a"]
             assert hit.document.year == int(article["d"][:4])
@@ -124,9 +128,9 @@ def test_parquet_vectors_need_their_encoder_named_and_keep_metadata(
         named = open_vector_source(tmp_path / "table", "parquet", encoder="my-encoder")
         report = index.import_vectors(named, progress=False, batch_size=3)
         assert report.chunks_added == report.index_chunks == 7
-        assert index._open_for_read().state()["query_embedding_model"] == (
-            named.query_encoder or "my-encoder"
-        )
+        state = index._open_for_read().state()
+        assert state["query_embedding_model"] == (named.query_encoder or "my-encoder")
+        assert state["metric"] == "cosine"
         first = rows[0]
         stored = index.get_document(str(first["id"]))
         assert stored is not None and stored.title == first.get("title")
