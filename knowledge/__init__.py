@@ -1,7 +1,7 @@
-"""medgraph.knowledge: readers, chunking, embeddings and the Chroma + BM25 literature index.
+"""medgraph.knowledge: readers, chunking, embeddings and the literature index (Chroma or Milvus).
 
-Names are imported lazily, so ``import medgraph.knowledge`` loads neither torch nor chromadb; the
-embedding model and the store open the first time an index is used.
+Names are imported lazily, so ``import medgraph.knowledge`` loads neither torch nor a store's
+client; the embedding model and the store open the first time an index is used.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from medgraph.knowledge.fusion import (
 from medgraph.knowledge.ingest_plan import stored_title
 from medgraph.knowledge.lexical import LexicalIndex, tokenize
 from medgraph.knowledge.search_filter import SearchFilter
-from medgraph.knowledge.store import STATE_COMPLETE, StoredChunk
+from medgraph.knowledge.store import STATE_COMPLETE, StoredChunk, document_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,21 +69,10 @@ def _pages(records: Iterable[StoredChunk], size: int) -> Iterator[list[StoredChu
 
 
 def _document_entry(chunks: Sequence[StoredChunk]) -> tuple[str, int | None]:
-    """A document's row for the document-level BM25: its title line, then the text its chunks
-    cover (each overlap between neighbouring chunks once), and its year."""
-    ordered = sorted(
-        chunks, key=lambda record: (int(record.metadata.get("start", 0)), record.chunk_id)
-    )
-    parts: list[str] = []
-    covered = 0
-    for record in ordered:
-        start = int(record.metadata.get("start", 0))
-        end = int(record.metadata.get("end", start + len(record.text)))
-        if end > covered:
-            parts.append(record.text[max(0, covered - start) :])
-            covered = end
-    return passage_text(stored_title(ordered[0].metadata), "\n".join(parts)), _stored_year(
-        ordered[0]
+    """A document's row for the document-level BM25: its text (:func:`document_text`) and its
+    year."""
+    return document_text(chunks), _stored_year(
+        min(chunks, key=lambda r: r.metadata.get("start", 0))
     )
 
 

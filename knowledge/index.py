@@ -49,7 +49,7 @@ from medgraph.knowledge.ingest_plan import (
     stored_chunks,
     unique_documents,
 )
-from medgraph.knowledge.milvus_store import MilvusStore
+from medgraph.knowledge.milvus_store import MilvusStore, is_local_uri
 from medgraph.knowledge.search import SEARCH_MODES, Searcher, SearchMode
 from medgraph.knowledge.search_filter import InvalidQueryError, SearchFilter
 from medgraph.knowledge.store import (
@@ -164,7 +164,7 @@ class LiteratureIndex:
     def embedded(self) -> bool:
         """True for a store inside this process (embedded Chroma, a Milvus Lite ``.db``)."""
         if self.milvus:
-            return not self.settings.resolved_milvus_uri().startswith(("http://", "https://"))
+            return is_local_uri(self.settings.resolved_milvus_uri())
         return self.settings.chroma_url is None
 
     @property

@@ -32,6 +32,7 @@ from medgraph.knowledge.ingest_plan import (
     stored_chunks,
     unique_documents,
 )
+from medgraph.knowledge.milvus_store import is_local_uri
 from medgraph.knowledge.types import Document
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def ingest_with_ray(
     Milvus server in ``milvus_uri``.
     """
     if settings.store == "milvus":
-        if not settings.resolved_milvus_uri().startswith(("http://", "https://")):
+        if is_local_uri(settings.resolved_milvus_uri()):
             raise ConfigurationError(
                 "--ray writes to a Milvus server that every Ray worker can reach: set "
                 "knowledge.milvus_uri (MEDGRAPH_KNOWLEDGE__MILVUS_URI=http://HOST:19530) to "

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from medgraph.knowledge.chunking import passage_text
 from medgraph.knowledge.types import Chunk, Document, Evidence
 
 if TYPE_CHECKING:
@@ -128,6 +129,24 @@ def evidence_from_stored(
     )
 
 
+def document_text(chunks: Sequence[StoredChunk]) -> str:
+    """A whole document for document-level BM25, from its stored chunks: its title line, then
+    the text its chunks cover (each overlap between neighbouring chunks once)."""
+    ordered = sorted(
+        chunks, key=lambda record: (int(record.metadata.get("start", 0)), record.chunk_id)
+    )
+    parts: list[str] = []
+    covered = 0
+    for record in ordered:
+        start = int(record.metadata.get("start", 0))
+        end = int(record.metadata.get("end", start + len(record.text)))
+        if end > covered:
+            parts.append(record.text[max(0, covered - start) :])
+            covered = end
+    title = ordered[0].metadata.get("title")
+    return passage_text(title if isinstance(title, str) else None, "\n".join(parts))
+
+
 class ChunkStore(Protocol):
     """The storage operations ingest and inspection use, the same for every store.
 
@@ -215,5 +234,6 @@ __all__ = [
     "chunk_from_stored",
     "chunk_metadata",
     "document_from_metadata",
+    "document_text",
     "evidence_from_stored",
 ]
