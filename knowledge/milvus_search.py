@@ -1,9 +1,8 @@
 """Search over the Milvus store: dense and BM25 requests run by Milvus, filters as expressions.
 
-Hybrid search fuses document rankings. ``knowledge.fusion``: ``zscore`` (the default, as on the
-Chroma store: medgraph's score fusion of the dense and BM25 chunk pools, each as documents, and
-of whole-document BM25 over a second collection of one row per document), ``rrf`` or ``weighted``
-(Milvus's own ``hybrid_search`` rankers over the two chunk requests, merged on the server).
+Hybrid search fuses the two retrievers' document rankings. ``knowledge.fusion``: ``zscore``
+(the default, medgraph's score fusion over both result lists, as on the Chroma store), ``rrf`` or
+``weighted`` (Milvus's own ``hybrid_search`` rankers, merged on the server).
 Every filter, including the origins rule for uploads, is one Milvus boolean expression evaluated
 by the server.
 """
@@ -18,12 +17,8 @@ from medgraph.knowledge.fusion import best_per_document, by_document, zscore_fus
 from medgraph.knowledge.lexical import tokenize
 from medgraph.knowledge.milvus_store import MilvusStore
 from medgraph.knowledge.search import QueryEmbedder, Ranked, SearchMode
-from medgraph.knowledge.search_filter import SearchFilter, milvus_strings
+from medgraph.knowledge.search_filter import SearchFilter
 from medgraph.knowledge.store import STATE_COMPLETE, StoredChunk
-
-# Chunks asked of a BM25 search for the best chunk of each document that only whole-document
-# BM25 ranked (its best chunk is among its first few hits).
-_CHUNKS_PER_DOCUMENT = 8
 
 Hit = tuple[str, str, float]
 """(chunk id, source id, score)."""
@@ -51,22 +46,13 @@ class MilvusSearch:
         """Nothing to prepare: Milvus indexes chunks as they are written."""
 
     def finish_ingest(self, generation: int, *, removed: bool) -> tuple[int, int]:
-        """Rebuild the whole-document rows of the documents written since the last complete
-        ingest (an interrupted one included), seal the segments, mark ``generation`` complete."""
-        store = self.store
-        since = int(store.state().get("documents_generation", 0))
-        store.refresh_documents(store.sources_written_after(since))
-        if removed:
-            store.reconcile_documents()
-        store.flush()
-        updates: dict[str, str | int] = {
-            "ingest_state": STATE_COMPLETE,
-            "documents_generation": generation,
-        }
+        """Seal the written segments and mark ``generation`` complete."""
+        self.store.flush()
+        updates: dict[str, str | int] = {"ingest_state": STATE_COMPLETE}
         if removed:
             updates["removed_generation"] = generation
-        store.set_state(**updates)
-        return store.count(), self.document_count()
+        self.store.set_state(**updates)
+        return self.store.count(), self.document_count()
 
     def rank(
         self,
@@ -117,24 +103,10 @@ class MilvusSearch:
         document_runs = {
             name: best_per_document(run, sources.__getitem__) for name, run in runs.items()
         }
-        document_runs["documents"] = self.store.search_documents(terms, depth, expr)
         fused = zscore_fusion(document_runs)
         document_score = {item.item_id: item.score for item in fused}
         chunk_order = [item.item_id for item in zscore_fusion(runs)]
-        # a document that only whole-document BM25 pooled is shown by its best BM25 chunk
-        pooled = set(sources.values())
-        unshown = [item.item_id for item in fused[:wanted] if item.item_id not in pooled]
-        if unshown:
-            within = f"source_id in {milvus_strings(unshown)}" + (f" and ({expr})" if expr else "")
-            for chunk_id, source, score in self.store.search_lexical(
-                terms, _CHUNKS_PER_DOCUMENT * len(unshown), within
-            ):
-                if source not in pooled:
-                    pooled.add(source)
-                    sources[chunk_id] = source
-                    scores.setdefault(chunk_id, {})["lexical"] = score
-                    chunk_order.append(chunk_id)
-        documents = [item.item_id for item in fused if item.item_id in pooled]
+        documents = [item.item_id for item in fused]
         laid_out = by_document(chunk_order, sources.__getitem__, documents)[:wanted]
         ordered = []
         for chunk_id in laid_out:

@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -32,7 +32,7 @@ from medgraph.knowledge.lexical import K1 as BM25_K1
 from medgraph.knowledge.lexical import B as BM25_B
 from medgraph.knowledge.lexical import tokenize
 from medgraph.knowledge.search_filter import milvus_strings
-from medgraph.knowledge.store import Metadata, MetadataValue, StoredChunk, document_text
+from medgraph.knowledge.store import Metadata, MetadataValue, StoredChunk
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,7 +58,6 @@ _TEXT_FIELDS = ["text", "source_id", "origin", "year", "generation", "chunk_inde
 _META_FIELDS = ["source_id", "origin", "year", "generation", "chunk_index", "metadata"]
 _MAX_VARCHAR = 65_535
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
-_DOCUMENT_PAGE = 500
 _PAGE = 1000
 
 
@@ -140,7 +139,6 @@ class MilvusStore:
             )
         self.uri = uri
         self.collection_name = collection
-        self.documents_name = f"{collection}_documents"
         self.token = token
         self.index_type = index_type
         self.index_params = dict(index_params or {})
@@ -212,9 +210,7 @@ class MilvusStore:
 
     def _load(self) -> None:
         # Milvus searches only loaded collections; loading a loaded one returns at once.
-        client = self._connect()
-        client.load_collection(self.collection_name)
-        client.load_collection(self.documents_name)
+        self._connect().load_collection(self.collection_name)
         self._metric = str(self.state().get("metric", "cosine")).upper()
         self._open = True
 
@@ -271,7 +267,6 @@ class MilvusStore:
                 metric_type="BM25",
                 params=_wire_params({"bm25_k1": BM25_K1, "bm25_b": BM25_B}),
             )
-            self._create_documents(pymilvus)
             state = {**metadata, "store_id": uuid.uuid4().hex}
             client.create_collection(
                 self.collection_name,
@@ -280,42 +275,6 @@ class MilvusStore:
                 properties={_STATE_PROPERTY: json.dumps(state)},
             )
         self._load()
-
-    def _create_documents(self, pymilvus: Any) -> None:
-        """The whole-document BM25 collection: one row per document (its title line and the
-        text its chunks cover), as the Chroma store's document-level BM25."""
-        client = self._connect()
-        if client.has_collection(self.documents_name):
-            return
-        data_type = pymilvus.DataType
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("source_id", data_type.VARCHAR, is_primary=True, max_length=1024)
-        schema.add_field(
-            "lexical",
-            data_type.VARCHAR,
-            max_length=_MAX_VARCHAR,
-            enable_analyzer=True,
-            analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]},
-        )
-        schema.add_field("sparse", data_type.SPARSE_FLOAT_VECTOR)
-        schema.add_field("origin", data_type.VARCHAR, max_length=256)
-        schema.add_field("year", data_type.INT64, nullable=True)
-        schema.add_function(
-            pymilvus.Function(
-                name="bm25",
-                function_type=pymilvus.FunctionType.BM25,
-                input_field_names=["lexical"],
-                output_field_names=["sparse"],
-            )
-        )
-        indexes = client.prepare_index_params()
-        indexes.add_index(
-            "sparse",
-            index_type="SPARSE_INVERTED_INDEX",
-            metric_type="BM25",
-            params=_wire_params({"bm25_k1": BM25_K1, "bm25_b": BM25_B}),
-        )
-        client.create_collection(self.documents_name, schema=schema, index_params=indexes)
 
     def close(self) -> None:
         """Close the client; the last one of a Milvus Lite folder stops its in-process server."""
@@ -351,66 +310,7 @@ class MilvusStore:
 
     def flush(self) -> None:
         """Seal what was written into segments (searches over sealed segments are fast)."""
-        client = self._connect()
-        client.flush(self.collection_name)
-        client.flush(self.documents_name)
-
-    # -- whole documents -----------------------------------------------------------------------
-
-    def sources_written_after(self, generation: int) -> set[str]:
-        """The documents with a chunk stored or re-labelled by a generation after ``generation``."""
-        return {
-            str(row["source_id"])
-            for row in self._iterate(f"generation > {generation}", ["source_id"], 16384)
-        }
-
-    def refresh_documents(self, source_ids: Iterable[str]) -> None:
-        """Rebuild the whole-document rows of ``source_ids`` from their stored chunks (a
-        document with no chunk left loses its row)."""
-        client = self._connect()
-        ordered = sorted(set(source_ids))
-        for start in range(0, len(ordered), _DOCUMENT_PAGE):
-            page = ordered[start : start + _DOCUMENT_PAGE]
-            chunks: dict[str, list[StoredChunk]] = {source: [] for source in page}
-            for record in self.scan_sources(page, texts=True):
-                chunks.setdefault(record.source_id, []).append(record)
-            rows = [_document_row(source, held) for source, held in chunks.items() if held]
-            gone = [source for source, held in chunks.items() if not held]
-            if rows:
-                client.upsert(self.documents_name, rows)
-            if gone:
-                client.delete(self.documents_name, ids=gone)
-
-    def reconcile_documents(self) -> None:
-        """Drop the whole-document rows of documents that have no chunk left (after a prune)."""
-        held = {str(row["source_id"]) for row in self._iterate("", ["source_id"], 16384)}
-        iterator = self._connect().query_iterator(
-            self.documents_name, batch_size=16384, filter="", output_fields=["source_id"]
-        )
-        listed: set[str] = set()
-        try:
-            while page := iterator.next():
-                listed.update(str(row["source_id"]) for row in page)
-        finally:
-            iterator.close()
-        self.refresh_documents(listed - held)
-
-    def search_documents(
-        self, terms: Sequence[str], limit: int, expr: str
-    ) -> list[tuple[str, float]]:
-        """The ``limit`` best whole documents for ``terms`` by BM25: (source id, score)."""
-        if not terms or limit < 1:
-            return []
-        hits = self._connect().search(
-            self.documents_name,
-            data=[" ".join(terms)],
-            anns_field="sparse",
-            limit=limit,
-            filter=expr,
-            output_fields=["source_id"],
-            search_params={"metric_type": "BM25"},
-        )
-        return [(str(hit["entity"]["source_id"]), abs(float(hit["distance"]))) for hit in hits[0]]
+        self._connect().flush(self.collection_name)
 
     # -- chunks --------------------------------------------------------------------------------
 
@@ -647,16 +547,6 @@ def _row(chunk_id: str, text: str, metadata: Metadata, vector: list[float]) -> d
         "generation": int(metadata.get("generation", 0)),
         "chunk_index": int(metadata.get("index", 0)),
         "metadata": {key: value for key, value in metadata.items() if key not in _SCALARS},
-    }
-
-
-def _document_row(source_id: str, chunks: Sequence[StoredChunk]) -> dict[str, Any]:
-    year = chunks[0].metadata.get("year")
-    return {
-        "source_id": source_id,
-        "lexical": _clipped(" ".join(tokenize(document_text(chunks)))),
-        "origin": str(chunks[0].metadata.get("origin") or ""),
-        "year": None if year is None else int(year),
     }
 
 
