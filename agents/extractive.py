@@ -8,8 +8,9 @@ Only findings are quoted, only from records about the question, and the evidence
 conclusions lead:
 
 - statements of aim, objective or method ("The aim of our study was to compare ...", sentences of
-  OBJECTIVE or METHODS sections) are not findings and are never quoted; nor is text that carries
-  instructions or markup (:func:`~medgraph.knowledge.injection.is_instruction_text`);
+  OBJECTIVE or METHODS sections) are not findings and are never quoted; nor is any sentence of a
+  record with a passage that carries instructions or markup (quarantined as a whole:
+  :func:`~medgraph.knowledge.injection.usable_evidence`);
 - a record is quoted only when its retrieved text holds at least
   :data:`~medgraph.knowledge.relevance.COVERAGE_FLOOR` of the question's key terms (an absolute
   floor) and its distinctive share is at least :data:`RECORD_RELATIVE_FLOOR` of the best
@@ -38,7 +39,7 @@ from medgraph.knowledge.citations import (
     terms_with_numbers,
 )
 from medgraph.knowledge.conflicts import Statement, find_conflicts
-from medgraph.knowledge.injection import is_instruction_text
+from medgraph.knowledge.injection import is_instruction_text, usable_evidence
 from medgraph.knowledge.relevance import (
     COVERAGE_FLOOR,
     distinctive_coverage,
@@ -319,7 +320,8 @@ def extractive_answer(
     Sentences come from each ``Evidence.chunk.text`` (split with
     :func:`~medgraph.knowledge.chunking.split_sentences`; a leading section label is trimmed, so
     every returned text is a verbatim substring of its chunk), only from records about the
-    question (:func:`on_topic_records`) and never from aim, objective or method sections.
+    question (:func:`on_topic_records`), never from aim, objective or method sections and never
+    from a record with a passage that carries instructions or markup (left out first).
     A sentence must be linked to the question (a shared key term, or an embedding cosine at the
     floor). Relevance is the cosine between the question and the sentence when ``embed`` is
     given, else the set cosine of their content terms; ``RANK_BONUS / (1 + rank)`` favours
@@ -331,6 +333,7 @@ def extractive_answer(
     """
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be 1 or more, got {max_sentences!r}")
+    evidence = usable_evidence(evidence)
     on_topic = on_topic_records(question, evidence)
     candidates = [c for c in _candidates(evidence) if c.source in on_topic]
     if not candidates:

@@ -91,7 +91,8 @@ from medgraph.knowledge.citations import (
     renumber_sentences,
     resolve_record_citations,
 )
-from medgraph.knowledge.injection import flag_instructions
+from medgraph.knowledge.identifiers import scrub_report, scrub_sentences
+from medgraph.knowledge.injection import flag_instructions, quarantine_report, usable_evidence
 from medgraph.knowledge.types import Evidence
 from medgraph.knowledge.untrusted import fence_untrusted
 from medgraph.knowledge.verification import GroundingJudge, rewrite_query, verify_sentences
@@ -726,7 +727,10 @@ def _record_context(
 
 
 def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
-    """Draft the answer from the evidence, each sentence citing evidence numbers."""
+    """Draft the answer from the evidence, each sentence citing evidence numbers.
+
+    Quarantined passages (instructions or markup) are neither shown to the writer nor citable;
+    markers, PMIDs, DOIs and URLs a sentence does not cite are taken out of its text."""
     context = runtime.context
     evidence = state.get("evidence", [])
     question = state.get("question", "")
@@ -746,7 +750,9 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     else:
         timed_out = _writing_time_over(state, context.settings)
         started = time.monotonic()
-        sentences = [] if timed_out else _model_write(context, state, evidence, question)
+        sentences = (
+            [] if timed_out else _model_write(context, state, usable_evidence(evidence), question)
+        )
         if not timed_out and state.get("write_seconds") is None:
             written["write_seconds"] = time.monotonic() - started
         if (
@@ -769,8 +775,9 @@ def write(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
             )
             limits[-1] += "; the answer quotes the evidence instead"
     _emit(runtime, "write", sentences=len(sentences))
+    usable = usable_evidence(evidence)
     update: dict[str, Any] = {
-        "draft": drop_unknown_citations(sentences, evidence),
+        "draft": scrub_sentences(drop_unknown_citations(sentences, usable), usable),
         "route": ["write"],
         **written,
     }
@@ -827,7 +834,7 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
     is low and the budget allows."""
     context = runtime.context
     config = context.settings
-    evidence = state.get("evidence", [])
+    evidence = usable_evidence(state.get("evidence", []))
     computed, claims = split_computed(state.get("draft", []), _computed_output(state))
     timed_out = _out_of_time(state)
     judge = (
@@ -856,7 +863,13 @@ def verify(state: AssistantState, runtime: AssistantRuntime) -> dict[str, Any]:
         kept, report = check(grounding_judge=None)
     kept, report = [*computed, *kept], with_computed(report, computed)
     rounds = state.get("verify_rounds", 0)
-    report = report.model_copy(update={"rounds": rounds})
+    report = report.model_copy(
+        update={
+            "rounds": rounds,
+            "scrubbed": scrub_report(kept),
+            "quarantined": quarantine_report(state.get("evidence", [])),
+        }
+    )
     _emit(
         runtime,
         "verify",

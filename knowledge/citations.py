@@ -30,6 +30,9 @@ class DraftSentence(BaseModel):
 
     text: str
     citations: list[int] = Field(default_factory=list)
+    removed_identifiers: list[str] = Field(default_factory=list)
+    """Citation markers, PMIDs, DOIs and URLs taken out of ``text`` because the sentence does not
+    cite them (:func:`~medgraph.knowledge.identifiers.scrub_sentences`), as a reader sees them."""
 
 
 class CitedPassage(BaseModel):
@@ -94,6 +97,24 @@ class SentenceCheck(BaseModel):
     """Relevance to the question in [0, 1] (judge verdict, or the key-term/embedding score)."""
 
 
+class ScrubbedSentence(BaseModel):
+    """An answer sentence that lost identifiers it does not cite (markers, PMIDs, DOIs, URLs)."""
+
+    sentence: str
+    """The sentence as the answer shows it (without the identifiers)."""
+    removed: list[str] = Field(default_factory=list)
+    """The identifiers taken out, as a reader sees them (NFKC, invisible characters removed)."""
+
+
+class QuarantinedPassage(BaseModel):
+    """A retrieved passage of a record that carries instructions or markup: listed, never quoted
+    or cited."""
+
+    source_id: str
+    chunk_id: str
+    reason: str
+
+
 class Verification(BaseModel):
     """Per-sentence support and relevance, and the supported and relevant fractions of an answer."""
 
@@ -105,6 +126,10 @@ class Verification(BaseModel):
     """Sentences dropped because nothing they cite supports them or they are off the question."""
     rounds: int = 0
     """Extra retrieval rounds run because support was low."""
+    scrubbed: list[ScrubbedSentence] = Field(default_factory=list)
+    """Answer sentences whose text lost citation markers, PMIDs, DOIs or URLs it does not cite."""
+    quarantined: list[QuarantinedPassage] = Field(default_factory=list)
+    """Retrieved passages never quoted or used as evidence because they carry instructions."""
 
 
 # -- lexical terms (shared with verification and the extractive engine) -------------------------

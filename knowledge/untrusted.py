@@ -34,6 +34,7 @@ __all__ = [
     "parse_fenced",
     "reader_view",
     "tag_brackets",
+    "visible_text",
 ]
 
 BRACKET_LOOKALIKES = "\u2329\u27e8\u3008\u02c2\u1438\u276e\u276c\u2770\u29fc"
@@ -136,6 +137,31 @@ def reader_view(text: str) -> str:
         else:
             seen.append(_seen_as(char))
     return "".join(seen)
+
+
+def visible_text(text: str) -> tuple[str, list[int]]:
+    """``text`` as a reader sees it, spaces kept (for pattern checks), and where each of its
+    characters came from.
+
+    Each character in its NFKC form (fullwidth ``Ｉｇｎｏｒｅ`` is ``Ignore``), invisible
+    characters (zero-width spaces and joiners, other format characters, combining marks, fillers)
+    removed, look-alike brackets and slashes as ``<`` and ``/``; whitespace stays. The list gives,
+    for each character of the view, the index in ``text`` of the character it came from.
+    """
+    seen: list[str] = []
+    origins: list[int] = []
+    for index, char in enumerate(text):
+        if char in _BRACKET_LOOKALIKES:
+            shown = "<"
+        elif char in _SLASH_LOOKALIKES:
+            shown = "/"
+        elif char.isspace():
+            shown = unicodedata.normalize("NFKC", char)
+        else:
+            shown = _seen_as(char)
+        seen.append(shown)
+        origins.extend([index] * len(shown))
+    return "".join(seen), origins
 
 
 # --------------------------------------------------------------------------------------------

@@ -352,7 +352,7 @@ def verify_sentences(
             removed.append(sentence.text)
         else:
             text = " ".join([texts[index], *(flag for flag, _ in failed)])
-            kept.append(DraftSentence(text=text, citations=cited[index]))
+            kept.append(sentence.model_copy(update={"text": text, "citations": cited[index]}))
     claim_checks = [check for check in checks if check.method != "no-claim"]
 
     def share(values: Sequence[bool]) -> float:

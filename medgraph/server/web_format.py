@@ -142,6 +142,14 @@ def render_answer(answer: Answer) -> str:
         )
         if checked.removed:
             line += f"; {len(checked.removed)} unsupported or off-topic sentence(s) removed"
+        if checked.scrubbed:
+            line += (
+                f"; identifiers the answer does not cite removed from {len(checked.scrubbed)} "
+                "sentence(s)"
+            )
+        records = {q.source_id for q in checked.quarantined}
+        if records:
+            line += f"; {len(records)} record(s) quarantined for instructions"
         parts.append(f"<small>{escape_html(line)} · engine {escape_html(answer.engine)}</small>")
     if answer.notice:
         parts.append(f"<small><em>{escape_html(answer.notice)}</em></small>")

@@ -18,7 +18,14 @@ from markdown_it import MarkdownIt
 from medgraph.assistant import EmptyQuestionError
 from medgraph.graphs.safety import NOT_FOR_CLINICAL_USE
 from medgraph.graphs.state import Answer
-from medgraph.knowledge.citations import Citation, CitedPassage, SentenceCheck, Verification
+from medgraph.knowledge.citations import (
+    Citation,
+    CitedPassage,
+    QuarantinedPassage,
+    ScrubbedSentence,
+    SentenceCheck,
+    Verification,
+)
 from medgraph.server.web import (
     TurnView,
     UploadLimits,
@@ -203,7 +210,15 @@ def test_answer_markers_link_to_their_records_and_the_text_is_escaped() -> None:
 def test_full_answer_shows_references_verification_and_the_notice() -> None:
     check = SentenceCheck(sentence="Finding.", citations=[1], supported=True, score=0.9, method="x")
     checked = Verification(
-        sentences=[check], supported_fraction=0.75, relevant_fraction=0.5, removed=["dropped."]
+        sentences=[check],
+        supported_fraction=0.75,
+        relevant_fraction=0.5,
+        removed=["dropped."],
+        scrubbed=[ScrubbedSentence(sentence="Finding.", removed=["PMID 99999999"])],
+        quarantined=[
+            QuarantinedPassage(source_id="9", chunk_id=chunk, reason="instructions")
+            for chunk in ("c1", "c2")
+        ],
     )
     reply = answer("Finding [1].", [citation(1)], verification=checked)
     rendered = render_answer(reply)
@@ -212,8 +227,10 @@ def test_full_answer_shows_references_verification_and_the_notice() -> None:
     assert "References" in text
     assert (
         "Verification: 75% of sentences supported, 50% on the question; 1 unsupported or "
-        "off-topic sentence(s) removed"
+        "off-topic sentence(s) removed; identifiers the answer does not cite removed from 1 "
+        "sentence(s); 1 record(s) quarantined for instructions"
     ) in text
+    assert "99999999" not in text
     assert " ".join(NOT_FOR_CLINICAL_USE.split()) in text
     assert page.hrefs().count("https://pubmed.ncbi.nlm.nih.gov/20000001/") == 2
 
