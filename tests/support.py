@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,30 +119,27 @@ def _chroma_cli() -> str:
 
 
 @contextmanager
-def chroma_server(folder: Path) -> Iterator[str]:
-    """``chroma run`` on a free port with its data in ``folder``; yields the server URL."""
-    port = free_port()
+def _server_process(
+    command: list[str], folder: Path, name: str, ready: Callable[[], bool]
+) -> Iterator[None]:
+    """Run ``command`` (logging to ``folder/server.log``) until the block ends, once ``ready()``
+    says it answers (60 s at most); the server is stopped afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "server.log"
     with log_path.open("w") as log:
-        command = [_chroma_cli(), "run", "--path", str(folder / "db"), "--port", str(port)]
-        server = subprocess.Popen(
-            [*command, "--host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
+                    if ready():
+                        break
                 except OSError:
                     pass
                 assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "the Chroma server did not answer in 60 s"
+                assert time.monotonic() < deadline, f"the {name} did not answer in 60 s"
                 time.sleep(0.2)
-            yield url
+            yield
         finally:
             server.terminate()
             try:
@@ -152,38 +149,34 @@ def chroma_server(folder: Path) -> Iterator[str]:
 
 
 @contextmanager
+def chroma_server(folder: Path) -> Iterator[str]:
+    """``chroma run`` on a free port with its data in ``folder``; yields the server URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [_chroma_cli(), "run", "--path", str(folder / "db"), "--port", str(port)]
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as reply:
+            return bool(reply.status == 200)
+
+    with _server_process([*command, "--host", "127.0.0.1"], folder, "Chroma server", ready):
+        yield url
+
+
+@contextmanager
 def milvus_lite_server(folder: Path) -> Iterator[str]:
     """``milvus-lite server`` (Milvus Lite's gRPC server, as a cluster is reached) on a free port
     with its data in ``folder``; yields the server URI."""
     port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "server.log"
-    with log_path.open("w") as log:
-        command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder / "db")]
-        server = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        uri = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=2):
-                        break
-                except OSError:
-                    pass
-                assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "the Milvus Lite server did not listen in 60 s"
-                time.sleep(0.2)
-            yield uri
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder / "db")]
+
+    def ready() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with _server_process(command, folder, "Milvus Lite server", ready):
+        yield f"http://127.0.0.1:{port}"
 
 
 def png_header_only(width: int, height: int) -> bytes:
