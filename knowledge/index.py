@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from medgraph.errors import ConfigurationError, IndexUnavailableError
 from medgraph.knowledge.chroma_store import ChromaStore
@@ -532,7 +532,7 @@ class LiteratureIndex:
             "metric": source.metric,
         }
         started = time.perf_counter()
-        report = IngestReport(files=1)
+        report = IngestReport(files=len(source.files))
         with self._ingest_lock:
             with self._mutex:
                 store = self._open_for_write(record)
@@ -625,12 +625,7 @@ class LiteratureIndex:
             return self.embedder.embed_queries([text])[0]
 
         ordered, records, scores = searcher.rank(
-            query,
-            embed_query,
-            mode,  # type: ignore[arg-type]
-            wanted,
-            depth,
-            search_filter,
+            query, embed_query, cast(SearchMode, mode), wanted, depth, search_filter
         )
         missing = [chunk_id for chunk_id, _ in ordered if chunk_id not in records]
         if missing:
