@@ -57,6 +57,10 @@ _SCALARS = ("source_id", "origin", "year", "generation", "index")
 _TEXT_FIELDS = ["text", "source_id", "origin", "year", "generation", "chunk_index", "metadata"]
 _META_FIELDS = ["source_id", "origin", "year", "generation", "chunk_index", "metadata"]
 _MAX_VARCHAR = 65_535
+# pymilvus pings every 10 s even on an idle channel; a gRPC server with default settings (Milvus
+# Lite's) allows one ping per 5 minutes without data and answers more with GOAWAY "too many
+# pings", after which the process's shared channel fails new clients. Ping less often than that.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000}
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 _PAGE = 1000
 
@@ -177,7 +181,9 @@ class MilvusStore:
                     f"http://localhost:19530"
                 )
         try:
-            self._client = pymilvus.MilvusClient(uri=self.uri, token=self.token or "")
+            self._client = pymilvus.MilvusClient(
+                uri=self.uri, token=self.token or "", grpc_options=_GRPC_OPTIONS
+            )
             if self.local:
                 _local_opened(os.path.abspath(self.uri))
         except Exception as error:

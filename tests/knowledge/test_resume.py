@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,22 @@ BATCH = 16
 
 def _stored_ids(index: LiteratureIndex) -> list[str]:
     return [record.chunk_id for record in index._open_for_read().scan(texts=False)]
+
+
+def _wait_until_settled(settings: KnowledgeSettings) -> None:
+    """A server may still be storing a batch the killed client sent just before it died: wait
+    (at most 30 s) until the stored chunk count holds for a second."""
+    with LiteratureIndex(settings, embedder=HashEmbedder()) as index:
+        store = index._open_for_read()
+        deadline = time.monotonic() + 30
+        last = store.count()
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            now = store.count()
+            if now == last:
+                return
+            last = now
+    raise AssertionError("the server kept storing chunks for 30 s after the client died")
 
 
 def test_rerun_after_sigkill_completes_the_index(
@@ -69,6 +86,8 @@ def test_rerun_after_sigkill_completes_the_index(
             worker.kill()
 
     settings = KnowledgeSettings(index_dir=killed_dir, batch_size=BATCH, **store_settings)
+    if "milvus_uri" in store_settings:
+        _wait_until_settled(settings)
     # The interrupted index is readable: its BM25 is rebuilt (once) from what Chroma holds.
     builds: list[int] = []
     build = ChromaSearch._build_lexical
